@@ -1,0 +1,13 @@
+"""ww_callbacks: live, data-free HTSR diagnostics of neural networks while they train.
+
+The framework-free core: weights in, metrics out. ``analyze`` gives WeightWatcher 0.7.7's
+per-layer metrics, ``fit_powerlaw`` its power-law fit; integrations with training libraries live
+in ``ww_callbacks.integrations``.
+"""
+
+from .analysis import analyze, columns_for, summarize
+from .powerlaw import PowerLawFit, fit_powerlaw
+
+__version__ = "0.1.0"
+
+__all__ = ["PowerLawFit", "analyze", "columns_for", "fit_powerlaw", "summarize", "__version__"]

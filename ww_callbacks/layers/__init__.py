@@ -1,0 +1,59 @@
+"""Layer extraction: which weights of a model are analysed, as :class:`LayerWeights`.
+
+:func:`extract_layers` accepts a torch module, a Keras 3 model or layer, a mapping
+``name -> array`` or a path to checkpoint files; :func:`select_layers` applies the user's
+``layers=`` filter and the size limits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .base import CONV, CONV_TYPES, LAYER_TYPES, MATRIX, LayerWeights
+from .select import select_layers
+from .skips import Skip
+
+ACCEPTED = (
+    "a torch.nn.Module, a Keras 3 model or layer, a mapping name -> array (a state dict), "
+    "or a path to .safetensors / torch state-dict files"
+)
+
+__all__ = [
+    "ACCEPTED", "CONV", "CONV_TYPES", "LAYER_TYPES", "MATRIX", "LayerWeights", "Skip",
+    "extract_layers", "select_layers",
+]
+
+
+def _is_torch_module(model: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def _is_keras(model: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.layers.Layer)
+
+
+def extract_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
+    """Every analysable weight of ``model`` and the layers passed over (with reasons).
+
+    Raises ``TypeError`` naming what is accepted when ``model`` is none of those.
+    """
+    if _is_keras(model):  # first: on Keras's torch backend a Keras layer is an nn.Module too
+        from .keras_models import keras_layers
+
+        return keras_layers(model)
+    if _is_torch_module(model):
+        from .torch_modules import torch_layers
+
+        return torch_layers(model)
+    from .mappings import load_weight_files, mapping_layers
+
+    if isinstance(model, Mapping):
+        return mapping_layers(model)
+    if isinstance(model, (str, os.PathLike)):
+        return mapping_layers(load_weight_files(model))
+    raise TypeError(f"cannot analyse an object of type {type(model).__name__}: expected {ACCEPTED}")

@@ -1,0 +1,61 @@
+"""The unit every extractor produces: one weight tensor of one layer, plus its geometry.
+
+Extractors (torch modules, Keras models, name -> array mappings) only *find* weights and say how
+to read them; turning a weight into float64 matrices happens later, in :mod:`ww_callbacks.matrices`,
+so that skipped layers are never copied or converted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+#: Layer types a row can carry in the ``layer_type`` column.
+DENSE = "dense"
+CONV1D = "conv1d"
+CONV2D = "conv2d"
+CONV3D = "conv3d"
+EMBEDDING = "embedding"
+LAYER_TYPES = (DENSE, CONV1D, CONV2D, CONV3D, EMBEDDING)
+CONV_TYPES = (CONV1D, CONV2D, CONV3D)
+
+#: ``layout`` values. ``"matrix"``: a 2-D array in any orientation. ``"conv"``: a convolution
+#: kernel in torch order ``(out, in, *kernel)``; extractors of other frameworks transpose to it.
+MATRIX = "matrix"
+CONV = "conv"
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One analysable weight of a model, not yet converted.
+
+    ``weight`` is the framework's own array (numpy array or torch tensor), never copied here.
+    ``layer_id`` follows the reference's numbering (torch: index in ``named_modules()``, root = 0).
+    ``name`` is the last dotted part of ``longname``; ``longname`` is unique within a model.
+    """
+
+    layer_id: int
+    name: str
+    longname: str
+    layer_type: str
+    weight: Any
+    layout: str = MATRIX
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the weight as stored."""
+        return tuple(int(s) for s in self.weight.shape)
+
+    def geometry(self) -> tuple[int, int, int]:
+        """``(N, M, rf)``: each slice is N x M with N >= M; ``rf`` slices (kernel positions)."""
+        shape = self.shape
+        if self.layout == CONV:
+            out_ch, in_ch = shape[0], shape[1]
+            rf = math.prod(shape[2:]) if len(shape) > 2 else 1
+        else:
+            if len(shape) != 2:
+                raise ValueError(f"{self.longname}: a matrix layer needs a 2-D weight, got {shape}")
+            out_ch, in_ch = shape
+            rf = 1
+        return max(out_ch, in_ch), min(out_ch, in_ch), rf

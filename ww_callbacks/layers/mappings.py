@@ -1,0 +1,101 @@
+"""Find the analysable weights of a plain mapping ``name -> array`` (a state dict, the contents of
+safetensors files) or of checkpoint files on disk.
+
+Rules: 1-D entries (biases, norms) and names containing ``norm`` or ``bias`` are passed over;
+2-D entries are dense matrices (``embedding`` when the name says ``embed``), a packed
+``in_proj_weight`` is split into Q, K and V; 3-, 4- and 5-D entries are torch-ordered
+convolution kernels. ``layer_id`` is the entry's position in the mapping, counted from 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .base import CONV, CONV1D, CONV2D, CONV3D, DENSE, EMBEDDING, MATRIX, LayerWeights
+from .skips import Skip
+from .torch_modules import _split_qkv
+
+_CONV_BY_NDIM = {3: CONV1D, 4: CONV2D, 5: CONV3D}
+
+
+def _strip_weight(key: str) -> str:
+    for suffix in (".weight", ".kernel", "/kernel"):
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
+def mapping_layers(weights: Mapping[str, Any]) -> tuple[list[LayerWeights], list[Skip]]:
+    """All analysable entries of a ``name -> array`` mapping, and the entries passed over."""
+    layers: list[LayerWeights] = []
+    skipped: list[Skip] = []
+    for layer_id, (key, value) in enumerate(weights.items()):
+        key = str(key)
+        longname = _strip_weight(key)
+        name = longname.split(".")[-1]
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            continue
+        lowered = key.lower()
+        if "norm" in lowered or "bias" in lowered:
+            continue
+        ndim = len(shape)
+        if ndim < 2:
+            skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter"))
+        elif ndim == 2 and key.endswith("in_proj_weight") and shape[0] == 3 * shape[1]:
+            prefix = key[: -len(".in_proj_weight")] if "." in key else ""
+            layers.extend(_split_qkv(value, prefix, prefix.split(".")[-1], layer_id))
+        elif ndim == 2:
+            kind = EMBEDDING if "embed" in lowered else DENSE
+            layers.append(LayerWeights(layer_id, name, longname, kind, value, MATRIX))
+        elif ndim in _CONV_BY_NDIM:
+            layers.append(LayerWeights(layer_id, name, longname, _CONV_BY_NDIM[ndim], value, CONV))
+        else:
+            skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter is not supported"))
+    return layers, skipped
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that puts ``layers.2`` before ``layers.10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def load_weight_files(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint into ``name -> array``: a ``.safetensors`` file, a folder of them, or a
+    torch state-dict file (``weights_only``; a Lightning checkpoint's ``state_dict`` is used)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no .safetensors files in {path}")
+    elif path.exists():
+        files = [path]
+    else:
+        raise FileNotFoundError(path)
+    out: dict[str, Any] = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            try:
+                tensors = load_file(str(file))
+            except (TypeError, ValueError):  # bfloat16 entries: numpy cannot hold them
+                from safetensors.torch import load_file as load_torch
+
+                tensors = load_torch(str(file))
+            # the format stores names sorted as strings: restore the numeric order of blocks
+            out.update((k, tensors[k]) for k in sorted(tensors, key=_natural_key))
+        else:
+            import torch
+
+            state = torch.load(str(file), map_location="cpu", weights_only=True)
+            if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+                state = state["state_dict"]
+            if not isinstance(state, Mapping):
+                raise TypeError(f"{file} does not hold a state dict")
+            out.update(state)
+    return out

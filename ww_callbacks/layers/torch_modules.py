@@ -1,0 +1,102 @@
+"""Find the analysable weights of a ``torch.nn.Module``.
+
+Numbering and types follow WeightWatcher 0.7.7 (``layer_id`` = index in ``named_modules()``,
+type by ``isinstance`` or class-name substring), plus what the reference misses:
+``nn.MultiheadAttention`` input projections (split into Q, K and V), ``Conv1d``/``Conv3d``
+(per kernel-position slices) and HF GPT-2 ``Conv1D`` (a 2-D dense matrix).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import CONV, CONV1D, CONV2D, CONV3D, DENSE, EMBEDDING, MATRIX, LayerWeights
+from .skips import Skip
+
+_CONV_NDIM = {CONV1D: 3, CONV2D: 4, CONV3D: 5}
+
+
+def _type_of(module: Any) -> str | None:
+    """Reference-compatible layer type of a module, or None when it holds no analysable weight."""
+    import torch.nn as nn
+
+    typestr = str(type(module)).lower()
+    if isinstance(module, nn.Linear) or "linear" in typestr:
+        return DENSE
+    if isinstance(module, nn.Conv1d) or "conv1d" in typestr:
+        return CONV1D
+    if isinstance(module, nn.Conv2d) or "conv2d" in typestr:
+        return CONV2D
+    if isinstance(module, nn.Conv3d) or "conv3d" in typestr:
+        return CONV3D
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or "embedding" in typestr:
+        return EMBEDDING
+    return None
+
+
+def _weight_of(module: Any) -> Any:
+    """The module's weight tensor (quantized modules expose it as a method), or None."""
+    weight = getattr(module, "weight", None)
+    if callable(weight) and not hasattr(weight, "shape"):
+        try:
+            weight = weight()
+        except Exception:  # a packed or exotic weight we cannot read: skip the layer
+            return None
+    return weight if hasattr(weight, "shape") else None
+
+
+def _split_qkv(weight: Any, prefix: str, name: str, layer_id: int) -> list[LayerWeights]:
+    """Split a packed ``(3E, E)`` in-projection into its Q, K and V matrices."""
+    rows = weight.shape[0] // 3
+    return [
+        LayerWeights(layer_id, f"{name}.{part}_proj", f"{prefix}.{part}_proj", DENSE,
+                     weight[i * rows:(i + 1) * rows], MATRIX)
+        for i, part in enumerate("qkv")
+    ]
+
+
+def _attention_weights(module: Any, longname: str, name: str, layer_id: int) -> list[LayerWeights]:
+    """Q, K, V projection matrices of an ``nn.MultiheadAttention`` (out_proj is its own module)."""
+    packed = getattr(module, "in_proj_weight", None)
+    if packed is not None:
+        return _split_qkv(packed, longname, name, layer_id)
+    out = []
+    for part in "qkv":
+        weight = getattr(module, f"{part}_proj_weight", None)
+        if weight is not None:
+            out.append(LayerWeights(layer_id, f"{name}.{part}_proj", f"{longname}.{part}_proj",
+                                    DENSE, weight, MATRIX))
+    return out
+
+
+def torch_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
+    """All analysable weights of a torch module, and the modules passed over with the reason."""
+    import torch.nn as nn
+
+    layers: list[LayerWeights] = []
+    skipped: list[Skip] = []
+    for layer_id, (longname, module) in enumerate(model.named_modules()):
+        name = longname.split(".")[-1] if longname else ""
+        if isinstance(module, nn.MultiheadAttention):
+            layers.extend(_attention_weights(module, longname, name, layer_id))
+            continue
+        the_type = _type_of(module)
+        if the_type is None:
+            continue
+        weight = _weight_of(module)
+        if weight is None:
+            if getattr(module, "weight", None) is not None:
+                skipped.append(Skip(layer_id, name, longname, "weight could not be read"))
+            continue
+        ndim = len(weight.shape)
+        if the_type in _CONV_NDIM and ndim == 2:
+            # HF GPT-2 ``Conv1D`` stores a plain (in, out) dense matrix.
+            layers.append(LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX))
+        elif the_type in _CONV_NDIM and ndim == _CONV_NDIM[the_type]:
+            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, CONV))
+        elif the_type in (DENSE, EMBEDDING) and ndim == 2:
+            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, MATRIX))
+        else:
+            reason = f"{the_type} weight of shape {tuple(weight.shape)} is not supported"
+            skipped.append(Skip(layer_id, name, longname, reason))
+    return layers, skipped

@@ -1,0 +1,75 @@
+"""Turn a :class:`LayerWeights` into the scaled stack of N x M matrices whose spectrum is analysed.
+
+Convolutions give one matrix per kernel position (``rf`` slices), each multiplied by
+``sqrt(1/2)`` when the eigenvalues are pooled (``pool=True``, WeightWatcher's ``conv2d_norm``) or by
+``sqrt(rf/2)`` when each slice is its own row (``pool=False``), as the reference does.
+Every slice is oriented so that N >= M, so ``X = W^T W`` is the small M x M Gram matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .layers.base import CONV, LayerWeights
+
+
+def conv_scale(rf: int, pool: bool) -> float:
+    """The factor every convolution slice is multiplied by before its spectrum is taken."""
+    return math.sqrt(0.5) if pool else math.sqrt(rf / 2.0)
+
+
+def is_torch_tensor(x: Any) -> bool:
+    """True for a torch tensor, without importing torch when the caller never did."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def torch_to_float(weight: Any) -> Any:
+    """A detached torch tensor in float32 or float64 (half, bfloat16, quantized: upcast)."""
+    import torch
+
+    t = weight.detach()
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    return t
+
+
+def to_numpy(weight: Any) -> np.ndarray:
+    """The weight as a numpy float32/float64 array; float16 and bfloat16 are upcast to float32."""
+    if is_torch_tensor(weight):
+        return torch_to_float(weight).cpu().numpy()
+    arr = np.asarray(weight)
+    if arr.dtype == np.float64 or arr.dtype == np.float32:
+        return arr
+    if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
+        raise TypeError(f"weights of dtype {arr.dtype} cannot be analysed")
+    return arr.astype(np.float32)
+
+
+def oriented_stack(weight: Any, layout: str) -> Any:
+    """An ``(S, N, M)`` view of ``weight`` (numpy or torch) with N >= M, unscaled."""
+    shape = tuple(weight.shape)
+    if layout == CONV:
+        out_ch, in_ch = shape[0], shape[1]
+        rf = math.prod(shape[2:])
+        stack = weight.reshape(out_ch, in_ch, rf)
+        stack = stack.permute(2, 0, 1) if is_torch_tensor(stack) else stack.transpose(2, 0, 1)
+        # now (rf, out, in)
+    else:
+        out_ch, in_ch = shape
+        stack = weight[None]
+    if out_ch < in_ch:
+        stack = stack.transpose(1, 2) if is_torch_tensor(stack) else stack.transpose(0, 2, 1)
+    return stack
+
+
+def layer_stack(layer: LayerWeights, *, pool: bool = True) -> np.ndarray:
+    """Float64 ``(S, N, M)`` matrices of ``layer``, scaled as the reference scales them."""
+    stack = oriented_stack(to_numpy(layer.weight), layer.layout).astype(np.float64)
+    if layer.layout == CONV:
+        stack *= conv_scale(stack.shape[0], pool)
+    return stack
