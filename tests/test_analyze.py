@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 import ww_callbacks
-from ww_callbacks import analyze, columns_for, summarize
 from tests.models import trapped, zoo
+from ww_callbacks import analyze, columns_for, summarize
 
 
 def _mlp(seed: int = 0) -> nn.Module:
