@@ -207,6 +207,7 @@ def _spectrum_row(engine, stack: Any, N: int, M: int, rf: int, options: _Options
     row.update(_fit_columns(fit, evals, options))
     row.update(norm_metrics(evals, fit.alpha, N, fit.ok))
     row.update(detx_metrics(evals, row["num_pl_spikes"]))
+    row["_evals"] = evals
     if options.mp_fit:
         row.update(_mp_columns(evals, N, M, ""))
     if options.randomize:
@@ -249,6 +250,35 @@ def _progress_bar(items: list, progress: bool | None, desc: str):
     return tqdm(items, desc=desc, unit="layer")
 
 
+def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = (),
+                   randomize: bool = False, mp_fit: bool = False, fix_fingers: str | None = None,
+                   pool: bool = True, device: Any = None, progress: bool | None = False,
+                   dtype: str = "float64", seed: int | None = DEFAULT_SEED,
+                   keep_spectra: bool = False) -> pd.DataFrame:
+    """Analyse already extracted and selected layers (what :func:`analyze` does after choosing
+    them; the background worker calls this on weight snapshots). With ``keep_spectra`` the
+    eigenvalues are kept in ``df.attrs["spectra"]`` (longname -> ascending array)."""
+    if fix_fingers not in (None, False, "clip_xmax"):
+        raise ValueError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
+    options = _Options(randomize, mp_fit, fix_fingers or None, pool)
+    columns = columns_for(randomize=randomize, mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool)
+    rows: list[dict] = []
+    spectra: dict[str, np.ndarray] = {}
+    if layers:
+        engine = _pick_engine(layers, device, dtype, seed)
+        for layer in _progress_bar(layers, progress, "analyze"):
+            for row in _layer_rows(engine, layer, options):
+                evals = row.pop("_evals", None)
+                if keep_spectra and evals is not None:
+                    spectra[layer.longname] = evals
+                rows.append(row)
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs["skipped"] = [s.as_dict() for s in skipped]
+    if keep_spectra:
+        df.attrs["spectra"] = spectra
+    return df
+
+
 def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: int = 15000,
             max_N: int = 50000, randomize: bool = False, mp_fit: bool = False,
             fix_fingers: str | None = None, pool: bool = True, device: Any = None,
@@ -265,25 +295,15 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
     the private generator of the shuffles (the global random state is never touched).
     Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``.
     """
-    if fix_fingers not in (None, False, "clip_xmax"):
-        raise ValueError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
-    options = _Options(randomize, mp_fit, fix_fingers or None, pool)
     found, skipped = extract_layers(model)
     kept, filtered = select_layers(found, layers, min_evals=min_evals, max_evals=max_evals,
                                    max_N=max_N, pool=pool)
-    skipped = skipped + filtered
-    columns = columns_for(randomize=randomize, mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool)
-    rows: list[dict] = []
-    if kept:
-        engine = _pick_engine(kept, device, dtype, seed)
-        for layer in _progress_bar(kept, progress, "analyze"):
-            rows.extend(_layer_rows(engine, layer, options))
-    else:
+    if not kept:
         warnings.warn("no layer to analyse: the model has no supported layer within the limits",
                       stacklevel=2)
-    df = pd.DataFrame(rows, columns=columns)
-    df.attrs["skipped"] = [s.as_dict() for s in skipped]
-    return df
+    return analyze_layers(kept, skipped=skipped + filtered, randomize=randomize, mp_fit=mp_fit,
+                          fix_fingers=fix_fingers, pool=pool, device=device, progress=progress,
+                          dtype=dtype, seed=seed)
 
 
 def summarize(details: pd.DataFrame) -> dict[str, float]:
@@ -294,4 +314,4 @@ def summarize(details: pd.DataFrame) -> dict[str, float]:
     return {m: float(details[m].mean()) for m in SUMMARY_METRICS if m in details.columns}
 
 
-__all__ = ["analyze", "summarize", "columns_for", "Skip"]
+__all__ = ["analyze", "analyze_layers", "summarize", "columns_for", "Skip"]

@@ -1,0 +1,53 @@
+"""What travels between the training thread and the background worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .layers import LayerWeights
+
+
+@dataclass
+class Snapshot:
+    """Host copies of the watched layers' weights at one training step.
+
+    ``wait`` (set for asynchronous GPU copies) blocks until the copies have landed; the worker
+    calls it, never the training thread. ``release`` hands reusable buffers back.
+    """
+
+    step: int
+    epoch: int | None
+    layers: list[LayerWeights]
+    randomize: bool
+    wall_time: float
+    wait: Callable[[], None] | None = None
+    release: Callable[[], None] | None = None
+
+    def ready(self) -> None:
+        """Block until the weights are readable (a no-op for synchronous copies)."""
+        if self.wait is not None:
+            self.wait()
+
+    def done(self) -> None:
+        """Give the snapshot's buffers back; the snapshot must not be used afterwards."""
+        if self.release is not None:
+            self.release()
+            self.release = None
+
+
+@dataclass
+class AnalysisResult:
+    """The analysis of one snapshot: per-layer details, model summary and spectra."""
+
+    step: int
+    epoch: int | None
+    details: pd.DataFrame
+    summary: dict[str, float]
+    wall_time: float
+    duration_s: float
+    randomized: bool
+    spectra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)

@@ -1,0 +1,122 @@
+"""Copy the watched weights off the training thread's hands, as cheaply as possible.
+
+- CPU tensors and numpy arrays: a plain copy (``clone``), on the calling thread.
+- CUDA tensors: preallocated pinned host buffers (two sets: one the worker reads, one being
+  filled) filled by asynchronous copies on a side stream. The training stream is made to wait on
+  the copy before the next optimizer step (``before_optimizer_step``), so a snapshot is never
+  torn, and the host never blocks: the worker waits for the copy's event itself. When both buffer
+  sets are busy the new snapshot is dropped (and counted by the caller).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .layers import LayerWeights
+from .matrices import is_torch_tensor
+from .results import Snapshot
+
+
+def _copy_host(weight: Any) -> Any:
+    """A private host copy of one weight (torch stays torch, anything else becomes numpy)."""
+    if is_torch_tensor(weight):
+        return weight.detach().to("cpu", copy=True)
+    return np.array(weight, copy=True)
+
+
+class _PinnedBuffers:
+    """One set of pinned host buffers matching a list of CUDA weights."""
+
+    def __init__(self, layers: list[LayerWeights]):
+        import torch
+
+        self.buffers = [torch.empty(tuple(layer.weight.shape), dtype=layer.weight.dtype,
+                                    device="cpu", pin_memory=True) for layer in layers]
+        self.event = torch.cuda.Event()
+        self.shapes = [tuple(layer.weight.shape) for layer in layers]
+
+
+class Snapshotter:
+    """Takes :class:`Snapshot` s of a fixed list of layers (the selected ones only, so skipped
+    giants such as vocabulary embeddings are never copied)."""
+
+    def __init__(self, layers: list[LayerWeights], *, buffer_sets: int = 2):
+        self.layers = list(layers)
+        self._cuda = any(is_torch_tensor(layer.weight) and layer.weight.is_cuda
+                         for layer in self.layers)
+        self._free: list[_PinnedBuffers] = []
+        self._lock = threading.Lock()
+        self._pending_event: Any = None
+        self._buffer_sets = buffer_sets
+        self._made = 0
+        self._side_stream: Any = None
+
+    @property
+    def uses_cuda(self) -> bool:
+        """True when the weights live on a GPU and copies are asynchronous."""
+        return self._cuda
+
+    def take(self, step: int, epoch: int | None, randomize: bool) -> Snapshot | None:
+        """Snapshot the weights now; None when no buffer is free (GPU path only)."""
+        if self._cuda:
+            return self._take_cuda(step, epoch, randomize)
+        layers = [replace(layer, weight=_copy_host(layer.weight)) for layer in self.layers]
+        return Snapshot(step, epoch, layers, randomize, time.time())
+
+    # ------------------------------------------------------------------ CUDA path
+
+    def _acquire(self) -> _PinnedBuffers | None:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            if self._made < self._buffer_sets:
+                self._made += 1
+                return _PinnedBuffers(self.layers)
+        return None
+
+    def _release(self, buffers: _PinnedBuffers) -> None:
+        with self._lock:
+            self._free.append(buffers)
+
+    def _take_cuda(self, step: int, epoch: int | None, randomize: bool) -> Snapshot | None:
+        import torch
+
+        buffers = self._acquire()
+        if buffers is None:
+            return None
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream()
+        main = torch.cuda.current_stream()
+        self._side_stream.wait_stream(main)  # copy the weights as of now
+        with torch.cuda.stream(self._side_stream), torch.no_grad():
+            for buf, layer in zip(buffers.buffers, self.layers, strict=True):
+                buf.copy_(layer.weight.detach(), non_blocking=True)
+            buffers.event.record(self._side_stream)
+        self._pending_event = buffers.event
+        layers = [replace(layer, weight=buf)
+                  for layer, buf in zip(self.layers, buffers.buffers, strict=True)]
+        return Snapshot(step, epoch, layers, randomize, time.time(),
+                        wait=buffers.event.synchronize,
+                        release=lambda: self._release(buffers))
+
+    def before_optimizer_step(self) -> None:
+        """Make the training stream wait (on the GPU, not the host) for the last snapshot's copy,
+        so the optimizer cannot change weights that are still being copied."""
+        event, self._pending_event = self._pending_event, None
+        if event is not None:
+            import torch
+
+            torch.cuda.current_stream().wait_event(event)
+
+    def close(self) -> None:
+        """Drop the pinned buffers."""
+        with self._lock:
+            self._free.clear()
+            self._made = 0
+        self._pending_event = None
+        self._side_stream = None

@@ -1,0 +1,136 @@
+"""The one background thread that analyses snapshots, with a bounded hand-over.
+
+The training thread calls :meth:`BackgroundWorker.submit`, which never blocks on the analysis:
+there is one pending slot, and a snapshot that arrives while another is still pending replaces it
+(the stale one is dropped and counted). Memory is therefore bounded by two snapshots whatever the
+number of steps. Results and errors wait in queues for the training thread to collect them
+(:meth:`drain`), so sinks and policies run where the training libraries expect them.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .results import AnalysisResult, Snapshot
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """An exception raised while analysing the snapshot of ``step``."""
+
+    step: int
+    error: BaseException
+    traceback: str
+
+
+class BackgroundWorker:
+    """Runs ``analyse(snapshot)`` in one daemon thread, newest snapshot first.
+
+    ``blas_threads`` caps the BLAS threads (threadpoolctl) while it analyses, so that the worker
+    does not starve training of cores; None leaves BLAS alone.
+    """
+
+    def __init__(self, analyse: Callable[[Snapshot], AnalysisResult], *,
+                 blas_threads: int | None = 1, name: str = "ww-worker"):
+        self._analyse = analyse
+        self._blas_threads = blas_threads
+        self._cond = threading.Condition()
+        self._pending: Snapshot | None = None
+        self._busy = False
+        self._closing = False
+        self._results: deque[AnalysisResult] = deque()
+        self._errors: deque[WorkerError] = deque()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ training thread
+
+    def submit(self, snapshot: Snapshot) -> None:
+        """Hand a snapshot over; replaces (and counts as dropped) a still pending one."""
+        with self._cond:
+            if self._closing:
+                snapshot.done()
+                raise RuntimeError("the worker is closed")
+            stale, self._pending = self._pending, snapshot
+            if stale is not None:
+                self.dropped += 1
+                stale.done()
+            self._cond.notify()
+
+    def drain(self) -> tuple[list[AnalysisResult], list[WorkerError]]:
+        """Results and errors produced since the last call."""
+        with self._cond:
+            results, errors = list(self._results), list(self._errors)
+            self._results.clear()
+            self._errors.clear()
+        return results, errors
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is pending or being analysed."""
+        with self._cond:
+            return self._pending is None and not self._busy
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Analyse what is pending, then stop. Returns False if the thread is still running after
+        ``timeout`` seconds (it is a daemon: it never keeps the process alive)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def discard_pending(self) -> None:
+        """Drop the pending snapshot, if any (used when training fails: no final analysis)."""
+        with self._cond:
+            stale, self._pending = self._pending, None
+        if stale is not None:
+            stale.done()
+
+    # ------------------------------------------------------------ worker thread
+
+    def _next(self) -> Snapshot | None:
+        with self._cond:
+            while self._pending is None and not self._closing:
+                self._cond.wait()
+            snapshot, self._pending = self._pending, None
+            self._busy = snapshot is not None
+            return snapshot
+
+    def _run(self) -> None:
+        limiter = None
+        if self._blas_threads is not None:
+            from threadpoolctl import ThreadpoolController
+
+            limiter = ThreadpoolController()
+        while True:
+            snapshot = self._next()
+            if snapshot is None:
+                return
+            try:
+                if limiter is not None:
+                    with limiter.limit(limits=self._blas_threads, user_api="blas"):
+                        result = self._analyse(snapshot)
+                else:
+                    result = self._analyse(snapshot)
+            except BaseException as err:  # kept for the training thread, never lost
+                with self._cond:
+                    self._errors.append(WorkerError(snapshot.step, err, traceback.format_exc()))
+            else:
+                with self._cond:
+                    self._results.append(result)
+            finally:
+                snapshot.done()
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
