@@ -162,12 +162,14 @@ class Watcher:
         there is nothing new: call it from any frequent hook."""
         if self._worker is None:
             return []
-        results, errors = self._worker.drain()
+        return self._handle(*self._worker.drain())
+
+    def _handle(self, results: list[AnalysisResult], errors: list) -> list[AnalysisResult]:
         for err in errors:
             message = f"ww_callbacks: the analysis of step {err.step} failed: {err.error!r}"
             if self.strict:
                 raise RuntimeError(message + "\n" + err.traceback) from err.error
-            warnings.warn(message, WatcherWarning, stacklevel=2)
+            warnings.warn(message, WatcherWarning, stacklevel=3)
         for result in results:
             self._deliver(result)
         return results
@@ -211,12 +213,10 @@ class Watcher:
             if not worker.close(timeout):
                 warnings.warn("ww_callbacks: the analysis did not finish in time; its thread is "
                               "left to end on its own", WatcherWarning, stacklevel=2)
+            self._dropped_before += worker.dropped
+            worker.dropped = 0
             if deliver:
-                self._worker = worker
-                try:
-                    self.poll()
-                finally:
-                    self._worker = None
+                self._handle(*worker.drain())
         if deliver:
             for sink in self.sinks:
                 try:

@@ -1,0 +1,203 @@
+"""The framework-free Watcher: hand-over, faults, history, resume."""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from ww_callbacks import analyze
+from ww_callbacks.history import load_history
+from ww_callbacks.watcher import Watcher, WatcherWarning
+
+
+def _model(seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 48))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ww-worker"]
+
+
+class Recorder:
+    def __init__(self):
+        self.seen: list[tuple[int, dict]] = []
+        self.closed = False
+
+    def write(self, result, scalars):
+        self.seen.append((result.step, scalars))
+
+    def close(self):
+        self.closed = True
+
+
+class Broken(Recorder):
+    def write(self, result, scalars):
+        raise OSError("disk full")
+
+
+def test_results_reach_history_then_sinks(tmp_path):
+    model = _model()
+    sink = Recorder()
+    with Watcher(log_dir=tmp_path, sinks=[sink]) as watcher:
+        assert watcher.snapshot(model, step=0, epoch=0)
+        watcher.wait_idle()
+        with torch.no_grad():
+            model[0].weight.mul_(3.0)
+        watcher.snapshot(model, step=10, epoch=1)
+    assert sink.closed and [s for s, _ in sink.seen] == [0, 10]
+    history = load_history(tmp_path)
+    assert sorted(set(history.step)) == [0, 10]
+    final = analyze(model, randomize=True)
+    last = history[history.step == 10].reset_index(drop=True)
+    np.testing.assert_allclose(last.alpha, final.alpha, rtol=1e-12)
+    scalars = sink.seen[-1][1]
+    assert scalars["ww_alpha/0"] == pytest.approx(final.alpha[0])
+    assert {"ww/alpha_mean", "ww/num_traps", "ww/snapshots_dropped", "ww_traps/2"} <= set(scalars)
+    assert not _workers()
+
+
+def test_snapshot_is_a_copy(tmp_path):
+    model = _model()
+    with Watcher() as watcher:
+        snapshotter = watcher._snapshotter_for(model)
+        snap = snapshotter.take(0, 0, False)
+        with torch.no_grad():
+            model[0].weight.zero_()
+        assert snap.layers[0].weight.abs().sum() > 0
+
+
+def test_traps_cadence():
+    model = _model()
+    seen = Recorder()
+    with Watcher(sinks=[seen], traps_every=2) as watcher:
+        for step in range(4):
+            watcher.snapshot(model, step)
+            watcher.wait_idle()
+    assert ["ww/num_traps" in scalars for _, scalars in seen.seen] == [True, False, True, False]
+
+
+def test_failing_sink_warns_once_and_loses_nothing(tmp_path):
+    model = _model()
+    good = Recorder()
+    with pytest.warns(WatcherWarning, match="disk full") as record:
+        with Watcher(log_dir=tmp_path, sinks=[Broken(), good]) as watcher:
+            for step in range(3):
+                watcher.snapshot(model, step)
+                watcher.wait_idle()
+                watcher.poll()
+    assert len([w for w in record if "disk full" in str(w.message)]) == 1
+    assert len(good.seen) == 3
+    assert sorted(set(load_history(tmp_path).step)) == [0, 1, 2]
+
+
+def test_worker_failure_is_reported_on_the_training_thread(monkeypatch):
+    import ww_callbacks.watcher as watcher_module
+
+    def boom(*args, **kwargs):
+        raise ValueError("analysis exploded")
+
+    monkeypatch.setattr(watcher_module, "analyze_layers", boom)
+    model = _model()
+    watcher = Watcher()
+    watcher.snapshot(model, 5)
+    watcher.wait_idle()
+    with pytest.warns(WatcherWarning, match="step 5 failed.*analysis exploded"):
+        watcher.poll()
+    watcher.snapshot(model, 6)  # the worker survived its failure
+    watcher.wait_idle()
+    strict = Watcher(strict=True)
+    strict.snapshot(model, 7)
+    strict.wait_idle()
+    with pytest.raises(RuntimeError, match="step 7 failed"):
+        strict.poll()
+    with pytest.warns(WatcherWarning):
+        watcher.close()
+    strict.close(deliver=False)
+    assert not _workers()
+
+
+def test_exception_in_with_block_stops_worker_without_final_analysis(tmp_path):
+    model = _model()
+    with pytest.raises(KeyError):
+        with Watcher(log_dir=tmp_path) as watcher:
+            watcher.snapshot(model, 0)
+            raise KeyError("user code failed")
+    assert not _workers()
+
+
+def test_nan_weights_mark_the_layer_failed(tmp_path):
+    model = _model()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with Watcher(log_dir=tmp_path) as watcher:
+        watcher.snapshot(model, 0)
+    history = load_history(tmp_path)
+    assert list(history.status) == ["success", "failed"]
+
+
+def test_slow_analysis_drops_snapshots_and_memory_stays_flat(monkeypatch):
+    import ww_callbacks.watcher as watcher_module
+
+    real = watcher_module.analyze_layers
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watcher_module, "analyze_layers", slow)
+    model = _model()
+    watcher = Watcher(traps_every=0)
+    tracemalloc.start()
+    try:
+        for step in range(2000):
+            watcher.snapshot(model, step)
+            watcher.poll()
+            if step == 500:
+                watcher.wait_idle()
+                base = tracemalloc.get_traced_memory()[0]
+        watcher.wait_idle()
+        watcher.poll()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        watcher.close()
+    assert watcher.dropped > 1000
+    assert watcher.snapshots_taken == 2000
+    assert grown < 2_000_000, grown
+
+
+def test_resume_truncates_history_after_checkpoint(tmp_path):
+    model = _model()
+    with Watcher(log_dir=tmp_path) as first:
+        for step in (0, 10, 20, 30):
+            first.snapshot(model, step)
+            first.wait_idle()
+            if step == 10:
+                state = first.state_dict()
+    resumed = Watcher(log_dir=tmp_path)
+    resumed.load_state_dict(state)
+    assert resumed.snapshots_taken == 2
+    for step in (20, 30):
+        resumed.snapshot(model, step)
+        resumed.wait_idle()
+    resumed.close()
+    steps = load_history(tmp_path, level="model").step.tolist()
+    assert steps == [0, 10, 20, 30]
+
+
+def test_close_twice_and_at_rest():
+    watcher = Watcher()
+    watcher.close()
+    watcher.close()
+    assert watcher.poll() == []
