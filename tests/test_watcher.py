@@ -201,3 +201,20 @@ def test_close_twice_and_at_rest():
     watcher.close()
     watcher.close()
     assert watcher.poll() == []
+
+
+def test_worker_thread_ends_when_idle_and_restarts():
+    """Nothing tells the watcher when a Keras fit() raises: an idle worker ends by itself."""
+    model = _model()
+    watcher = Watcher()
+    watcher._ensure_worker()._linger = 0.1
+    watcher.snapshot(model, 0)
+    watcher.wait_idle()
+    deadline = time.monotonic() + 5
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _workers()
+    watcher.snapshot(model, 1)  # a new thread picks the next snapshot up
+    watcher.wait_idle()
+    assert [r.step for r in watcher.poll()] == [0, 1]
+    watcher.close()

@@ -112,7 +112,7 @@ class Watcher:
         return self._dropped_before + worker + self._snapshot_dropped
 
     def _ensure_worker(self) -> BackgroundWorker:
-        if self._worker is None or not self._worker.alive:
+        if self._worker is None:
             self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads)
         return self._worker
 

@@ -5,6 +5,10 @@ there is one pending slot, and a snapshot that arrives while another is still pe
 (the stale one is dropped and counted). Memory is therefore bounded by two snapshots whatever the
 number of steps. Results and errors wait in queues for the training thread to collect them
 (:meth:`drain`), so sinks and policies run where the training libraries expect them.
+
+The thread lives only while there is work: it ends ``linger`` seconds after its last analysis and
+a new one starts with the next snapshot. So a training run that dies without telling us (Keras
+has no exception hook) leaves no thread behind once its last analysis is done.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class BackgroundWorker:
     """
 
     def __init__(self, analyse: Callable[[Snapshot], AnalysisResult], *,
-                 blas_threads: int | None = 1, name: str = "ww-worker"):
+                 blas_threads: int | None = 1, name: str = "ww-worker", linger: float = 1.0):
         self._analyse = analyse
         self._blas_threads = blas_threads
         self._cond = threading.Condition()
@@ -45,8 +49,15 @@ class BackgroundWorker:
         self._results: deque[AnalysisResult] = deque()
         self._errors: deque[WorkerError] = deque()
         self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._name = name
+        self._linger = linger
+        self._thread: threading.Thread | None = None
+
+    def _start_thread(self) -> None:
+        """Start the thread if none runs (call with the lock held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------ training thread
 
@@ -60,6 +71,7 @@ class BackgroundWorker:
             if stale is not None:
                 self.dropped += 1
                 stale.done()
+            self._start_thread()
             self._cond.notify()
 
     def drain(self) -> tuple[list[AnalysisResult], list[WorkerError]]:
@@ -78,17 +90,21 @@ class BackgroundWorker:
 
     @property
     def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread.is_alive()
+        """True while a thread runs (it ends by itself when idle)."""
+        with self._cond:
+            return self._thread is not None
 
     def close(self, timeout: float | None = None) -> bool:
         """Analyse what is pending, then stop. Returns False if the thread is still running after
         ``timeout`` seconds (it is a daemon: it never keeps the process alive)."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def discard_pending(self) -> None:
         """Drop the pending snapshot, if any (used when training fails: no final analysis)."""
@@ -100,11 +116,17 @@ class BackgroundWorker:
     # ------------------------------------------------------------ worker thread
 
     def _next(self) -> Snapshot | None:
+        """The next snapshot, or None when the thread should end (closing, or idle too long);
+        in that case the thread is deregistered under the lock, so a concurrent submit starts a
+        new one."""
         with self._cond:
-            while self._pending is None and not self._closing:
-                self._cond.wait()
+            if self._pending is None and not self._closing:
+                self._cond.wait_for(lambda: self._pending is not None or self._closing,
+                                    timeout=self._linger)
             snapshot, self._pending = self._pending, None
             self._busy = snapshot is not None
+            if snapshot is None:
+                self._thread = None
             return snapshot
 
     def _run(self) -> None:
