@@ -15,6 +15,7 @@ import os
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,11 +30,21 @@ from .worker import BackgroundWorker
 
 
 class Sink(Protocol):
-    """Receives every result on the training thread (TensorBoard, W&B, a logger, ...)."""
+    """Receives every result (TensorBoard, W&B, a logger, ...).
+
+    By default on the training thread, from :meth:`Watcher.poll` (W&B and the training
+    libraries' loggers want that). A sink whose class sets ``in_worker = True`` (thread-safe
+    writers such as TensorBoard's) is called in the worker thread instead, right after the history
+    file, so its heavy work (histograms, images) never runs on the training thread.
+    """
 
     def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _in_worker(sink: Sink) -> bool:
+    return bool(getattr(sink, "in_worker", False))
 
 
 class Policy(Protocol):
@@ -86,12 +97,14 @@ class Watcher:
         self._model_ref: Any = None
         self._worker: BackgroundWorker | None = None
         self._failed_sinks: set[int] = set()
+        self._sink_failures: deque[str] = deque()
         self.snapshots_taken = 0
         self.results_delivered = 0
         self._dropped_before = 0  # drops of earlier (resumed) runs
         self._snapshot_dropped = 0  # GPU snapshots with no free buffer
         self.last_result: AnalysisResult | None = None
         self.last_step = -1
+        self._last_snapshot_step: int | None = None
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ setup
@@ -139,7 +152,10 @@ class Watcher:
     def snapshot(self, model: Any, step: int, epoch: int | None = None, *,
                  randomize: bool | None = None) -> bool:
         """Copy the weights of ``model`` now and queue them for analysis; returns False when the
-        snapshot was not taken (no free GPU buffer). Never waits for the analysis."""
+        snapshot was not taken (the same step was just taken, or no free GPU buffer). Never
+        waits for the analysis."""
+        if step == self._last_snapshot_step:
+            return False  # these weights are already queued or analysed (e.g. last epoch = end)
         if randomize is None:
             randomize = bool(self.traps_every) and self.snapshots_taken % self.traps_every == 0
         snapshotter = self._snapshotter_for(model)
@@ -149,6 +165,7 @@ class Watcher:
             self._snapshot_dropped += 1
             return False
         self.snapshots_taken += 1
+        self._last_snapshot_step = step
         self._ensure_worker().submit(snap)
         return True
 
@@ -172,26 +189,40 @@ class Watcher:
             warnings.warn(message, WatcherWarning, stacklevel=3)
         for result in results:
             self._deliver(result)
+        self._report_sink_failures()
         return results
 
+    def _scalars(self, result: AnalysisResult) -> dict[str, float]:
+        return {**result.summary, DROPPED: float(self.dropped), **layer_scalars(result.details)}
+
+    def _write(self, sink: Sink, result: AnalysisResult, scalars: dict[str, float]) -> None:
+        """Write to one sink; a failure is reported once (as a warning on the training thread)
+        and never stops training nor loses data (the history has it)."""
+        try:
+            sink.write(result, scalars)
+        except Exception as err:
+            if id(sink) in self._failed_sinks:
+                return
+            self._failed_sinks.add(id(sink))
+            where = f" (the history in {self.history_path} has every result)" \
+                if self.history_path else ""
+            self._sink_failures.append(f"ww_callbacks: sink {type(sink).__name__} failed: "
+                                       f"{err!r}{where}; it will be retried silently")
+
     def _deliver(self, result: AnalysisResult) -> None:
-        scalars = {**result.summary, DROPPED: float(self.dropped),
-                   **layer_scalars(result.details)}
+        scalars = self._scalars(result)
         for sink in self.sinks:
-            try:
-                sink.write(result, scalars)
-            except Exception as err:  # a failing sink never stops training nor loses data
-                if id(sink) not in self._failed_sinks:
-                    self._failed_sinks.add(id(sink))
-                    where = f" (the history in {self.history_path} has every result)" \
-                        if self.history_path else ""
-                    warnings.warn(f"ww_callbacks: sink {type(sink).__name__} failed: {err!r}"
-                                  f"{where}; it will be retried silently", WatcherWarning,
-                                  stacklevel=3)
+            if not _in_worker(sink):
+                self._write(sink, result, scalars)
+        self._report_sink_failures()
         for policy in self.policies:
             policy.on_result(result)
         self.results_delivered += 1
         self.last_result = result
+
+    def _report_sink_failures(self) -> None:
+        while self._sink_failures:
+            warnings.warn(self._sink_failures.popleft(), WatcherWarning, stacklevel=4)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until the worker has nothing left (for tests and the end of training)."""
@@ -247,6 +278,11 @@ class Watcher:
                                 snapshot.randomize, spectra)
         if self.history is not None:
             self.history.append(result)  # before any sink sees it
+        worker_sinks = [sink for sink in self.sinks if _in_worker(sink)]
+        if worker_sinks:
+            scalars = self._scalars(result)
+            for sink in worker_sinks:
+                self._write(sink, result, scalars)
         return result
 
     # ------------------------------------------------------------------ resume
