@@ -1,0 +1,85 @@
+"""Keras ``model.fit`` on the TensorFlow backend with and without the WeightWatcherCallback.
+
+    KERAS_BACKEND=tensorflow python bench/keras_overhead.py [--epochs 20 --repeats 3]
+
+An MLP (hidden width 512) on scikit-learn's digits, default cadence (every epoch, traps on).
+Runs alternate (without, with, without, with, ...) after one warm-up fit of each; prints the
+median wall time of each and the ratio with/without (target <= 1.05), plus the main-thread time
+of the callback's hooks per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from ww_callbacks.integrations.keras import WeightWatcherCallback  # noqa: E402
+
+
+class HookTimer(WeightWatcherCallback):
+    """The callback, timing its own hooks on the training thread."""
+
+    spent = 0.0
+
+    def _timed(self, name, *args):
+        start = time.perf_counter()
+        getattr(super(), name)(*args)
+        HookTimer.spent += time.perf_counter() - start
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._timed("on_train_batch_end", batch, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._timed("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._timed("on_epoch_end", epoch, logs)
+
+
+def fit_once(epochs: int, with_callback: bool, log_dir: str) -> float:
+    digits = load_digits()
+    x, y = (digits.data / 16.0).astype("float32"), digits.target.astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512, activation="relu"),
+                              keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10)])
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callbacks = [HookTimer(log_dir=log_dir)] if with_callback else []
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"backend {keras.backend.backend()}, {args.epochs} epochs, {args.repeats} repeats")
+    with tempfile.TemporaryDirectory() as tmp:
+        fit_once(2, False, tmp)
+        fit_once(2, True, tmp)  # warm-up: graph tracing, imports
+        HookTimer.spent = 0.0
+        without, with_cb = [], []
+        for r in range(args.repeats):
+            without.append(fit_once(args.epochs, False, tmp))
+            with_cb.append(fit_once(args.epochs, True, os.path.join(tmp, f"run{r}")))
+    base, ours = statistics.median(without), statistics.median(with_cb)
+    print(f"without callback: median {base:.2f} s  runs {[round(t, 2) for t in without]}")
+    print(f"with callback   : median {ours:.2f} s  runs {[round(t, 2) for t in with_cb]}")
+    print(f"wall-time ratio with/without: {ours / base:.3f}  (target <= 1.05)")
+    per_epoch = HookTimer.spent / (args.repeats * args.epochs) * 1e3
+    print(f"callback hooks on the training thread: {per_epoch:.2f} ms per epoch")
+
+
+if __name__ == "__main__":
+    main()

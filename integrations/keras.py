@@ -1,0 +1,161 @@
+"""Keras 3 callback: watch a model's layers during ``model.fit`` on any backend.
+
+    import keras
+    from ww_callbacks.integrations.keras import WeightWatcherCallback
+
+    model.fit(x, y, epochs=10, callbacks=[WeightWatcherCallback(log_dir="ww_logs"),
+                                          keras.callbacks.EarlyStopping(monitor="ww/alpha_mean")])
+
+Put this callback **first** in the list: it adds the model-level ``ww/`` values (``ww/alpha_mean``,
+``ww/num_traps``, ...) to each epoch's ``logs`` so that ``History``, ``CSVLogger``, Keras's
+``EarlyStopping`` and ``ModelCheckpoint`` see them. The values are those of the latest analysis
+that has finished (analyses run in a background thread; training does not wait for them, except
+once, at the end of the first epoch, if the analysis of the initial weights is not done yet).
+Per-layer values (``ww_alpha/<layer>``, ...) go to TensorBoard and W&B with the same tag names as
+the Lightning callback. The weights are read (``self.model``, which makes the JAX backend sync its
+state) only on the batches where a snapshot is due.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from ..cadence import Cadence
+from ..watcher import Policy, Sink, Watcher
+
+
+def _close_quietly(watcher_ref: weakref.ref) -> None:
+    watcher = watcher_ref()
+    if watcher is not None:
+        watcher.close(timeout=5.0, final=False)
+
+
+class WeightWatcherCallback(keras.callbacks.Callback):
+    """HTSR diagnostics of every layer while ``model.fit`` runs, analysed in the background.
+
+    ``every_n_epochs`` (default 1) and/or ``every_n_batches`` set the cadence, plus the initial
+    and final weights; ``traps_every``: every k-th analysis also counts correlation traps.
+    ``log_dir`` holds ``ww_history.jsonl`` and, with ``tensorboard=True``, TensorBoard events;
+    ``wandb_run``: a W&B run (or ``True`` for ``wandb.run``). Analysis options (``layers``,
+    ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``strict``,
+    ``blas_threads``) are those of :class:`ww_callbacks.watcher.Watcher`.
+    """
+
+    def __init__(self, *, every_n_epochs: int | None = 1, every_n_batches: int | None = None,
+                 traps_every: int = 1, log_dir: str | os.PathLike | None = "ww_logs",
+                 tensorboard: bool = True, wandb_run: Any = None, layers: Any = None,
+                 min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+                 mp_fit: bool = False, fix_fingers: str | None = None, strict: bool = False,
+                 blas_threads: int | None = 1, policies: Sequence[Policy] = (),
+                 sinks: Sequence[Sink] = ()):
+        super().__init__()
+        self.cadence = Cadence(every_n_steps=every_n_batches, every_n_epochs=every_n_epochs)
+        self.log_dir = log_dir
+        self.tensorboard = tensorboard
+        self.wandb_run = wandb_run
+        self._watcher_kwargs = dict(
+            layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
+            traps_every=traps_every, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
+            blas_threads=blas_threads, policies=policies)
+        self._extra_sinks = list(sinks)
+        self.watcher: Watcher | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._step = 0
+        self._epoch = 0
+        self._started = False
+        self._logged_summary: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _sinks(self) -> list[Sink]:
+        sinks = list(self._extra_sinks)
+        if self.tensorboard and self.log_dir is not None:
+            from .tensorboard import TensorBoardSink, TfSummaryWriter
+
+            if keras.backend.backend() == "tensorflow":  # tf.summary, as Keras's own callback
+                sinks.append(TensorBoardSink(TfSummaryWriter(self.log_dir), owns_writer=True))
+            else:
+                sinks.append(TensorBoardSink(log_dir=str(self.log_dir)))
+        if self.wandb_run is not None and self.wandb_run is not False:
+            from .wandb import WandbSink
+
+            sinks.append(WandbSink(None if self.wandb_run is True else self.wandb_run))
+        return sinks
+
+    def _snapshot(self) -> None:
+        # ``self.model`` syncs the JAX backend's state: touched only when a snapshot is due
+        self.watcher.snapshot(self.model, self._step, self._epoch)
+
+    # ------------------------------------------------------------------ keras hooks
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.watcher is not None:  # a second fit() with the same callback
+            self.watcher.close(final=False)
+        self.watcher = Watcher(log_dir=self.log_dir, sinks=self._sinks(), **self._watcher_kwargs)
+        # on_train_end does not run when fit() raises; the worker thread ends by itself when
+        # idle, and this finaliser closes the sinks when the callback goes away
+        self._finalizer = weakref.finalize(self, _close_quietly, weakref.ref(self.watcher))
+        self._started = False
+
+    def _start(self, epoch: int) -> None:
+        """First batch of this fit: state restored by ``BackupAndRestore`` is in place now. The
+        step is the optimizer's iteration count; analyses recorded after it (by a run that died
+        after its last backup) are dropped from the history, so a resumed fit continues it."""
+        self._started = True
+        self._epoch = epoch
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        self._step = int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
+        path = self.watcher.history_path
+        if path is not None and path.exists():
+            self.watcher.history.truncate_after(self._step)
+            from ..history import read_records
+
+            records = read_records(path)
+            self.watcher.snapshots_taken = len(records)
+            if any(r["step"] == self._step for r in records):
+                return  # these weights are already analysed
+        if self.cadence.on_train_start:
+            self._snapshot()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._step += 1
+        if self.watcher is None:
+            return
+        self.watcher.poll()
+        if self.cadence.step_due(self._step):
+            self._snapshot()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.watcher is not None and not self._started:
+            self._start(epoch)
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.watcher is None:
+            return
+        if self.cadence.epoch_due(epoch):
+            self._snapshot()
+        self.watcher.poll()
+        if self.watcher.last_result is None:  # only ever at the first epoch of a fit
+            self.watcher.wait_idle()
+            self.watcher.poll()
+        if logs is not None and self.watcher.last_result is not None:
+            summary = dict(self.watcher.last_result.summary)
+            summary["ww/snapshots_dropped"] = float(self.watcher.dropped)
+            summary["ww/step"] = float(self.watcher.last_result.step)
+            logs.update(summary)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.watcher is None:
+            return
+        if self.cadence.on_train_end:
+            self._snapshot()
+        self.watcher.close()
+        if self._finalizer is not None:
+            self._finalizer.detach()

@@ -1,0 +1,430 @@
+"""Lightning integration: :class:`WeightWatcherCallback`, live HTSR diagnostics in ``Trainer.fit``.
+
+One callback class works with both ``lightning.pytorch`` and ``pytorch_lightning`` trainers (its
+bases are the ``Callback`` classes of whichever of the two packages import). The hooks are thin:
+they decide *when* (a :class:`~ww_callbacks.cadence.Cadence`) and call the framework-free
+:class:`~ww_callbacks.watcher.Watcher`, which copies the weights on the training thread, analyses
+them in one background thread and delivers the results on the training thread to
+
+- the history file ``<log_dir>/ww_history.jsonl`` (first, so a failing logger loses nothing);
+- every logger of the trainer (``logger.log_metrics(scalars, step=<step of the snapshot>)``),
+  plus, for a ``TensorBoardLogger``, the TensorBoard extras (custom-scalars layout, ESD histograms
+  and plots: :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink`) and, for a
+  ``WandbLogger``, the W&B extras (:class:`~ww_callbacks.integrations.wandb.WandbSink`);
+- the user's own sinks and policies.
+
+At every training-epoch end the latest model summary (``ww/alpha_mean``, ...) is also logged with
+``pl_module.log`` (not to the loggers, which already have it at its true step), so that
+``EarlyStopping`` and ``ModelCheckpoint`` can monitor a ``ww/`` key. Under DDP only rank 0
+snapshots, analyses and writes; what it knows (the summary and its ``should_stop`` decision) is
+broadcast to every rank once per epoch, so all ranks log the same values and stop together.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ww_callbacks.cadence import Cadence
+from ww_callbacks.results import AnalysisResult
+from ww_callbacks.scalars import DROPPED
+from ww_callbacks.watcher import Policy, Sink, Watcher, WatcherWarning
+
+__all__ = ["WeightWatcherCallback", "LoggerSink", "default_log_dir"]
+
+INSTALL_HINT = "pip install ww_callbacks[lightning]"
+#: Prefix of the model-level scalars logged with ``pl_module.log`` (monitorable).
+MODEL_PREFIX = "ww/"
+#: How long the end of an epoch waits for its analysis when a callback monitors a ``ww/`` key.
+EPOCH_WAIT_TIMEOUT_S = 600.0
+
+
+def _import_all(module_names: Sequence[str], attribute: str) -> tuple[type, ...]:
+    """``attribute`` of each importable module, in order (missing packages are left out)."""
+    import importlib
+
+    found = []
+    for name in module_names:
+        try:
+            found.append(getattr(importlib.import_module(name), attribute))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+_CALLBACK_BASES = _import_all(("lightning.pytorch.callbacks", "pytorch_lightning.callbacks"),
+                              "Callback")
+if not _CALLBACK_BASES:  # pragma: no cover - the extra is not installed
+    raise ImportError("ww_callbacks.integrations.lightning needs lightning or pytorch-lightning: "
+                      + INSTALL_HINT)
+_TB_LOGGERS = _import_all(("lightning.pytorch.loggers", "pytorch_lightning.loggers"),
+                          "TensorBoardLogger")
+_CSV_LOGGERS = _import_all(("lightning.pytorch.loggers", "pytorch_lightning.loggers"),
+                           "CSVLogger")
+_WANDB_LOGGERS = _import_all(("lightning.pytorch.loggers.wandb",
+                              "pytorch_lightning.loggers.wandb"), "WandbLogger")
+
+
+def default_log_dir(trainer: Any) -> str:
+    """Where the history goes by default: ``trainer.log_dir`` (the run's folder of a
+    TensorBoard or CSV logger, ``default_root_dir`` without a logger). For other loggers (W&B,
+    MLflow, ...) ``trainer.log_dir`` is their ``save_dir``, shared by every run, so the run's
+    own ``save_dir/name/version`` is used instead (where ``ModelCheckpoint`` puts its
+    ``checkpoints/``). Call it on every rank: the result is broadcast from rank 0."""
+    loggers = trainer.loggers
+    if not loggers or isinstance(loggers[0], _TB_LOGGERS + _CSV_LOGGERS):
+        return trainer.log_dir  # broadcasts
+    logger = loggers[0]
+    save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+    version = logger.version
+    version = version if isinstance(version, str) else f"version_{version}"
+    return trainer.strategy.broadcast(os.path.join(os.fspath(save_dir), str(logger.name),
+                                                   version), src=0)
+
+
+class LoggerSink:
+    """Sends every result's scalars to one Lightning logger, at the step the snapshot was taken.
+
+    ``log_per_layer=False`` keeps only the model-level ``ww/`` scalars (no ``ww_alpha/<layer>``).
+    After each write the logger is saved (``logger.save()``, which flushes TensorBoard's writer), as
+    Lightning does after its own ``log_metrics``, so a running ``tensorboard`` shows values live.
+    The logger itself is never finalized here: the trainer owns it.
+    """
+
+    def __init__(self, logger: Any, *, log_per_layer: bool = True):
+        self.logger = logger
+        self.log_per_layer = log_per_layer
+
+    def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
+        """Log ``scalars`` at ``result.step`` and flush."""
+        if not self.log_per_layer:
+            scalars = {k: v for k, v in scalars.items() if k.startswith(MODEL_PREFIX)}
+        self.logger.log_metrics(dict(scalars), step=int(result.step))
+        self.logger.save()
+
+    def close(self) -> None:
+        """Flush what was logged (the trainer finalizes the logger later)."""
+        self.logger.save()
+
+
+def _extra_sinks(logger: Any) -> list[Sink]:
+    """The TensorBoard / W&B extras for one logger: none when their module is not there, a
+    warning (and none) when they cannot be made; the scalars reach the logger either way."""
+    try:
+        if _TB_LOGGERS and isinstance(logger, _TB_LOGGERS):
+            from .tensorboard import TensorBoardSink
+
+            return [TensorBoardSink(logger.experiment, scalars=False)]
+        if _WANDB_LOGGERS and isinstance(logger, _WANDB_LOGGERS):
+            from .wandb import WandbSink
+
+            return [WandbSink(logger.experiment, scalars=False,
+                              step_metric="trainer/global_step")]
+    except ImportError:
+        return []
+    except Exception as err:  # an optional extra never stops training
+        warnings.warn(f"ww_callbacks: no {type(logger).__name__} extras: {err!r}",
+                      WatcherWarning, stacklevel=3)
+    return []
+
+
+def _monitors_ww(trainer: Any) -> bool:
+    """True when a callback of ``trainer`` (EarlyStopping, ModelCheckpoint, ...) monitors a
+    ``ww/`` key."""
+    return any(isinstance(getattr(cb, "monitor", None), str)
+               and cb.monitor.startswith(MODEL_PREFIX) for cb in trainer.callbacks)
+
+
+class WeightWatcherCallback(*_CALLBACK_BASES):
+    """Live WeightWatcher (HTSR) diagnostics of the model while ``Trainer.fit`` runs.
+
+    When: ``every_n_epochs`` (default 1: at the end of every epoch; the snapshot is taken at the
+    epoch's last training batch, so the analysis overlaps validation) and/or
+    ``every_n_train_steps`` (every n optimizer steps), plus the initial weights at the start
+    and the final weights at the end of training. ``traps_every``: every k-th analysis also
+    randomises the weights to count correlation traps (0: never).
+
+    What: ``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit`` and ``fix_fingers`` are
+    the options of :func:`ww_callbacks.analyze`. ``blas_threads``: BLAS threads of the analysis
+    thread (1 leaves the other cores to training; None: no limit).
+
+    Where: ``log_dir`` receives ``ww_history.jsonl`` (read it with
+    :func:`ww_callbacks.history.load_history`); by default the run's folder
+    (:func:`default_log_dir`: ``trainer.log_dir``, e.g. ``lightning_logs/version_0``, for
+    TensorBoard and CSV loggers; ``save_dir/project/run_id`` for W&B). Every logger
+    of the trainer receives the scalars ``ww/alpha_mean``, ``ww/alpha_weighted_mean``,
+    ``ww/log_norm_mean``, ``ww/num_traps``, ``ww/layers_over_trained``,
+    ``ww/layers_under_trained``, ``ww/layers_failed``, ``ww/snapshots_dropped`` and, with
+    ``log_per_layer``, ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``,
+    ``ww_traps/<layer>``, each at the global step its snapshot was taken. ``sinks``: more
+    :class:`~ww_callbacks.watcher.Sink` s (closed at the end of training); ``policies``: objects
+    with ``on_result(result)`` and optionally a ``should_stop`` attribute, which stops training
+    on every rank at the next epoch end.
+
+    Monitoring: the ``ww/`` summary of the latest analysis is logged at each training-epoch end
+    with ``pl_module.log`` so ``EarlyStopping(monitor="ww/alpha_mean")`` and
+    ``ModelCheckpoint(monitor="ww/alpha_mean")`` work. By default nothing waits for the
+    analysis: when it is slower than training, a snapshot still pending when the next one comes
+    is dropped (counted in ``ww/snapshots_dropped``; the final one is always analysed).
+    ``wait_for_epoch=True`` (None: only when a callback of the trainer monitors a ``ww/`` key)
+    analyses every epoch's snapshot: taking it waits for the previous analysis, and the epoch
+    end waits for its own, so the monitored value describes the weights of that epoch and not
+    an earlier one. With a validation loop, give ``ModelCheckpoint`` a
+    ``save_on_train_epoch_end=True``: by default it checks its monitor at the end of validation,
+    which comes before the training-epoch end.
+
+    ``strict=True`` raises a failed analysis on the training thread instead of warning
+    (:class:`~ww_callbacks.watcher.WatcherWarning`).
+
+    Training on a CPU, leave a core to the analysis thread
+    (``torch.set_num_threads(os.cpu_count() - 1)``): with torch's default (every core) its
+    threads wait on each other whenever an analysis runs, and small models train much slower.
+
+    Example (runs as is; ``tensorboard --logdir lightning_logs`` shows the ``ww`` scalars)::
+
+        import lightning as L
+        import torch
+        import torch.nn as nn
+        from ww_callbacks.integrations.lightning import WeightWatcherCallback
+
+        class MLP(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return nn.functional.cross_entropy(self.net(x), y)
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+        data = torch.utils.data.TensorDataset(torch.randn(512, 64), torch.randint(0, 10, (512,)))
+        trainer = L.Trainer(max_epochs=3, callbacks=[WeightWatcherCallback()])
+        trainer.fit(MLP(), torch.utils.data.DataLoader(data, batch_size=64))
+    """
+
+    def __init__(self, *, every_n_train_steps: int | None = None,
+                 every_n_epochs: int | None = 1, traps_every: int = 1, layers: Any = None,
+                 min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+                 mp_fit: bool = False, fix_fingers: str | None = None,
+                 log_dir: str | os.PathLike | None = None, strict: bool = False,
+                 blas_threads: int | None = 1, policies: Sequence[Policy] = (),
+                 sinks: Sequence[Sink] = (), log_per_layer: bool = True,
+                 wait_for_epoch: bool | None = None):
+        super().__init__()
+        self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
+        self.every_n_train_steps = every_n_train_steps
+        self.every_n_epochs = every_n_epochs
+        self.log_dir = log_dir
+        self.log_per_layer = log_per_layer
+        self.wait_for_epoch = wait_for_epoch
+        self.policies = list(policies)
+        self.sinks = list(sinks)
+        self._watcher_options = dict(
+            traps_every=traps_every, layers=layers, min_evals=min_evals, max_evals=max_evals,
+            max_N=max_N, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
+            blas_threads=blas_threads)
+        #: Set to True (rank 0) to stop training on every rank at the next epoch end.
+        self.should_stop = False
+        #: The last decision applied on this rank (what ``_decision`` returned on rank 0).
+        self.last_decision: dict[str, Any] | None = None
+        self._watcher: Watcher | None = None
+        self._closed = True
+        self._pending_state: dict | None = None
+        self._wait = False
+        self._last_epoch: int | None = None
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """The :class:`~ww_callbacks.watcher.Watcher` of the current (or last) fit; rank 0
+        only (None on the other ranks and before ``fit``)."""
+        return self._watcher
+
+    @property
+    def history_path(self) -> str | None:
+        """The ``ww_history.jsonl`` written by rank 0 (None elsewhere, or without a file)."""
+        path = self._watcher.history_path if self._watcher is not None else None
+        return None if path is None else os.fspath(path)
+
+    @property
+    def state_key(self) -> str:
+        """Distinct per cadence, so that two such callbacks can share a checkpoint."""
+        return self._generate_state_key(every_n_train_steps=self.every_n_train_steps,
+                                        every_n_epochs=self.every_n_epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The watcher's counters and the step the checkpoint was taken at (rank 0)."""
+        if self._watcher is not None:
+            return self._watcher.state_dict()
+        return dict(self._pending_state or {})
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the counters of a checkpointed run; the history loses the analyses recorded
+        after the checkpoint's step (the resumed run redoes them), so it has no duplicates.
+
+        Lightning restores callbacks after ``setup`` (where the watcher and its ``log_dir`` are
+        made) for most strategies and after ``on_fit_start`` for the others; a state that
+        arrives before the watcher exists is kept and applied when it is made."""
+        if not state_dict:
+            return
+        if self._watcher is not None and not self._closed:
+            self._watcher.load_state_dict(state_dict)
+        else:
+            self._pending_state = dict(state_dict)
+
+    # ------------------------------------------------------------------ hooks
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Make the watcher on rank 0 when fitting starts; the other ranks only keep going."""
+        if stage != "fit":
+            return
+        # `Trainer.log_dir` broadcasts: it must be read on every rank, or rank 0 stalls.
+        log_dir = self.log_dir if self.log_dir is not None else default_log_dir(trainer)
+        if trainer.world_size > 1:
+            # every rank logs the same broadcast values with sync_dist=False (no extra
+            # collective); Lightning's advice to sync them does not apply to these keys
+            warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('ww/",
+                                    category=UserWarning)
+        if not trainer.is_global_zero:
+            return
+        self._close(final=False)  # a watcher left over from an interrupted earlier fit
+        sinks: list[Sink] = []
+        for logger in trainer.loggers:
+            sinks.append(LoggerSink(logger, log_per_layer=self.log_per_layer))
+            sinks.extend(_extra_sinks(logger))
+        sinks.extend(self.sinks)
+        self._watcher = Watcher(log_dir=log_dir, sinks=sinks, policies=self.policies,
+                                **self._watcher_options)
+        self._closed = False
+        self._last_epoch = None
+        self._wait = _monitors_ww(trainer) if self.wait_for_epoch is None \
+            else bool(self.wait_for_epoch)
+        if self._pending_state is not None:
+            self._watcher.load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Snapshot the initial weights (not again when resuming at an analysed step)."""
+        if self.cadence.on_train_start:
+            self._snapshot(trainer, pl_module, trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """Deliver finished analyses; snapshot when a step or the end of a due epoch comes."""
+        watcher = self._open_watcher()
+        if watcher is None:
+            return
+        watcher.poll()
+        epoch = trainer.current_epoch
+        self._last_epoch = epoch
+        epoch_end = (batch_idx + 1 == trainer.num_training_batches
+                     and self.cadence.epoch_due(epoch))
+        if epoch_end or self.cadence.step_due(trainer.global_step):
+            self._snapshot(trainer, pl_module, epoch, settle=epoch_end and self._wait)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        """GPU weights: order the optimizer step after the copy of the last snapshot."""
+        watcher = self._open_watcher()
+        if watcher is not None:
+            watcher.before_optimizer_step()
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Rank 0 delivers (and, when a ``ww/`` key is monitored, waits for this epoch's
+        analysis); then every rank receives rank 0's decision, logs the ``ww/`` summary with
+        ``pl_module.log`` and stops if told to."""
+        watcher = self._open_watcher()
+        if watcher is not None:
+            epoch = trainer.current_epoch
+            if self.cadence.epoch_due(epoch):  # epochs of unknown length: no last batch seen
+                self._snapshot(trainer, pl_module, epoch, settle=self._wait)
+            if self._wait and self.cadence.epoch_due(epoch):
+                watcher.wait_idle(EPOCH_WAIT_TIMEOUT_S)
+            watcher.poll()
+        decision = self._decision() if trainer.is_global_zero else None
+        decision = trainer.strategy.broadcast(decision, src=0)
+        self._apply_decision(trainer, pl_module, decision)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Snapshot the final weights, wait for every analysis and deliver it."""
+        if self._open_watcher() is None:
+            return
+        if self.cadence.on_train_end:
+            epoch = self._last_epoch if self._last_epoch is not None else trainer.current_epoch
+            self._snapshot(trainer, pl_module, epoch)
+        self._close(final=True)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Training failed: stop the analysis thread now (the pending snapshot is dropped),
+        deliver what is finished, leave no thread behind."""
+        try:
+            self._close(final=False)
+        except Exception as err:  # never mask the exception that stopped training
+            warnings.warn(f"ww_callbacks: closing the watcher after a failed fit failed too: "
+                          f"{err!r}", UserWarning, stacklevel=2)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Close the watcher if the fit ended without ``on_train_end`` (e.g. nothing to train)."""
+        if stage == "fit":
+            self._close(final=True)
+
+    # ------------------------------------------------------------------ decisions (DDP)
+
+    def _decision(self) -> dict[str, Any]:
+        """What rank 0 tells every rank at an epoch end: ``should_stop`` (this callback's flag,
+        or any policy's ``should_stop``), the ``ww/`` summary of the latest delivered analysis
+        (``metrics``, empty before the first) and that analysis' ``step`` (-1: none yet)."""
+        should_stop = bool(self.should_stop) or any(
+            bool(getattr(policy, "should_stop", False)) for policy in self.policies)
+        metrics: dict[str, float] = {}
+        step = -1
+        watcher = self._watcher
+        if watcher is not None and watcher.last_result is not None:
+            result = watcher.last_result
+            step = int(result.step)
+            scalars = {**result.summary, DROPPED: float(watcher.dropped)}
+            metrics = {k: float(v) for k, v in scalars.items()
+                       if k.startswith(MODEL_PREFIX) and v is not None}
+        return {"should_stop": should_stop, "metrics": metrics, "step": step}
+
+    def _apply_decision(self, trainer: Any, pl_module: Any, decision: dict[str, Any]) -> None:
+        """On every rank, with the same ``decision``: log the ``ww/`` summary for monitors
+        (to the callback metrics only, the loggers have it at its true step) and stop training
+        if rank 0 said so. Every rank logs the same keys, so no rank waits for another."""
+        self.last_decision = decision
+        for key, value in decision["metrics"].items():
+            pl_module.log(key, value, on_step=False, on_epoch=True, prog_bar=False,
+                          logger=False, sync_dist=False, rank_zero_only=False, batch_size=1)
+        if decision["should_stop"]:
+            trainer.should_stop = True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _open_watcher(self) -> Watcher | None:
+        """The watcher while a fit runs on rank 0; None otherwise (other ranks, after close)."""
+        return None if self._closed else self._watcher
+
+    def _snapshot(self, trainer: Any, pl_module: Any, epoch: int | None, *,
+                  settle: bool = False) -> bool:
+        """Snapshot at ``trainer.global_step`` unless that step was already taken (the end of
+        training right after an epoch's snapshot, extra micro-batches of gradient accumulation,
+        the start of a run resumed at an analysed step). ``settle``: first wait until the
+        worker is idle, so that this snapshot replaces no pending one (none is dropped)."""
+        watcher = self._open_watcher()
+        step = int(trainer.global_step)
+        if watcher is None or step <= watcher.last_step:
+            return False
+        if settle:
+            watcher.wait_idle(EPOCH_WAIT_TIMEOUT_S)
+        return watcher.snapshot(pl_module, step, epoch)
+
+    def _close(self, *, final: bool) -> None:
+        """Close the watcher once: ``final`` analyses the pending snapshot, then delivers."""
+        if self._closed or self._watcher is None:
+            return
+        self._closed = True
+        self._watcher.close(final=final)

@@ -1,0 +1,369 @@
+"""TensorBoard sink: ww scalars, a custom-scalars layout, ESD histograms and ESD plots.
+
+:class:`TensorBoardSink` is a :class:`~ww_callbacks.watcher.Sink`: the watcher calls
+``write(result, scalars)`` for every finished analysis, in its background thread (the sink sets
+``in_worker``: rendering plots there never holds up training). It writes
+
+- ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``, ``ww_traps/<layer>`` and the ``ww/``
+  model scalars (``scalars=True``) at ``global_step=result.step``;
+- once, a custom-scalars layout (TensorBoard's *Custom Scalars* tab) putting every layer's alpha
+  in one chart, likewise alpha_weighted and traps, plus a "ww model" category;
+- ``ww_esd/<layer>``: the spectrum as a histogram of log10 eigenvalues (*Histograms* tab);
+- ``ww_esd_plot/<layer>``: a log-log plot of the ESD with its fitted power law (*Images* tab;
+  needs matplotlib, rendered off-screen without pyplot).
+
+The writer is duck-typed, so a ``torch.utils.tensorboard.SummaryWriter`` (what Lightning's
+``TensorBoardLogger.experiment`` is), a ``tensorboardX.SummaryWriter`` or any adapter works if it
+has ``add_scalar(tag, value, global_step, walltime=)``, ``add_histogram(tag, values,
+global_step, walltime=)``, ``add_image(tag, hwc_uint8, global_step, walltime=,
+dataformats="HWC")``, ``add_custom_scalars(layout)`` and ``flush()`` (``close()`` only when the
+sink created it).
+
+Example::
+
+    from ww_callbacks.watcher import Watcher
+    from ww_callbacks.integrations.tensorboard import TensorBoardSink
+
+    watcher = Watcher(log_dir="ww_logs", sinks=[TensorBoardSink(log_dir="ww_logs")])
+    # ... watcher.snapshot(model, step) / watcher.poll() in the loop, watcher.close() at the end
+    # then: tensorboard --logdir ww_logs
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ww_callbacks.powerlaw import SUCCESS
+from ww_callbacks.results import AnalysisResult
+from ww_callbacks.scalars import LAYER_PREFIXES, layer_tag
+from ww_callbacks.watcher import WatcherWarning
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["TensorBoardSink", "TfSummaryWriter", "esd_figure", "figure_to_rgb", "ww_layout"]
+
+INSTALL_HINT = "pip install ww_callbacks[tensorboard]"
+#: Tag prefixes of the spectra.
+ESD_HISTOGRAM = "ww_esd"
+ESD_PLOT = "ww_esd_plot"
+#: Charts of the "ww model" category: title -> tag regexes (``re.match``, as the plugin does).
+MODEL_CHARTS: dict[str, list[str]] = {
+    "alpha mean": [r"ww/alpha_mean$"],
+    "alpha_weighted mean": [r"ww/alpha_weighted_mean$"],
+    "log_norm mean": [r"ww/log_norm_mean$"],
+    "layers over-trained / under-trained / failed": [r"ww/layers_.*"],
+    "correlation traps": [r"ww/num_traps$"],
+    "snapshots dropped": [r"ww/snapshots_dropped$"],
+}
+LAYER_CHARTS: dict[str, str] = {  # title -> tag prefix
+    "alpha (all layers)": LAYER_PREFIXES["alpha"],
+    "alpha_weighted (all layers)": LAYER_PREFIXES["alpha_weighted"],
+    "correlation traps (all layers)": LAYER_PREFIXES["rand_num_spikes"],
+}
+
+
+def default_writer(log_dir: str | os.PathLike | None = None) -> Any:
+    """A new ``torch.utils.tensorboard.SummaryWriter`` in ``log_dir`` (``tensorboardX``'s when
+    torch's cannot be imported). ``log_dir=None``: the writer's default (``runs/<date>...``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as torch_error:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "TensorBoardSink needs torch.utils.tensorboard (torch and tensorboard) or "
+                f"tensorboardX to create a writer: {INSTALL_HINT} (or pass writer=...)"
+            ) from torch_error
+    return SummaryWriter(log_dir=None if log_dir is None else os.fspath(log_dir))
+
+
+class TfSummaryWriter:
+    """The writer interface :class:`TensorBoardSink` uses, on top of ``tf.summary`` (for Keras on
+    the TensorFlow backend, where torch may be absent). Values are written as TF2 summaries."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(os.fspath(log_dir))
+
+    def add_scalar(self, tag: str, value: float, global_step: int | None = None,
+                   walltime: float | None = None) -> None:
+        with self._writer.as_default():
+            self._tf.summary.scalar(tag, float(value), step=global_step)
+
+    def add_histogram(self, tag: str, values: Any, global_step: int | None = None,
+                      walltime: float | None = None, **_: Any) -> None:
+        with self._writer.as_default():
+            self._tf.summary.histogram(tag, np.asarray(values, dtype=np.float64),
+                                       step=global_step)
+
+    def add_image(self, tag: str, image: Any, global_step: int | None = None,
+                  walltime: float | None = None, dataformats: str = "HWC") -> None:
+        if dataformats != "HWC":
+            raise ValueError("TfSummaryWriter.add_image takes HWC images")
+        with self._writer.as_default():
+            self._tf.summary.image(tag, np.asarray(image)[None], step=global_step)
+
+    def add_custom_scalars(self, layout: dict[str, dict[str, list]]) -> None:
+        from tensorboard.plugins.custom_scalar import layout_pb2
+        from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
+
+        proto = layout_pb2.Layout(category=[
+            layout_pb2.Category(title=category, chart=[
+                layout_pb2.Chart(title=title,
+                                 multiline=layout_pb2.MultilineChartContent(tag=list(spec[1])))
+                for title, spec in charts.items()])
+            for category, charts in layout.items()])
+        with self._writer.as_default():
+            self._tf.summary.experimental.write_raw_pb(
+                custom_scalar_summary.pb(proto).SerializeToString(), step=0)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def ww_layout(extra_model_tags: Sequence[str] = ()) -> dict[str, dict[str, list]]:
+    """The custom-scalars layout (``add_custom_scalars`` format): a "ww layers" category with one
+    Multiline chart per per-layer metric (regex ``ww_alpha/.*`` etc.: all layers in one chart) and
+    a "ww model" category with the ``ww/`` scalars. ``extra_model_tags``: ``ww/`` tags not
+    covered by the built-in charts, each given its own chart."""
+    layers = {title: ["Multiline", [f"{prefix}/.*"]] for title, prefix in LAYER_CHARTS.items()}
+    model = {title: ["Multiline", list(regexes)] for title, regexes in MODEL_CHARTS.items()}
+    for tag in extra_model_tags:
+        if not any(re.match(rx, tag) for regexes in MODEL_CHARTS.values() for rx in regexes):
+            model[tag.split("/", 1)[-1]] = ["Multiline", [re.escape(tag) + "$"]]
+    return {"ww layers": layers, "ww model": model}
+
+
+def _positive(evals: Any) -> np.ndarray:
+    ev = np.asarray(evals, dtype=np.float64).ravel()
+    return ev[np.isfinite(ev) & (ev > 0)]
+
+
+def esd_figure(evals: Any, alpha: float, xmin: float, xmax: float, title: str = "", *,
+               bins: int = 80, figsize: tuple[float, float] = (5.0, 3.6),
+               dpi: int = 80) -> Figure:
+    """A log-log plot of an empirical spectral density with its fitted power law.
+
+    ``evals``: the eigenvalues of one layer; ``alpha``, ``xmin``, ``xmax``: its fit (as in the
+    ``analyze`` columns). Draws the histogram density of the positive eigenvalues on log-spaced
+    bins (about 2 sqrt(n), at most ``bins``), the line ``x^-alpha`` from ``xmin`` to ``xmax``
+    scaled to the histogram at ``xmin``, and ``xmin`` as a vertical line. A failed fit
+    (``alpha=-1``, NaN) or a degenerate spectrum (empty, all zero, one value) gives a figure
+    saying so instead of raising.
+
+    The figure is a bare ``matplotlib.figure.Figure`` with an Agg canvas: pyplot is not imported
+    and the user's backend is left alone. Render it with :func:`figure_to_rgb` or ``savefig``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    # fixed margins: a layout engine would triple the rendering time, on the training thread
+    ax = fig.add_axes((0.15, 0.15, 0.8, 0.75))
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("density")
+    ev = _positive(evals)
+    if ev.size == 0:
+        ax.text(0.5, 0.5, "no positive eigenvalues", ha="center", va="center",
+                transform=ax.transAxes)
+        return fig
+    lo, hi = float(ev.min()), float(ev.max())
+    if hi <= lo * (1 + 1e-9):  # a single distinct value: give the bins some width
+        lo, hi = lo / 1.5, hi * 1.5
+    bins = int(np.clip(2 * math.sqrt(ev.size), 10, bins))  # ~2 sqrt(n): few empty bins
+    edges = np.logspace(math.log10(lo), math.log10(hi), bins + 1)
+    density, _, _ = ax.hist(ev, bins=edges, density=True, histtype="stepfilled", alpha=0.5,
+                            color="tab:blue", label=f"ESD ({ev.size} eigenvalues)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain labels: mathtext ones cost a third of the time
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    fit_ok = all(math.isfinite(v) for v in (alpha, xmin)) and alpha > 0 and xmin > 0
+    if fit_ok:
+        end = xmax if math.isfinite(xmax) and xmax > xmin else hi
+        start = int(np.clip(np.searchsorted(edges, xmin, side="right") - 1, 0, bins - 1))
+        nonzero = np.flatnonzero(np.asarray(density)[start:] > 0)
+        if nonzero.size:
+            height = float(density[start + nonzero[0]])
+            x = np.logspace(math.log10(xmin), math.log10(end), 50)
+            ax.plot(x, height * (x / xmin) ** (-alpha), color="tab:red", linestyle="--",
+                    label=f"power law α={alpha:.2f}")
+        ax.axvline(xmin, color="tab:green", linestyle=":", label=f"xmin={xmin:.3g}")
+    else:
+        ax.text(0.5, 0.92, "power-law fit failed", ha="center", va="top",
+                transform=ax.transAxes, color="tab:red")
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def figure_to_rgb(fig: Figure) -> np.ndarray:
+    """Render a figure with Agg into an ``(height, width, 3)`` uint8 array (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+class TensorBoardSink:
+    """Writes ww results to TensorBoard.
+
+    ``writer``: a ``SummaryWriter`` (torch's, tensorboardX's, Lightning's
+    ``TensorBoardLogger.experiment``) or any object with the same methods; None creates a
+    torch ``SummaryWriter(log_dir)``. The sink closes only a writer it created (or one handed
+    over with ``owns_writer=True``).
+    ``scalars``: log the ww scalars (False when another logger already does, as in Lightning).
+    ``histograms_every`` / ``images_every``: ESD histograms / ESD plots at every k-th write,
+    counting from the first (0: never). ``max_images``: ESD plots per write, the layers with the
+    lowest alpha first (failed fits last). ``layout``: write the custom-scalars layout once.
+    ``in_worker``: let the watcher call :meth:`write` in its background thread, right after the
+    history, so histograms and plots never hold up training (torch's and tensorboardX's writers
+    are thread-safe: they queue events); pass False for a writer that must stay on the training
+    thread.
+
+    Example::
+
+        from ww_callbacks.watcher import Watcher
+        from ww_callbacks.integrations.tensorboard import TensorBoardSink
+
+        with Watcher(sinks=[TensorBoardSink(log_dir="ww_logs")]) as watcher:
+            for step in range(1000):
+                ...  # one training step
+                if step % 100 == 0:
+                    watcher.snapshot(model, step)
+                watcher.poll()
+    """
+
+    def __init__(self, writer: Any = None, *, log_dir: str | os.PathLike | None = None,
+                 scalars: bool = True, histograms_every: int = 1, images_every: int = 5,
+                 layout: bool = True, max_images: int = 16, in_worker: bool = True,
+                 owns_writer: bool | None = None):
+        for name, value in (("histograms_every", histograms_every),
+                            ("images_every", images_every), ("max_images", max_images)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, not {value!r}")
+        self._owns_writer = writer is None if owns_writer is None else owns_writer
+        self.writer = default_writer(log_dir) if writer is None else writer
+        self.scalars = scalars
+        self.histograms_every = histograms_every
+        self.images_every = images_every
+        self.max_images = max_images
+        self.layout = layout
+        self.in_worker = in_worker  # read by the Watcher: which thread calls write()
+        self.writes = 0
+        self._layout_written = False
+        self._matplotlib_missing = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ Sink protocol
+
+    def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
+        """Log one analysis at ``global_step=result.step``, then flush the writer. Called by one
+        thread at a time (the worker's with ``in_worker``, else the training thread)."""
+        n, self.writes = self.writes, self.writes + 1
+        try:
+            if self.scalars:
+                self._write_scalars(result, scalars)
+            if self.layout and not self._layout_written:
+                tags = [t for t in scalars if t.startswith("ww/")]
+                self.writer.add_custom_scalars(ww_layout(tags))
+                self._layout_written = True
+            if self.histograms_every and n % self.histograms_every == 0:
+                self._write_histograms(result)
+            if self.images_every and n % self.images_every == 0:
+                self._write_images(result)
+        finally:
+            self.writer.flush()
+
+    def close(self) -> None:
+        """Flush; close the writer if this sink created it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.flush()
+        if self._owns_writer:
+            self.writer.close()
+
+    # ------------------------------------------------------------------ parts
+
+    def _write_scalars(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
+        for tag, value in scalars.items():
+            value = float(value)
+            if math.isfinite(value):  # a NaN mean (every fit failed) has no point to draw
+                self.writer.add_scalar(tag, value, global_step=result.step,
+                                       walltime=result.wall_time)
+
+    def _write_histograms(self, result: AnalysisResult) -> None:
+        for longname, evals in result.spectra.items():
+            ev = _positive(evals)
+            if ev.size:
+                self.writer.add_histogram(layer_tag(ESD_HISTOGRAM, longname), np.log10(ev),
+                                          global_step=result.step, walltime=result.wall_time)
+
+    def _image_rows(self, result: AnalysisResult) -> list[dict]:
+        """Rows of the layers to plot: lowest alpha first, failed fits last, at most
+        ``max_images``."""
+        details = result.details
+        if details is None or details.empty or not result.spectra:
+            return []
+        rows = [row for row in details.to_dict(orient="records")
+                if row.get("longname") in result.spectra]
+
+        def key(row: dict) -> tuple[int, float]:
+            alpha = row.get("alpha", math.nan)
+            ok = row.get("status") == SUCCESS and alpha is not None and math.isfinite(alpha)
+            return (0, float(alpha)) if ok else (1, 0.0)
+
+        seen: set[str] = set()
+        chosen = []
+        for row in sorted(rows, key=key):
+            if row["longname"] not in seen:  # pool=False would give one row per slice
+                seen.add(row["longname"])
+                chosen.append(row)
+        return chosen[: self.max_images]
+
+    def _write_images(self, result: AnalysisResult) -> None:
+        rows = self._image_rows(result)
+        if not rows or self._matplotlib_missing:
+            return
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self._matplotlib_missing = True
+            warnings.warn("ww_callbacks: matplotlib is not installed, so TensorBoardSink writes "
+                          "no ESD plots (pip install matplotlib)", WatcherWarning, stacklevel=3)
+            return
+        for row in rows:
+            longname = row["longname"]
+            alpha = _float(row.get("alpha"))
+            title = f"{longname or 'root'}  step {result.step}  α={alpha:.2f}"
+            fig = esd_figure(result.spectra[longname], alpha, _float(row.get("xmin")),
+                             _float(row.get("xmax")), title)
+            self.writer.add_image(layer_tag(ESD_PLOT, longname), figure_to_rgb(fig),
+                                  global_step=result.step, walltime=result.wall_time,
+                                  dataformats="HWC")
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,186 @@
+"""Plain PyTorch training loops: a :class:`Watcher` you call once per optimizer step.
+
+Example (runnable; see also ``examples/torch_digits.py``)::
+
+    import torch
+    import torch.nn as nn
+    from ww_callbacks.integrations.torch import Watcher
+
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(512, 64), torch.randint(0, 10, (512,))
+    with Watcher(model, log_dir="ww_logs", every_n_steps=20, optimizer=opt) as ww:
+        for _ in range(100):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            ww.step()
+    # tensorboard --logdir ww_logs ; ww_callbacks.history.load_history("ww_logs")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ww_callbacks.cadence import Cadence
+from ww_callbacks.watcher import Watcher as CoreWatcher
+
+__all__ = ["Watcher"]
+
+
+class Watcher(CoreWatcher):
+    """Watch a model in any training loop.
+
+    Call :meth:`step` once per optimizer step, after ``optimizer.step()``: it counts the steps,
+    snapshots the weights when due (every ``every_n_steps`` steps, plus the initial weights at
+    step 0) and hands finished analyses to the sinks. The analysis runs in a background thread;
+    ``step`` never waits for it (a snapshot that finds the worker busy replaces the pending one,
+    counted in ``dropped``). Use it as a context manager, or call :meth:`close` at the end: that
+    analyses the final weights, waits for the analysis and closes the sinks.
+
+    - ``model``: the ``torch.nn.Module`` to watch (or pass it to :meth:`step`).
+    - ``log_dir``: folder of the history ``ww_history.jsonl`` and of the TensorBoard events
+      (``tensorboard --logdir ww_logs``); None: no files (a ``writer`` is still used).
+    - ``writer``: a ``SummaryWriter`` to log into (yours is never closed); ``tensorboard=False``
+      and no writer: no TensorBoard at all.
+    - ``wandb_run``: a ``wandb`` run to log into as well (needs ``pip install wandb``).
+    - ``every_n_steps`` / ``every_n_epochs``: cadence (0 or None: never on that clock; epochs
+      are seen through :meth:`epoch_end`).
+    - ``traps_every``: every k-th analysis also counts correlation traps (0: never).
+    - ``optimizer``: registers a step pre-hook that captures the initial weights right before the
+      first update and, on a GPU, orders each update after the last snapshot's copy.
+    - ``tensorboard_options``: keyword arguments of
+      :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (``images_every``, ...).
+    - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
+      ``policies``, ``layers``, ``mp_fit``, ``strict``, ...).
+
+    The initial weights (step 0) are taken when the ``with`` block is entered or, with
+    ``optimizer``, just before its first step; without either, the first :meth:`step` call
+    snapshots the weights as they are then. A watcher restored with :meth:`load_state_dict`
+    takes no step-0 snapshot.
+    """
+
+    def __init__(self, model: Any = None, *, log_dir: str | os.PathLike | None = "ww_logs",
+                 writer: Any = None, wandb_run: Any = None, every_n_steps: int | None = 100,
+                 every_n_epochs: int | None = None, traps_every: int = 1, optimizer: Any = None,
+                 tensorboard: bool = True, tensorboard_options: dict | None = None,
+                 **watcher_kwargs: Any):
+        self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
+        sinks = list(watcher_kwargs.pop("sinks", ()))
+        own_sinks = []
+        if writer is not None or (tensorboard and log_dir is not None):
+            from .tensorboard import TensorBoardSink
+
+            own_sinks.append(TensorBoardSink(writer, log_dir=None if writer else log_dir,
+                                             **(tensorboard_options or {})))
+        if wandb_run is not None:
+            from .wandb import WandbSink
+
+            own_sinks.append(WandbSink(wandb_run))
+        super().__init__(log_dir=log_dir, sinks=own_sinks + sinks, traps_every=traps_every,
+                         **watcher_kwargs)
+        self.model = model
+        self.global_step = 0  # optimizer steps seen by step()
+        self.epoch: int | None = None
+        self._snapshot_step: int | None = None  # step of the last snapshot taken here
+        self._closed = False
+        self._hook = None
+        if optimizer is not None:
+            self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
+
+    # ------------------------------------------------------------------ training loop
+
+    def step(self, model: Any = None, step: int | None = None,
+             epoch: int | None = None) -> None:
+        """Call once per optimizer step, after ``optimizer.step()``.
+
+        ``step``: the global step (default: this watcher's own count, 1 after the first
+        update); ``epoch``: recorded with the analyses. Snapshots the weights when the step is
+        due (never twice at the same step), then delivers finished analyses to the sinks."""
+        self._check_open()
+        self.global_step = self.global_step + 1 if step is None else int(step)
+        if epoch is not None:
+            self.epoch = int(epoch)
+        model = self._model(model)
+        if self._snapshot_step is None and self.last_step < 0:
+            self._take(model, self.global_step)  # nothing captured the initial weights
+        elif self.cadence.step_due(self.global_step):
+            self._take(model, self.global_step)
+        self.poll()
+
+    def epoch_end(self, epoch: int, model: Any = None) -> None:
+        """Call at the end of each epoch (counted from 0) when using ``every_n_epochs``: snapshots
+        when the epoch is due, then delivers finished analyses."""
+        self._check_open()
+        self.epoch = int(epoch)
+        if self.cadence.epoch_due(self.epoch):
+            self._take(self._model(model), self.global_step)
+        self.poll()
+
+    def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
+              final: bool = True) -> None:
+        """Analyse the final weights (``final=True``; skipped when they were just snapshotted),
+        wait for the analysis, deliver, close the sinks and remove the optimizer hook. Exiting
+        the ``with`` block because of an exception skips the final analysis. Safe to call
+        twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if (final and deliver and self.model is not None
+                    and self._snapshot_step != self.global_step):
+                self._take(self.model, self.global_step)
+        finally:
+            if self._hook is not None:
+                self._hook.remove()
+                self._hook = None
+            super().close(timeout, deliver=deliver, final=final)
+
+    def __enter__(self) -> Watcher:
+        """Snapshot the initial weights (step 0) when the model is known."""
+        if self.model is not None:
+            self._take_initial(self.model)
+        return self
+
+    def state_dict(self) -> dict:
+        """The core counters plus this loop's step and epoch (save it with your checkpoint)."""
+        return {**super().state_dict(), "global_step": self.global_step, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a resumed run: counters, step count, no new step-0 snapshot; analyses after
+        the checkpoint are removed from the history."""
+        super().load_state_dict(state)
+        self.global_step = int(state.get("global_step", max(self.last_step, 0)))
+        self.epoch = state.get("epoch")
+        self._snapshot_step = self.last_step if self.last_step >= 0 else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("ww_callbacks: this Watcher is closed (its `with` block ended or "
+                               "close() was called); make a new one")
+
+    def _model(self, model: Any) -> Any:
+        if model is not None:
+            self.model = model
+        if self.model is None:
+            raise ValueError("ww_callbacks: no model to watch: pass it to Watcher(model) or "
+                             "to step(model)")
+        return self.model
+
+    def _take(self, model: Any, step: int) -> None:
+        if step == self._snapshot_step:
+            return
+        self._snapshot_step = step
+        self.snapshot(model, step, self.epoch)
+
+    def _take_initial(self, model: Any) -> None:
+        if self._snapshot_step is None and self.last_step < 0 and not self._closed:
+            self._take(model, self.global_step)
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.model is not None:
+            self._take_initial(self.model)
+        self.before_optimizer_step()

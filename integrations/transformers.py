@@ -1,0 +1,283 @@
+"""Hugging Face ``Trainer`` integration: :class:`WeightWatcherCallback`.
+
+::
+
+    from ww_callbacks.integrations.transformers import WeightWatcherCallback
+
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      callbacks=[WeightWatcherCallback(every_n_steps=100)])
+    trainer.train()
+
+The callback snapshots the weights on the main process (``state.is_world_process_zero``) at the
+start of training, every ``every_n_steps`` optimizer steps and/or every ``every_n_epochs``
+epochs, and at the end; a background thread analyses them while training goes on.
+
+Where the results go:
+
+- ``ww_history.jsonl`` in ``log_dir`` (every analysis, written before anything else sees it);
+- TensorBoard (``report_to`` holds ``"tensorboard"``, or ``tensorboard=True``): a
+  :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` writing event files into
+  ``log_dir``, with the analysed step as TensorBoard's step;
+- W&B (``report_to`` holds ``"wandb"``, or ``wandb=True``): a
+  :class:`~ww_callbacks.integrations.wandb.WandbSink` on the active run (the one Hugging Face's
+  ``WandbCallback`` started), with ``ww/step`` as the x-axis of the ``ww`` metrics;
+- ``logs`` / ``trainer.state.log_history``: the model-level ``ww/`` scalars of the newest
+  analysis (``ww/alpha_mean``, ..., and ``ww/step``, the step it analysed) are added to the next
+  ``on_log`` call's logs; those of the final analysis to the last entry of the history.
+
+Hugging Face's own reporters run before user callbacks and log at the trainer's current step, so
+they cannot place a result at the (earlier) step it analysed; that is why this callback writes
+to TensorBoard and W&B itself, and why the ``ww/`` values added to ``logs`` reach only the
+callbacks after it (the progress bar, your own) and ``log_history``.
+
+If ``trainer.train()`` raises, no hook runs afterwards (``TrainerCallback`` has no exception
+hook). The analysis thread is a daemon thread that then stops when the first of these happens:
+the callback is closed (:meth:`WeightWatcherCallback.close`, e.g. in a ``finally``), the next
+``trainer.train()`` starts, the trainer and callback are garbage-collected, or the process ends.
+Analyses finished before the failure are in the history file.
+
+Resuming (``trainer.train(resume_from_checkpoint=...)``) removes the analyses from the
+checkpoint's step on from the history file, since those steps are trained and analysed again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ww_callbacks.cadence import Cadence
+from ww_callbacks.results import AnalysisResult
+from ww_callbacks.watcher import Policy, Sink, Watcher
+
+__all__ = ["WeightWatcherCallback"]
+
+#: The key added to ``logs`` next to the ``ww/`` scalars: the step the analysis is of.
+WW_STEP = "ww/step"
+
+
+class _LatestScalars:
+    """A sink that keeps the model-level ``ww/`` scalars of the newest result until
+    :meth:`take` hands them to Hugging Face's logs. Holds no reference to the callback, so that a
+    dropped callback can be garbage-collected (and its watcher stopped) while the worker runs."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, float] | None = None
+
+    def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
+        """Keep ``ww/...`` of this result (the per-layer tags stay out of HF's logs)."""
+        model = {k: float(v) for k, v in scalars.items() if k.startswith("ww/")}
+        self.pending = {WW_STEP: int(result.step), **model}
+
+    def take(self) -> dict[str, float] | None:
+        """The scalars not yet handed over, or None."""
+        pending, self.pending = self.pending, None
+        return pending
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _stop_watcher(watcher: Watcher, own_sinks: Sequence[Any]) -> None:
+    """Finalizer of a callback dropped while its watcher still runs (``train()`` failed): stop
+    the worker without delivering (the history already holds its results) and close the
+    TensorBoard writers this callback created. Must not reference the callback."""
+    watcher.close(timeout=5.0, deliver=False, final=False)
+    for sink in own_sinks:
+        try:
+            sink.close()
+        except Exception:  # pragma: no cover - best effort at garbage collection
+            pass
+
+
+def _reports_to(args: TrainingArguments, name: str) -> bool:
+    """Whether ``args.report_to`` names the integration ``name``."""
+    report_to = getattr(args, "report_to", None)
+    if report_to is None:
+        return False
+    if isinstance(report_to, str):
+        report_to = [report_to]
+    return name in report_to or "all" in report_to
+
+
+def _epoch_index(state: TrainerState) -> int:
+    """The 0-based epoch the trainer is in (``state.epoch`` runs from e to e + 1 through epoch
+    e, and is exactly e + 1 at its end)."""
+    return max(0, math.ceil(state.epoch or 0.0) - 1)
+
+
+class WeightWatcherCallback(TrainerCallback):
+    """Live WeightWatcher (HTSR) diagnostics for a Hugging Face ``Trainer``.
+
+    ``every_n_steps`` / ``every_n_epochs``: when to snapshot the weights (optimizer steps /
+    epochs; None or 0: never on that clock); the initial and final weights are always analysed.
+    ``traps_every``: every k-th analysis also counts correlation traps (0: never).
+    ``log_dir``: where the history file and the TensorBoard events go (None:
+    ``args.logging_dir`` where the arguments have one, else ``$TENSORBOARD_LOGGING_DIR``, else
+    ``args.output_dir``). ``tensorboard`` / ``wandb``: write to TensorBoard / the active W&B run
+    (None: when ``args.report_to`` names them). ``tensorboard_options`` / ``wandb_options``:
+    keyword arguments of :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` /
+    :class:`~ww_callbacks.integrations.wandb.WandbSink`. ``layers``, ``min_evals``,
+    ``max_evals``, ``max_N``, ``mp_fit``, ``strict``, ``policies``, ``sinks`` and
+    ``watcher_options`` (any other keyword of :class:`~ww_callbacks.watcher.Watcher`) configure
+    the analysis. Sinks passed in are closed at the end of each training run.
+    ``wait_for_analysis``: before each snapshot, wait until the previous one is analysed, so
+    that none is dropped; training then pauses whenever the analysis is slower than the cadence
+    (by default it never waits, and a snapshot that finds the previous one still waiting
+    replaces it, counted in ``ww/snapshots_dropped``).
+
+    After training, ``callback.watcher`` holds the (closed) watcher: ``last_result``,
+    ``history_path``, ``results_delivered``.
+    """
+
+    def __init__(self, *, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
+                 traps_every: int = 1, log_dir: str | os.PathLike | None = None,
+                 tensorboard: bool | None = None, wandb: bool | None = None,
+                 tensorboard_options: Mapping[str, Any] | None = None,
+                 wandb_options: Mapping[str, Any] | None = None, layers: Any = None,
+                 min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+                 mp_fit: bool = False, strict: bool = False, policies: Sequence[Policy] = (),
+                 sinks: Sequence[Sink] = (), wait_for_analysis: bool = False,
+                 **watcher_options: Any):
+        self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
+        self.wait_for_analysis = wait_for_analysis
+        self.log_dir = log_dir
+        self.tensorboard = tensorboard
+        self.wandb = wandb
+        self.tensorboard_options = dict(tensorboard_options or {})
+        self.wandb_options = dict(wandb_options or {})
+        self.policies = list(policies)
+        self.sinks = list(sinks)
+        self.watcher_options = dict(traps_every=traps_every, layers=layers, min_evals=min_evals,
+                                    max_evals=max_evals, max_N=max_N, mp_fit=mp_fit,
+                                    strict=strict, **watcher_options)
+        self.watcher: Watcher | None = None
+        self._running = False
+        self._latest = _LatestScalars()
+        self._last_snapshot_step: int | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def resolve_log_dir(self, args: TrainingArguments) -> Path:
+        """The folder of the history file and the TensorBoard events for these arguments."""
+        log_dir = (self.log_dir or getattr(args, "logging_dir", None)
+                   or os.environ.get("TENSORBOARD_LOGGING_DIR") or args.output_dir or "ww_logs")
+        return Path(os.path.expanduser(str(log_dir)))
+
+    def _make_sinks(self, args: TrainingArguments, log_dir: Path) -> tuple[list, list]:
+        """(all sinks, the TensorBoard sinks this callback created)."""
+        sinks: list[Any] = list(self.sinks)
+        own: list[Any] = []
+        if self.tensorboard or (self.tensorboard is None and _reports_to(args, "tensorboard")):
+            from .tensorboard import TensorBoardSink
+
+            own.append(TensorBoardSink(log_dir=log_dir, **self.tensorboard_options))
+        if self.wandb or (self.wandb is None and _reports_to(args, "wandb")):
+            from .wandb import WandbSink
+
+            sinks.append(WandbSink(None, **self.wandb_options))  # the active run, at first write
+        return [*sinks, *own, self._latest], own
+
+    def _snapshot(self, model: Any, state: TrainerState) -> None:
+        if model is None or self.watcher is None or self._last_snapshot_step == state.global_step:
+            return
+        if self.wait_for_analysis:  # the previous analysis first: no snapshot is ever dropped
+            self.watcher.wait_idle(timeout=600.0)
+            self.watcher.poll()
+        self.watcher.snapshot(model, state.global_step, _epoch_index(state))
+        self._last_snapshot_step = state.global_step
+
+    # ------------------------------------------------------------------ Trainer hooks
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, model: Any = None, **kwargs: Any) -> None:
+        """Create the watcher (main process only) and analyse the initial weights."""
+        if not state.is_world_process_zero:
+            return
+        if self._running:  # the previous train() raised: its watcher was never closed
+            self.close()
+        log_dir = self.resolve_log_dir(args)
+        sinks, own = self._make_sinks(args, log_dir)
+        self._latest.pending = None
+        self.watcher = Watcher(log_dir=log_dir, sinks=sinks, policies=self.policies,
+                               **self.watcher_options)
+        self._finalizer = weakref.finalize(self, _stop_watcher, self.watcher, own)
+        self._running = True
+        self._last_snapshot_step = None
+        if state.global_step > 0 and self.watcher.history is not None:
+            # resumed from a checkpoint: the steps after it are trained (and analysed) again
+            self.watcher.history.truncate_after(state.global_step - 1)
+        if self.cadence.on_train_start:
+            self._snapshot(model, state)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    model: Any = None, **kwargs: Any) -> None:
+        """Deliver finished analyses; snapshot when the step is due."""
+        if not self._running:
+            return
+        self.watcher.poll()
+        if self.cadence.step_due(state.global_step):
+            self._snapshot(model, state)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, model: Any = None, **kwargs: Any) -> None:
+        """Snapshot when the epoch is due."""
+        if not self._running:
+            return
+        self.watcher.poll()
+        if self.cadence.epoch_due(_epoch_index(state)):
+            self._snapshot(model, state)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Add the newest analysis's ``ww/`` scalars (once) to ``logs`` and to the
+        ``log_history`` entry the trainer just made of them."""
+        if not self._running or logs is None:
+            return
+        self.watcher.poll()
+        fresh = self._latest.take()
+        if fresh is None:
+            return
+        logs.update(fresh)
+        history = state.log_history
+        if (history and history[-1].get("step") == state.global_step
+                and all(k in history[-1] for k in logs if k not in fresh)):
+            history[-1].update(fresh)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, model: Any = None, **kwargs: Any) -> None:
+        """Analyse the final weights, wait for every analysis, deliver and close."""
+        if not self._running:
+            return
+        if self.cadence.on_train_end:
+            self._snapshot(model, state)
+        self.close(final=True)
+        fresh = self._latest.take()
+        if fresh is None:
+            return
+        history = state.log_history
+        if history and history[-1].get("step") == state.global_step:
+            history[-1].update(fresh)  # the trainer's final entry (train_loss, train_runtime...)
+        else:
+            history.append({**fresh, "step": state.global_step})
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self, *, final: bool = False) -> None:
+        """Stop the analysis thread now: wait for the analysis in progress, deliver what is
+        finished, close the sinks. A snapshot still waiting is analysed only with
+        ``final=True``. For ``try: trainer.train() finally: callback.close()``; safe to call
+        twice, and called by ``on_train_end``."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if not self._running or self.watcher is None:
+            return
+        self._running = False
+        self.watcher.close(final=final)
