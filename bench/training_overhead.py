@@ -1,0 +1,199 @@
+"""What watching costs training: wall time with and without the callback, measured in one run.
+
+CPU (any machine):
+    python bench/training_overhead.py --only cpu-lightning
+Lightning trains a 64-512-512-10 MLP on scikit-learn's digits with the default cadence (every
+epoch, plus start and end; traps on). Fits alternate without/with the callback after a warm-up;
+prints the median wall times, their ratio (target <= 1.05) and the training-thread time the
+callback's hooks take per snapshot.
+
+GPU (one H100; skipped without CUDA):
+    python bench/training_overhead.py --only gpu-gpt2
+A GPT-2-small-sized transformer (12 layers, d=768, 12 heads, vocab 50257, context 256) trained
+for 320 steps on random tokens, with and without the plain-torch ``Watcher`` analysing every 50
+steps; prints the median step time of each (steady state), their ratio (target <= 1.02) and the
+training-thread cost per snapshot (target <= 2 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+
+# ----------------------------------------------------------------------------- CPU: Lightning
+
+
+def _lightning_fit(epochs: int, with_callback: bool, root: str) -> tuple[float, float, int]:
+    """One fit; returns (wall seconds, hook seconds on the training thread, snapshots)."""
+    import lightning.pytorch as L
+    from lightning_digits import DigitsMLP, digits_loader
+
+    from ww_callbacks.integrations.lightning import WeightWatcherCallback
+
+    hook_time = [0.0]
+
+    class Timed(WeightWatcherCallback):
+        """The callback, timing its own training-thread hooks."""
+
+    for name in ("on_train_start", "on_train_batch_end", "on_before_optimizer_step",
+                 "on_train_epoch_end", "on_train_end"):
+        def timed(self, *args, _name=name, **kwargs):
+            start = time.perf_counter()
+            try:
+                return getattr(WeightWatcherCallback, _name)(self, *args, **kwargs)
+            finally:
+                hook_time[0] += time.perf_counter() - start
+        setattr(Timed, name, timed)
+
+    torch.manual_seed(0)
+    callbacks = [Timed()] if with_callback else []
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=L.loggers.TensorBoardLogger(
+        root), callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False)
+    start = time.perf_counter()
+    trainer.fit(DigitsMLP(hidden=512), digits_loader())
+    wall = time.perf_counter() - start
+    snaps = callbacks[0].watcher.snapshots_taken if with_callback and callbacks[0].watcher else 0
+    return wall, hook_time[0], snaps
+
+
+def cpu_lightning(epochs: int, repeats: int) -> None:
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    print(f"== cpu-lightning: DigitsMLP(hidden=512), {epochs} epochs, {repeats} repeats, "
+          f"torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as root:
+        _lightning_fit(1, False, root)
+        _lightning_fit(1, True, root)  # warm-up
+        without, with_cb, hooks, snaps = [], [], 0.0, 0
+        for _ in range(repeats):
+            without.append(_lightning_fit(epochs, False, root)[0])
+            wall, hook, n = _lightning_fit(epochs, True, root)
+            with_cb.append(wall)
+            hooks += hook
+            snaps += n
+    base, ours = statistics.median(without), statistics.median(with_cb)
+    print(f"without callback: median {base:.2f} s  runs {[round(t, 2) for t in without]}")
+    print(f"with callback   : median {ours:.2f} s  runs {[round(t, 2) for t in with_cb]}")
+    print(f"wall-time ratio with/without: {ours / base:.3f}  (target <= 1.05)")
+    print(f"training-thread time of the hooks: {hooks / max(snaps, 1) * 1e3:.2f} ms per snapshot "
+          f"({snaps} snapshots, all hooks included)")
+
+
+# ----------------------------------------------------------------------------- GPU: GPT-2 small
+
+
+def _gpt2_small(device: str) -> torch.nn.Module:
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, d: int = 768, heads: int = 12):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+        def forward(self, x, mask):
+            h = self.ln1(x)
+            x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+            return x + self.mlp(self.ln2(x))
+
+    class GPT(nn.Module):
+        def __init__(self, vocab: int = 50257, ctx: int = 256, d: int = 768, layers: int = 12):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+            self.blocks = nn.ModuleList(Block(d) for _ in range(layers))
+            self.ln = nn.LayerNorm(d)
+            self.head = nn.Linear(d, vocab, bias=False)
+
+        def forward(self, idx):
+            t = idx.shape[1]
+            mask = torch.triu(torch.full((t, t), float("-inf"), device=idx.device), 1)
+            x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+            for block in self.blocks:
+                x = block(x, mask)
+            return self.head(self.ln(x))
+
+    return GPT().to(device)
+
+
+def _gpt2_run(steps: int, every: int | None, log_dir: str) -> tuple[list[float], list[float]]:
+    """Train; returns per-step times (s) and training-thread times of watcher.step (s)."""
+    from ww_callbacks.integrations.torch import Watcher
+
+    torch.manual_seed(0)
+    model = _gpt2_small("cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    watcher = Watcher(model, log_dir=log_dir, every_n_steps=every, optimizer=opt,
+                      tensorboard=False) if every else None
+    step_times, hook_times = [], []
+    for _ in range(steps):
+        idx = torch.randint(0, 50257, (16, 256), device="cuda", generator=gen)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(idx[:, :-1]).flatten(0, 1),
+                                                     idx[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if watcher is not None:
+            t0 = time.perf_counter()
+            watcher.step()
+            hook_times.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - start)
+    if watcher is not None:
+        watcher.close()
+    return step_times, hook_times
+
+
+def gpu_gpt2(steps: int) -> None:
+    if not torch.cuda.is_available():
+        print("== gpu-gpt2: skipped: no CUDA device")
+        return
+    print(f"== gpu-gpt2: {torch.cuda.get_device_name()}, {steps} steps, analysis every 50")
+    with tempfile.TemporaryDirectory() as tmp:
+        _gpt2_run(20, None, tmp)  # warm-up
+        base, _ = _gpt2_run(steps, None, tmp)
+        ours, hooks = _gpt2_run(steps, 50, os.path.join(tmp, "ww"))
+    b, o = statistics.median(base[20:]), statistics.median(ours[20:])
+    snapshot_costs = sorted(hooks)[-(steps // 50 + 1):]  # the calls that took a snapshot
+    print(f"step time without: median {b * 1e3:.1f} ms; with: median {o * 1e3:.1f} ms; "
+          f"ratio {o / b:.3f} (target <= 1.02)")
+    print(f"mean step time without {statistics.mean(base[20:]) * 1e3:.1f} ms, with "
+          f"{statistics.mean(ours[20:]) * 1e3:.1f} ms (ratio "
+          f"{statistics.mean(ours[20:]) / statistics.mean(base[20:]):.3f})")
+    print(f"training-thread cost per snapshot: median {statistics.median(snapshot_costs) * 1e3:.2f}"
+          f" ms, max {max(snapshot_costs) * 1e3:.2f} ms (target <= 2 ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="cpu-lightning,gpu-gpt2")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=320)
+    args = parser.parse_args()
+    sections = args.only.split(",")
+    if "cpu-lightning" in sections:
+        cpu_lightning(args.epochs, args.repeats)
+    if "gpu-gpt2" in sections:
+        gpu_gpt2(args.steps)
+
+
+if __name__ == "__main__":
+    main()
