@@ -165,9 +165,12 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     Monitoring: the ``ww/`` summary of the latest analysis is logged at each training-epoch end
     with ``pl_module.log`` so ``EarlyStopping(monitor="ww/alpha_mean")`` and
-    ``ModelCheckpoint(monitor="ww/alpha_mean")`` work. By default nothing waits for the
-    analysis: when it is slower than training, a snapshot still pending when the next one comes
-    is dropped (counted in ``ww/snapshots_dropped``; the final one is always analysed).
+    ``ModelCheckpoint(monitor="ww/alpha_mean")`` work (``log_epoch_metrics``: None, the default,
+    does it when a callback of the trainer monitors a ``ww/`` key; True always, e.g. for your
+    own callbacks reading ``trainer.callback_metrics``; the loggers get the values either way).
+    By default nothing waits for the analysis: when it is slower than training, a snapshot still
+    pending when the next one comes is dropped (counted in ``ww/snapshots_dropped``; the final
+    one is always analysed).
     ``wait_for_epoch=True`` (None: only when a callback of the trainer monitors a ``ww/`` key)
     analyses every epoch's snapshot: taking it waits for the previous analysis, and the epoch
     end waits for its own, so the monitored value describes the weights of that epoch and not
@@ -213,7 +216,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                  log_dir: str | os.PathLike | None = None, strict: bool = False,
                  blas_threads: int | None = 1, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), log_per_layer: bool = True,
-                 wait_for_epoch: bool | None = None):
+                 wait_for_epoch: bool | None = None, log_epoch_metrics: bool | None = None):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
         self.every_n_train_steps = every_n_train_steps
@@ -221,6 +224,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self.log_dir = log_dir
         self.log_per_layer = log_per_layer
         self.wait_for_epoch = wait_for_epoch
+        self.log_epoch_metrics = log_epoch_metrics
+        self._log_epoch = True
         self.policies = list(policies)
         self.sinks = list(sinks)
         self._watcher_options = dict(
@@ -290,6 +295,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             # collective); Lightning's advice to sync them does not apply to these keys
             warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('ww/",
                                     category=UserWarning)
+        # computed on every rank: every rank logs the same keys for the monitors
+        self._log_epoch = _monitors_ww(trainer) if self.log_epoch_metrics is None \
+            else bool(self.log_epoch_metrics)
         if not trainer.is_global_zero:
             return
         self._close(final=False)  # a watcher left over from an interrupted earlier fit
@@ -396,6 +404,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         (to the callback metrics only, the loggers have it at its true step) and stop training
         if rank 0 said so. Every rank logs the same keys, so no rank waits for another."""
         self.last_decision = decision
+        if not self._log_epoch:  # pl_module.log costs ~0.4 ms a key: only for monitors
+            decision = {**decision, "metrics": {}}
         for key, value in decision["metrics"].items():
             pl_module.log(key, value, on_step=False, on_epoch=True, prog_bar=False,
                           logger=False, sync_dist=False, rank_zero_only=False, batch_size=1)

@@ -231,9 +231,10 @@ class TensorBoardSink:
     torch ``SummaryWriter(log_dir)``. The sink closes only a writer it created (or one handed
     over with ``owns_writer=True``).
     ``scalars``: log the ww scalars (False when another logger already does, as in Lightning).
-    ``histograms_every`` / ``images_every``: ESD histograms / ESD plots at every k-th write,
-    counting from the first (0: never). ``max_images``: ESD plots per write, the layers with the
-    lowest alpha first (failed fits last). ``layout``: write the custom-scalars layout once.
+    ``histograms_every``: ESD histograms at every k-th write from the first; ``images_every``:
+    ESD plots at the k-th, 2k-th, ... write (the initial weights are not plotted); 0: never.
+    ``max_images``: ESD plots per write, the layers with the lowest alpha first (failed fits
+    last). ``layout``: write the custom-scalars layout once.
     ``in_worker``: let the watcher call :meth:`write` in its background thread, right after the
     history, so histograms and plots never hold up training (torch's and tensorboardX's writers
     are thread-safe: they queue events); pass False for a writer that must stay on the training
@@ -288,7 +289,7 @@ class TensorBoardSink:
                 self._layout_written = True
             if self.histograms_every and n % self.histograms_every == 0:
                 self._write_histograms(result)
-            if self.images_every and n % self.images_every == 0:
+            if self.images_every and (n + 1) % self.images_every == 0:
                 self._write_images(result)
         finally:
             self.writer.flush()

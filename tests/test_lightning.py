@@ -149,7 +149,7 @@ def no_worker_alive() -> bool:
 def test_fit_logs_to_tensorboard_and_csv_equal_to_history(tmp_path):
     """Every logger gets the ww scalars at the snapshot steps; TensorBoard's values are the
     history's; the final step is the analysis of the final weights."""
-    cb = WeightWatcherCallback(wait_for_epoch=True)
+    cb = WeightWatcherCallback(wait_for_epoch=True, log_epoch_metrics=True)
     tb = TensorBoardLogger(tmp_path, name="tb")
     csv = CSVLogger(tmp_path, name="csv")
     model = DigitsMLP()
@@ -227,7 +227,7 @@ def test_pytorch_lightning_trainer(tmp_path):
     from pytorch_lightning.loggers import TensorBoardLogger as PLTensorBoardLogger
 
     module_cls = type("PLDigitsMLP", (_DigitsMixin, pl.LightningModule), {})
-    cb = WeightWatcherCallback(wait_for_epoch=True)
+    cb = WeightWatcherCallback(wait_for_epoch=True, log_epoch_metrics=True)
     assert isinstance(cb, pl.Callback) and isinstance(cb, L.Callback)
     logger = PLTensorBoardLogger(tmp_path, name="pl")
     trainer = pl.Trainer(**quiet(max_epochs=2, logger=logger, callbacks=[cb]))

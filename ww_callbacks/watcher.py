@@ -57,6 +57,9 @@ class WatcherWarning(UserWarning):
     """A problem of the watcher (a failed analysis, a failing sink) that training survives."""
 
 
+#: Default share of wall time the analysis thread may use (see ``Watcher(max_duty=...)``).
+DEFAULT_MAX_DUTY = 0.05
+
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -72,9 +75,11 @@ class Watcher:
     ``log_dir``: where ``ww_history.jsonl`` is written (None: no file). ``traps_every``: every
     k-th analysis also randomises the weights to count correlation traps (0: never).
     ``strict``: re-raise a failed analysis on the training thread instead of warning.
-    ``blas_threads``: BLAS threads of the worker. Analysis options (``layers``, ``min_evals``,
-    ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``analysis_device``, ``seed``) are
-    those of :func:`ww_callbacks.analyze`.
+    ``blas_threads``: BLAS threads of the worker. ``max_duty``: the largest share of wall time
+    the worker may spend analysing (it rests in between; snapshots that arrive meanwhile replace
+    the pending one): this bounds the cost to training. None: analyse back to back. Analysis
+    options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
+    ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
     """
 
     def __init__(self, *, log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
@@ -82,7 +87,7 @@ class Watcher:
                  max_evals: int = 15000, max_N: int = 50000, traps_every: int = 1,
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY):
         self.sinks = list(sinks)
         self.policies = list(policies)
         self.strict = strict
@@ -91,6 +96,7 @@ class Watcher:
         self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=analysis_device,
                               seed=seed, keep_spectra=keep_spectra)
         self.blas_threads = blas_threads
+        self.max_duty = max_duty
         self.history: HistoryWriter | None = None
         self.set_log_dir(log_dir)
         self._snapshotter: Snapshotter | None = None
@@ -126,7 +132,8 @@ class Watcher:
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
-            self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads)
+            self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads,
+                                            max_duty=self.max_duty)
         return self._worker
 
     def _snapshotter_for(self, model: Any) -> Snapshotter:
@@ -225,7 +232,10 @@ class Watcher:
             warnings.warn(self._sink_failures.popleft(), WatcherWarning, stacklevel=4)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until the worker has nothing left (for tests and the end of training)."""
+        """Block until the worker has nothing left (for tests, monitored epochs and the end of
+        training); the worker skips its ``max_duty`` rest for what is pending now."""
+        if self._worker is not None:
+            self._worker.skip_rest()
         deadline = time.monotonic() + timeout
         while self._worker is not None and not self._worker.idle:
             if time.monotonic() > deadline:

@@ -6,6 +6,11 @@ there is one pending slot, and a snapshot that arrives while another is still pe
 number of steps. Results and errors wait in queues for the training thread to collect them
 (:meth:`drain`), so sinks and policies run where the training libraries expect them.
 
+``max_duty`` bounds the share of wall time the worker spends analysing: after an analysis that
+took d seconds it rests d * (1/max_duty - 1) seconds before the next one (snapshots arriving
+meanwhile replace the pending one, counted as dropped; closing skips the rest, so the final
+snapshot is always analysed). So the cost to training stays bounded however fast it snapshots.
+
 The thread lives only while there is work: it ends ``linger`` seconds after its last analysis and
 a new one starts with the next snapshot. So a training run that dies without telling us (Keras
 has no exception hook) leaves no thread behind once its last analysis is done.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -44,7 +50,9 @@ class BackgroundWorker:
 
     def __init__(self, analyse: Callable[[Snapshot], AnalysisResult], *,
                  blas_threads: int | None = 1, name: str = "ww-worker", linger: float = 1.0,
-                 nice: int | None = 10):
+                 nice: int | None = 10, max_duty: float | None = None):
+        if max_duty is not None and not 0 < max_duty <= 1:
+            raise ValueError(f"max_duty must be in (0, 1] or None, not {max_duty!r}")
         self._analyse = analyse
         self._blas_threads = blas_threads
         self._cond = threading.Condition()
@@ -54,9 +62,12 @@ class BackgroundWorker:
         self._results: deque[AnalysisResult] = deque()
         self._errors: deque[WorkerError] = deque()
         self.dropped = 0
+        self.has_news = False  # set by the worker with each result/error: a lock-free check
         self._name = name
         self._linger = linger
         self._nice = nice
+        self._max_duty = max_duty
+        self._rest_until = 0.0
         self._thread: threading.Thread | None = None
 
     def _start_thread(self) -> None:
@@ -82,7 +93,10 @@ class BackgroundWorker:
 
     def drain(self) -> tuple[list[AnalysisResult], list[WorkerError]]:
         """Results and errors produced since the last call."""
+        if not self.has_news:
+            return [], []
         with self._cond:
+            self.has_news = False
             results, errors = list(self._results), list(self._errors)
             self._results.clear()
             self._errors.clear()
@@ -112,6 +126,12 @@ class BackgroundWorker:
             return not thread.is_alive()
         return True
 
+    def skip_rest(self) -> None:
+        """Analyse what is pending without the ``max_duty`` rest (someone waits for it)."""
+        with self._cond:
+            self._rest_until = 0.0
+            self._cond.notify_all()
+
     def discard_pending(self) -> None:
         """Drop the pending snapshot, if any (used when training fails: no final analysis)."""
         with self._cond:
@@ -124,8 +144,10 @@ class BackgroundWorker:
     def _next(self) -> Snapshot | None:
         """The next snapshot, or None when the thread should end (closing, or idle too long);
         in that case the thread is deregistered under the lock, so a concurrent submit starts a
-        new one."""
+        new one. Rests first when ``max_duty`` asks for it (not when closing)."""
         with self._cond:
+            while not self._closing and time.monotonic() < self._rest_until:
+                self._cond.wait(timeout=self._rest_until - time.monotonic())
             if self._pending is None and not self._closing:
                 self._cond.wait_for(lambda: self._pending is not None or self._closing,
                                     timeout=self._linger)
@@ -156,6 +178,7 @@ class BackgroundWorker:
             snapshot = self._next()
             if snapshot is None:
                 return
+            start = time.monotonic()
             try:
                 if limiter is not None:
                     with limiter.limit(limits=self._blas_threads, user_api="blas"):
@@ -165,11 +188,16 @@ class BackgroundWorker:
             except BaseException as err:  # kept for the training thread, never lost
                 with self._cond:
                     self._errors.append(WorkerError(snapshot.step, err, traceback.format_exc()))
+                    self.has_news = True
             else:
                 with self._cond:
                     self._results.append(result)
+                    self.has_news = True
             finally:
                 snapshot.done()
                 with self._cond:
                     self._busy = False
+                    if self._max_duty is not None:
+                        spent = time.monotonic() - start
+                        self._rest_until = time.monotonic() + spent * (1 / self._max_duty - 1)
                     self._cond.notify_all()
