@@ -1,6 +1,6 @@
 """Keras ``model.fit`` on the TensorFlow backend with and without the WeightWatcherCallback.
 
-    KERAS_BACKEND=tensorflow python bench/keras_overhead.py [--epochs 20 --repeats 3]
+    KERAS_BACKEND=tensorflow python bench/keras_overhead.py [--epochs 40 --repeats 3]
 
 An MLP (hidden width 512) on scikit-learn's digits, default cadence (every epoch, traps on).
 Runs alternate (without, with, without, with, ...) after one warm-up fit of each; prints the
@@ -61,7 +61,7 @@ def fit_once(epochs: int, with_callback: bool, log_dir: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"backend {keras.backend.backend()}, {args.epochs} epochs, {args.repeats} repeats")

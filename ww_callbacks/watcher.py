@@ -58,7 +58,7 @@ class WatcherWarning(UserWarning):
 
 
 #: Default share of wall time the analysis thread may use (see ``Watcher(max_duty=...)``).
-DEFAULT_MAX_DUTY = 0.05
+DEFAULT_MAX_DUTY = 0.02
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
