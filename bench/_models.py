@@ -68,23 +68,28 @@ class GPT2Shaped(nn.Module):
     """GPT-2-small-shaped container (HF module names), weights only; not meant to run forward."""
 
     def __init__(self, dim: int = GPT2_DIM, vocab: int = GPT2_VOCAB, context: int = GPT2_CONTEXT,
-                 blocks: int = GPT2_BLOCKS, tied: bool = True):
+                 blocks: int = GPT2_BLOCKS):
         super().__init__()
         self.transformer = GPT2Body(dim, vocab, context, blocks)
         self.lm_head = nn.Linear(dim, vocab, bias=False)
-        if tied:
-            self.lm_head.weight = self.transformer.wte.weight
+
+    def tie(self) -> None:
+        """Share ``wte``'s weight with ``lm_head`` (as GPT-2 does)."""
+        self.lm_head.weight = self.transformer.wte.weight
 
 
 def gpt2_small(seed: int = 0, tied: bool = True, std: float = 0.02) -> nn.Module:
     """The GPT-2-small-shaped model with N(0, std^2) weights and zero biases.
 
     Built on the ``meta`` device and materialised with ``to_empty`` (no default initialisation
-    pass over the ~124M parameters), then filled from a private generator.
+    pass over the ~124M parameters), then filled from a private generator. ``tied``: lm_head
+    shares wte's weight (tied after ``to_empty``, which would give each its own tensor).
     """
     with torch.device("meta"):
-        model = GPT2Shaped(tied=tied)
+        model = GPT2Shaped()
     model = model.to_empty(device="cpu")
+    if tied:
+        model.tie()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -130,9 +135,14 @@ def cifar_convnet(seed: int = 0, std: float = 0.05, traps: bool = True) -> nn.Mo
     return model
 
 
-def llama7b_shapes(n_layers: int = 32) -> Iterator[tuple[str, tuple[int, int]]]:
-    """``(name, (out, in))`` of the 7 matrices per block of Llama-7B, for ``n_layers`` blocks."""
-    dim, hidden = 4096, 11008
+LLAMA7B_DIM = 4096
+LLAMA7B_HIDDEN = 11008
+
+
+def llama7b_shapes(n_layers: int = 32, dim: int = LLAMA7B_DIM, hidden: int = LLAMA7B_HIDDEN
+                   ) -> Iterator[tuple[str, tuple[int, int]]]:
+    """``(name, (out, in))`` of the 7 matrices per block of Llama-7B, for ``n_layers`` blocks
+    (smaller ``dim``/``hidden`` only for smoke tests)."""
     for i in range(n_layers):
         prefix = f"model.layers.{i}"
         for part in ("q_proj", "k_proj", "v_proj", "o_proj"):
@@ -143,11 +153,12 @@ def llama7b_shapes(n_layers: int = 32) -> Iterator[tuple[str, tuple[int, int]]]:
 
 
 def llama7b_weights(device: str, dtype: torch.dtype, n_layers: int = 32, seed: int = 0,
-                    std: float = 0.02) -> dict[str, torch.Tensor]:
+                    std: float = 0.02, dim: int = LLAMA7B_DIM, hidden: int = LLAMA7B_HIDDEN
+                    ) -> dict[str, torch.Tensor]:
     """Llama-7B-shaped random matrices, created directly on ``device`` from a private generator."""
     g = torch.Generator(device=device).manual_seed(seed)
     out = {}
-    for name, shape in llama7b_shapes(n_layers):
+    for name, shape in llama7b_shapes(n_layers, dim, hidden):
         t = torch.randn(shape, generator=g, device=device, dtype=dtype)
         out[name] = t.mul_(std)
     return out
@@ -201,3 +212,12 @@ def machine_line() -> str:
     except (OSError, ValueError, IndexError):
         pass
     return f"{model}, {os.cpu_count()} cores{ram}, torch {torch.__version__}"
+
+
+def load_line() -> str:
+    """The 1/5/15-minute load averages: other processes on the machine skew timings."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average: unknown"
+    return f"load average: {one:.2f} {five:.2f} {fifteen:.2f} (on {os.cpu_count()} cores)"

@@ -4,7 +4,7 @@ CPU (any machine):
     python bench/training_overhead.py --only cpu-lightning
 Lightning trains a 64-512-512-10 MLP on scikit-learn's digits for 100 epochs (~0.1 s each on 2
 cores) with the default cadence (a snapshot every epoch, plus start and end; traps on; the
-analysis thread's share of wall time capped at 5%, so most snapshots of such short epochs are
+analysis thread's share of wall time capped at 2%, so most snapshots of such short epochs are
 replaced before they are analysed). Fits alternate without/with the callback after a warm-up;
 prints the median wall times, their ratio (target <= 1.05), the training-thread time of the
 callback's hooks per snapshot, and how many snapshots were analysed.

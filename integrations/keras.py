@@ -25,8 +25,8 @@ from typing import Any
 
 import keras
 
-from ..cadence import Cadence
-from ..watcher import Policy, Sink, Watcher
+from ww_callbacks.cadence import Cadence
+from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher
 
 
 def _close_quietly(watcher_ref: weakref.ref) -> None:
@@ -43,7 +43,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     ``log_dir`` holds ``ww_history.jsonl`` and, with ``tensorboard=True``, TensorBoard events;
     ``wandb_run``: a W&B run (or ``True`` for ``wandb.run``). Analysis options (``layers``,
     ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``strict``,
-    ``blas_threads``) are those of :class:`ww_callbacks.watcher.Watcher`.
+    ``blas_threads``, ``max_duty``) are those of :class:`ww_callbacks.watcher.Watcher`.
     """
 
     def __init__(self, *, every_n_epochs: int | None = 1, every_n_batches: int | None = None,
@@ -51,8 +51,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                  tensorboard: bool = True, wandb_run: Any = None, layers: Any = None,
                  min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
                  mp_fit: bool = False, fix_fingers: str | None = None, strict: bool = False,
-                 blas_threads: int | None = 1, policies: Sequence[Policy] = (),
-                 sinks: Sequence[Sink] = ()):
+                 blas_threads: int | None = 1, max_duty: float | None = DEFAULT_MAX_DUTY,
+                 policies: Sequence[Policy] = (), sinks: Sequence[Sink] = ()):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_batches, every_n_epochs=every_n_epochs)
         self.log_dir = log_dir
@@ -61,7 +61,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._watcher_kwargs = dict(
             layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
             traps_every=traps_every, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, policies=policies)
+            blas_threads=blas_threads, max_duty=max_duty, policies=policies)
         self._extra_sinks = list(sinks)
         self.watcher: Watcher | None = None
         self._finalizer: weakref.finalize | None = None
@@ -75,14 +75,14 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     def _sinks(self) -> list[Sink]:
         sinks = list(self._extra_sinks)
         if self.tensorboard and self.log_dir is not None:
-            from .tensorboard import TensorBoardSink, TfSummaryWriter
+            from ww_callbacks.integrations.tensorboard import TensorBoardSink, TfSummaryWriter
 
             if keras.backend.backend() == "tensorflow":  # tf.summary, as Keras's own callback
                 sinks.append(TensorBoardSink(TfSummaryWriter(self.log_dir), owns_writer=True))
             else:
                 sinks.append(TensorBoardSink(log_dir=str(self.log_dir)))
         if self.wandb_run is not None and self.wandb_run is not False:
-            from .wandb import WandbSink
+            from ww_callbacks.integrations.wandb import WandbSink
 
             sinks.append(WandbSink(None if self.wandb_run is True else self.wandb_run))
         return sinks
@@ -114,7 +114,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         path = self.watcher.history_path
         if path is not None and path.exists():
             self.watcher.history.truncate_after(self._step)
-            from ..history import read_records
+            from ww_callbacks.history import read_records
 
             records = read_records(path)
             self.watcher.snapshots_taken = len(records)

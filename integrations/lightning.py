@@ -30,7 +30,7 @@ from typing import Any
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import DROPPED
-from ww_callbacks.watcher import Policy, Sink, Watcher, WatcherWarning
+from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher, WatcherWarning
 
 __all__ = ["WeightWatcherCallback", "LoggerSink", "default_log_dir"]
 
@@ -178,6 +178,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     ``save_on_train_epoch_end=True``: by default it checks its monitor at the end of validation,
     which comes before the training-epoch end.
 
+    ``max_duty``: the largest share of wall time the analysis thread may use (default 2%; it
+    rests in between and snapshots arriving meanwhile replace the pending one); None: no limit.
+
     ``strict=True`` raises a failed analysis on the training thread instead of warning
     (:class:`~ww_callbacks.watcher.WatcherWarning`).
 
@@ -216,7 +219,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                  log_dir: str | os.PathLike | None = None, strict: bool = False,
                  blas_threads: int | None = 1, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), log_per_layer: bool = True,
-                 wait_for_epoch: bool | None = None, log_epoch_metrics: bool | None = None):
+                 wait_for_epoch: bool | None = None, log_epoch_metrics: bool | None = None,
+                 max_duty: float | None = DEFAULT_MAX_DUTY):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
         self.every_n_train_steps = every_n_train_steps
@@ -231,7 +235,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self._watcher_options = dict(
             traps_every=traps_every, layers=layers, min_evals=min_evals, max_evals=max_evals,
             max_N=max_N, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads)
+            blas_threads=blas_threads, max_duty=max_duty)
         #: Set to True (rank 0) to stop training on every rank at the next epoch end.
         self.should_stop = False
         #: The last decision applied on this rank (what ``_decision`` returned on rank 0).
