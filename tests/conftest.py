@@ -25,3 +25,23 @@ def reference_details():
             np.random.set_state(state)
 
     return run
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch, tmp_path):
+    """W&B in offline mode with everything under ``tmp_path`` (no network, no API key); finishes
+    a run left open and resets W&B's process-wide settings before and after."""
+    wandb = pytest.importorskip("wandb")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
+                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
+                       "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "off",
+                       "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+                       "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+                       "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    wandb.teardown()  # W&B keeps the settings of the first run of a process: read them again
+    yield tmp_path
+    if wandb.run is not None:
+        wandb.run.finish()
+    wandb.teardown()

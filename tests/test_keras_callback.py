@@ -35,4 +35,4 @@ def test_keras_fit_on_backend(backend, tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["backend"] == backend
     assert report["early_stopped_after"] < 10
-    assert len(report["steps"]) >= 3
+    assert len(report["steps"]) >= 2 and report["steps"][0] == 0

@@ -72,7 +72,7 @@ def test_plain_loop_tensorboard_and_history(tmp_path, digits):
     assert _history_steps(tmp_path) == [0, 20, 40, 60, 80, 100, 105]
     assert w.dropped == 0 and w.results_delivered == 7
     assert not opt._optimizer_step_pre_hooks  # hook removed on close
-    assert _workers() == workers_before
+    assert not _workers() - workers_before  # earlier tests' idle threads may end meanwhile
 
     history = load_history(tmp_path)
     layers = ["0", "2"]
@@ -107,7 +107,7 @@ def test_exception_propagates_and_stops_the_worker(tmp_path, digits):
                 w.step()
                 if i == 10:
                     raise RuntimeError("boom")
-    assert _workers() == workers_before
+    assert not _workers() - workers_before  # earlier tests' idle threads may end meanwhile
     assert not opt._optimizer_step_pre_hooks
     steps = _history_steps(tmp_path)
     assert steps[0] == 0 and 11 not in steps  # no final analysis of a failed run
@@ -276,18 +276,10 @@ def test_no_model_is_a_clear_error(tmp_path):
             w.step()
 
 
-def test_wandb_run_gets_a_wandb_sink(tmp_path, digits, monkeypatch):
+def test_wandb_run_gets_a_wandb_sink(tmp_path, digits, wandb_offline):
     """An offline W&B run (everything under tmp_path) receives the analyses."""
     wandb = pytest.importorskip("wandb")
     sink_module = pytest.importorskip("ww_callbacks.integrations.wandb")
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
-                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
-                       "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "off",
-                       "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-                       "WANDB_CONFIG_DIR": str(tmp_path / "config"),
-                       "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     x, y = digits
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

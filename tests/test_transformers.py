@@ -161,20 +161,11 @@ def test_failed_training_leaves_no_worker_behind(tmp_path):
     assert steps[-1] == STEPS_PER_EPOCH and steps.count(0) == 2  # two runs, one history
 
 
-def test_trainer_reports_to_wandb_offline(tmp_path, monkeypatch):
+def test_trainer_reports_to_wandb_offline(tmp_path, monkeypatch, wandb_offline):
     wandb = pytest.importorskip("wandb")
     from tests.test_wandb_sink import history_rows, run_file, wandb_records
 
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
-                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
-                       "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "off",
-                       "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-                       "WANDB_CONFIG_DIR": str(tmp_path / "config"),
-                       "WANDB_DATA_DIR": str(tmp_path / "data"),
-                       "WANDB_PROJECT": "ww-test"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    wandb.teardown()  # W&B keeps the settings (WANDB_DIR) of the first run of a process
+    monkeypatch.setenv("WANDB_PROJECT", "ww-test")
     callback = WeightWatcherCallback(every_n_steps=5)
     trainer = make_trainer(tmp_path / "out", [callback], ["wandb"])
     try:

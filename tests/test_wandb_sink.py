@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -30,22 +31,6 @@ from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 # ---------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def wandb_offline(monkeypatch, tmp_path):
-    """W&B in offline mode with everything under ``tmp_path``; finishes a run left open."""
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
-                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
-                       "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "off",
-                       "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-                       "WANDB_CONFIG_DIR": str(tmp_path / "config"),
-                       "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    wandb.teardown()  # W&B keeps the settings of the first run of a process: read them again
-    yield tmp_path
-    if wandb.run is not None:
-        wandb.run.finish()
-    wandb.teardown()
 
 
 def run_file(root: Path) -> Path:
@@ -113,10 +98,24 @@ def scanned_records(path: Path) -> list[dict]:
     return out
 
 
+def _wait_until_written(path: Path, timeout: float = 20.0) -> None:
+    """W&B's service may still be appending to the file just after ``run.finish()``: wait until
+    its size holds still for half a second."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        now = Path(path).stat().st_size
+        if now == size and now > 0:
+            return
+        size = now
+        time.sleep(0.5)
+
+
 def wandb_records(path: Path) -> list[dict]:
     """The records of a ``.wandb`` file: W&B's ``leet inspect`` cross-checked against the
     protobuf reader (history rows and metric definitions must agree), or the protobuf reader
     alone where W&B has no ``leet``."""
+    _wait_until_written(path)
     scanned = scanned_records(path)
     leet = leet_records(path)
     if leet is None:

@@ -142,20 +142,24 @@ class BackgroundWorker:
     # ------------------------------------------------------------ worker thread
 
     def _next(self) -> Snapshot | None:
-        """The next snapshot, or None when the thread should end (closing, or idle too long);
-        in that case the thread is deregistered under the lock, so a concurrent submit starts a
-        new one. Rests first when ``max_duty`` asks for it (not when closing)."""
+        """The next snapshot, or None when the thread should end (closing with nothing left,
+        or idle for ``linger`` seconds); then the thread is deregistered under the lock, so a
+        concurrent submit starts a new one. A snapshot waits out the ``max_duty`` rest first
+        (not when closing); an idle thread does not stay alive to rest."""
         with self._cond:
-            while not self._closing and time.monotonic() < self._rest_until:
-                self._cond.wait(timeout=self._rest_until - time.monotonic())
-            if self._pending is None and not self._closing:
-                self._cond.wait_for(lambda: self._pending is not None or self._closing,
-                                    timeout=self._linger)
-            snapshot, self._pending = self._pending, None
-            self._busy = snapshot is not None
-            if snapshot is None:
-                self._thread = None
-            return snapshot
+            while True:
+                if self._pending is None and not self._closing:
+                    self._cond.wait_for(lambda: self._pending is not None or self._closing,
+                                        timeout=self._linger)
+                if self._pending is None:
+                    self._thread = None
+                    return None
+                while not self._closing and time.monotonic() < self._rest_until:
+                    self._cond.wait(timeout=self._rest_until - time.monotonic())
+                snapshot, self._pending = self._pending, None
+                if snapshot is not None:  # (discard_pending may have emptied the slot)
+                    self._busy = True
+                    return snapshot
 
     def _lower_priority(self) -> None:
         if not self._nice or not hasattr(os, "setpriority"):
