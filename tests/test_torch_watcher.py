@@ -105,6 +105,8 @@ def test_exception_propagates_and_stops_the_worker(tmp_path, digits):
             for i in range(12):
                 _train_step(model, opt, x, y, g)
                 w.step()
+                if i == 0:
+                    w.wait_idle()  # the initial analysis is in before the failure
                 if i == 10:
                     raise RuntimeError("boom")
     assert not _workers() - workers_before  # earlier tests' idle threads may end meanwhile
