@@ -11,7 +11,8 @@ Put this callback **first** in the list: it adds the model-level ``ww/`` values 
 ``EarlyStopping`` and ``ModelCheckpoint`` see them. The values are those of the latest analysis
 that has finished (analyses run in a background thread; training does not wait for them, except
 once, at the end of the first epoch, if the analysis of the initial weights is not done yet).
-Per-layer values (``ww_alpha/<layer>``, ...) go to TensorBoard and W&B with the same tag names as
+Per-layer values (``ww_alpha/<layer>``, ...) go to TensorBoard (written with TensorBoard's own
+event writer, so neither torch nor TensorFlow ops are needed) and W&B with the same tag names as
 the Lightning callback. The weights are read (``self.model``, which makes the JAX backend sync its
 state) only on the batches where a snapshot is due.
 """
@@ -75,12 +76,11 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     def _sinks(self) -> list[Sink]:
         sinks = list(self._extra_sinks)
         if self.tensorboard and self.log_dir is not None:
-            from ww_callbacks.integrations.tensorboard import TensorBoardSink, TfSummaryWriter
+            from ww_callbacks.integrations.tensorboard import EventWriter, TensorBoardSink
 
-            if keras.backend.backend() == "tensorflow":  # tf.summary, as Keras's own callback
-                sinks.append(TensorBoardSink(TfSummaryWriter(self.log_dir), owns_writer=True))
-            else:
-                sinks.append(TensorBoardSink(log_dir=str(self.log_dir)))
+            # TensorBoard's own event writer (pure Python): tf.summary ops run from the analysis
+            # thread slowed a TensorFlow fit by 7% (bench/RESULTS.md), and torch may be absent
+            sinks.append(TensorBoardSink(EventWriter(self.log_dir), owns_writer=True))
         if self.wandb_run is not None and self.wandb_run is not False:
             from ww_callbacks.integrations.wandb import WandbSink
 

@@ -48,7 +48,7 @@ from ww_callbacks.watcher import WatcherWarning
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["TensorBoardSink", "TfSummaryWriter", "esd_figure", "figure_to_rgb", "ww_layout"]
+__all__ = ["EventWriter", "TensorBoardSink", "esd_figure", "figure_to_rgb", "ww_layout"]
 
 INSTALL_HINT = "pip install ww_callbacks[tensorboard]"
 #: Tag prefixes of the spectra.
@@ -86,53 +86,95 @@ def default_writer(log_dir: str | os.PathLike | None = None) -> Any:
     return SummaryWriter(log_dir=None if log_dir is None else os.fspath(log_dir))
 
 
-class TfSummaryWriter:
-    """The writer interface :class:`TensorBoardSink` uses, on top of ``tf.summary`` (for Keras on
-    the TensorFlow backend, where torch may be absent). Values are written as TF2 summaries."""
+class EventWriter:
+    """The writer interface :class:`TensorBoardSink` uses, written with TensorBoard's own event
+    file writer and protocol buffers: no torch, and no TensorFlow ops (which, run from the
+    analysis thread, would compete with a TensorFlow training loop). The Keras callback writes
+    with it on every backend."""
 
     def __init__(self, log_dir: str | os.PathLike):
-        import tensorflow as tf
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(os.fspath(log_dir))
+        os.makedirs(log_dir, exist_ok=True)
+        self._writer = EventFileWriter(os.fspath(log_dir))
+
+    def _add(self, summary: Any, global_step: int | None, walltime: float | None) -> None:
+        import time
+
+        from tensorboard.compat.proto import event_pb2
+
+        event = event_pb2.Event(summary=summary, wall_time=walltime or time.time())
+        if global_step is not None:
+            event.step = int(global_step)
+        self._writer.add_event(event)
 
     def add_scalar(self, tag: str, value: float, global_step: int | None = None,
                    walltime: float | None = None) -> None:
-        with self._writer.as_default():
-            self._tf.summary.scalar(tag, float(value), step=global_step)
+        from tensorboard.compat.proto import summary_pb2
+
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag=tag, simple_value=float(value))]), global_step, walltime)
 
     def add_histogram(self, tag: str, values: Any, global_step: int | None = None,
-                      walltime: float | None = None, **_: Any) -> None:
-        with self._writer.as_default():
-            self._tf.summary.histogram(tag, np.asarray(values, dtype=np.float64),
-                                       step=global_step)
+                      walltime: float | None = None, bins: int = 30, **_: Any) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
+        v = np.asarray(values, dtype=np.float64).ravel()
+        counts, edges = np.histogram(v, bins=bins)
+        hist = summary_pb2.HistogramProto(
+            min=float(v.min()), max=float(v.max()), num=float(v.size), sum=float(v.sum()),
+            sum_squares=float(np.dot(v, v)), bucket_limit=[float(e) for e in edges[1:]],
+            bucket=[float(c) for c in counts])
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, histo=hist)]),
+                  global_step, walltime)
 
     def add_image(self, tag: str, image: Any, global_step: int | None = None,
                   walltime: float | None = None, dataformats: str = "HWC") -> None:
+        import io
+
+        from PIL import Image
+        from tensorboard.compat.proto import summary_pb2
+
         if dataformats != "HWC":
-            raise ValueError("TfSummaryWriter.add_image takes HWC images")
-        with self._writer.as_default():
-            self._tf.summary.image(tag, np.asarray(image)[None], step=global_step)
+            raise ValueError("EventWriter.add_image takes HWC images")
+        array = np.asarray(image, dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        img = summary_pb2.Summary.Image(height=array.shape[0], width=array.shape[1],
+                                        colorspace=array.shape[2],
+                                        encoded_image_string=buffer.getvalue())
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=img)]),
+                  global_step, walltime)
 
     def add_custom_scalars(self, layout: dict[str, dict[str, list]]) -> None:
-        from tensorboard.plugins.custom_scalar import layout_pb2
-        from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
+        from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-        proto = layout_pb2.Layout(category=[
-            layout_pb2.Category(title=category, chart=[
-                layout_pb2.Chart(title=title,
-                                 multiline=layout_pb2.MultilineChartContent(tag=list(spec[1])))
-                for title, spec in charts.items()])
-            for category, charts in layout.items()])
-        with self._writer.as_default():
-            self._tf.summary.experimental.write_raw_pb(
-                custom_scalar_summary.pb(proto).SerializeToString(), step=0)
+        # what the custom-scalars plugin reads: one string tensor holding the layout proto
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING, string_val=[_layout_proto(layout).SerializeToString()],
+            tensor_shape=tensor_shape_pb2.TensorShapeProto())
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="custom_scalars"))
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag="custom_scalars__config__", tensor=tensor, metadata=metadata)]), 0, None)
 
     def flush(self) -> None:
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _layout_proto(layout: dict[str, dict[str, list]]) -> Any:
+    """The ``layout_pb2.Layout`` of an ``add_custom_scalars``-style dict."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    return layout_pb2.Layout(category=[
+        layout_pb2.Category(title=category, chart=[
+            layout_pb2.Chart(title=title,
+                             multiline=layout_pb2.MultilineChartContent(tag=list(spec[1])))
+            for title, spec in charts.items()])
+        for category, charts in layout.items()])
 
 
 def ww_layout(extra_model_tags: Sequence[str] = ()) -> dict[str, dict[str, list]]:

@@ -21,6 +21,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from ww_callbacks.integrations.tensorboard import (  # noqa: E402
+    EventWriter,
     TensorBoardSink,
     esd_figure,
     figure_to_rgb,
@@ -276,3 +277,28 @@ def test_heavy_work_runs_in_the_worker_thread(tmp_path):
         _run(_mlp(), sink, steps=(0, 1))
         assert sink.threads == [thread, thread]
         assert _accumulator(tmp_path / str(in_worker)).Tags()["images"]
+
+
+def test_event_writer_without_torch_or_tensorflow(tmp_path):
+    """TensorBoard's own event writer (what the Keras callback uses): scalars, histograms, PNG
+    images and the custom-scalars layout, read back with TensorBoard's reader."""
+    sink = TensorBoardSink(EventWriter(tmp_path), owns_writer=True, images_every=1)
+    results = _run(_mlp(), sink, steps=(0, 10))
+    acc = _accumulator(tmp_path)
+    tags = acc.Tags()
+    for layer in results[0].details.longname:
+        events = acc.Scalars(f"ww_alpha/{layer}")
+        assert [e.step for e in events] == [0, 10]
+        expected = [float(r.details.set_index("longname").alpha[layer]) for r in results]
+        np.testing.assert_allclose([e.value for e in events], expected, rtol=1e-6)
+        hist = acc.Histograms(f"ww_esd/{layer}")[-1].histogram_value
+        evals = results[-1].spectra[layer]
+        assert hist.num == np.count_nonzero(evals > 0)
+        assert hist.max == pytest.approx(np.log10(evals.max()))
+        image = acc.Images(f"ww_esd_plot/{layer}")[0]
+        assert image.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
+    assert LAYOUT_TAG in tags["tensors"]
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(acc.Tensors(LAYOUT_TAG)[0].tensor_proto.string_val[0])
+    assert any(list(ch.multiline.tag) == ["ww_alpha/.*"] for c in layout.category
+               for ch in c.chart)
