@@ -209,4 +209,5 @@ def test_quantized_and_frozen_layers():
 
 def test_public_names():
     assert callable(ww_callbacks.analyze) and callable(ww_callbacks.fit_powerlaw)
+    assert callable(ww_callbacks.summarize) and callable(ww_callbacks.load_history)
     assert ww_callbacks.PowerLawFit.__name__ == "PowerLawFit"
