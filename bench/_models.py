@@ -221,3 +221,13 @@ def load_line() -> str:
     except OSError:
         return "load average: unknown"
     return f"load average: {one:.2f} {five:.2f} {fifteen:.2f} (on {os.cpu_count()} cores)"
+
+
+def print_header(versions: str) -> None:
+    """The header every benchmark prints: machine, UTC date, library ``versions``, load."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"machine: {machine_line()}")
+    print(f"date: {now}; {versions}")
+    print(f"at start: {load_line()}")

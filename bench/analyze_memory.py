@@ -24,7 +24,6 @@ Models: ``gpt2`` (GPT-2-small-shaped, 49 layers analysed, largest 3072 x 768) an
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import sys
 import tracemalloc
@@ -38,7 +37,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _models import gpt2_small, load_line, machine_line  # noqa: E402
+from _models import gpt2_small, print_header  # noqa: E402
 
 import ww_callbacks  # noqa: E402
 
@@ -196,10 +195,7 @@ def main() -> None:
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose among {list(MODELS)}")
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"machine: {machine_line()}")
-    print(f"date: {now}; numpy {np.__version__}")
-    print(f"at start: {load_line()}")
+    print_header(f"numpy {np.__version__}")
     for name in names:
         report(name, args)
 

@@ -19,7 +19,6 @@ Ours is timed as the best (min) of ``--repeats`` runs, the reference as the best
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 import warnings
@@ -40,9 +39,9 @@ from _models import (  # noqa: E402
     gpt2_small,
     llama7b_weights,
     load_line,
-    machine_line,
     n_gpt2_layers_analysed,
     no_stdout,
+    print_header,
     quiet_weightwatcher,
 )
 
@@ -245,10 +244,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown section(s) {unknown}; choose among {list(SECTIONS)}")
 
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"machine: {machine_line()}")
-    print(f"date: {now}; ww_callbacks {ww_callbacks.__version__}, numpy {np.__version__}")
-    print(f"at start: {load_line()}")
+    print_header(f"ww_callbacks {ww_callbacks.__version__}, numpy {np.__version__}")
     runners = {"cpu-gpt2": bench_gpt2, "cpu-conv": bench_conv, "gpu-llama": bench_llama}
     for section in only:
         runners[section](args)

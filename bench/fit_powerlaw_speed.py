@@ -12,7 +12,6 @@ on ``--trend`` values to show how its time grows.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import warnings
 from pathlib import Path
@@ -24,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import (  # noqa: E402
     best_time,
     load_line,
-    machine_line,
     no_stdout,
+    print_header,
     quiet_weightwatcher,
 )
 
@@ -88,10 +87,7 @@ def main() -> None:
             warnings.simplefilter("ignore")
             return ww_powerlaw.WWFit(x[x > 1e-5])
 
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"machine: {machine_line()}")
-    print(f"date: {now}; numpy {np.__version__}")
-    print(f"at start: {load_line()}")
+    print_header(f"numpy {np.__version__}")
     print(f"ours: best of {args.repeats} (after a warm-up call); reference: best of "
           f"{args.ref_runs} below 10,000 values, 1 run above")
     print(f"{'sample':>7s} {'n':>7s} {'ours ms':>10s} {'ref ms':>11s} {'ours/ref':>9s} "

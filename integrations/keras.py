@@ -111,17 +111,9 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
         self._step = int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
-        path = self.watcher.history_path
-        if path is not None and path.exists():
-            self.watcher.history.truncate_after(self._step)
-            from ww_callbacks.history import read_records
-
-            records = read_records(path)
-            self.watcher.snapshots_taken = len(records)
-            if any(r["step"] == self._step for r in records):
-                return  # these weights are already analysed
+        self.watcher.resume_from(self._step)
         if self.cadence.on_train_start:
-            self._snapshot()
+            self._snapshot()  # skipped by the watcher when this step is already analysed
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step += 1

@@ -159,7 +159,6 @@ class WeightWatcherCallback(TrainerCallback):
         self.watcher: Watcher | None = None
         self._running = False
         self._latest = _LatestScalars()
-        self._last_snapshot_step: int | None = None
         self._finalizer: weakref.finalize | None = None
 
     # ------------------------------------------------------------------ setup
@@ -185,13 +184,13 @@ class WeightWatcherCallback(TrainerCallback):
         return [*sinks, *own, self._latest], own
 
     def _snapshot(self, model: Any, state: TrainerState) -> None:
-        if model is None or self.watcher is None or self._last_snapshot_step == state.global_step:
+        if (model is None or self.watcher is None
+                or self.watcher.last_snapshot_step == state.global_step):
             return
         if self.wait_for_analysis:  # the previous analysis first: no snapshot is ever dropped
             self.watcher.wait_idle(timeout=600.0)
             self.watcher.poll()
         self.watcher.snapshot(model, state.global_step, _epoch_index(state))
-        self._last_snapshot_step = state.global_step
 
     # ------------------------------------------------------------------ Trainer hooks
 
@@ -209,10 +208,8 @@ class WeightWatcherCallback(TrainerCallback):
                                **self.watcher_options)
         self._finalizer = weakref.finalize(self, _stop_watcher, self.watcher, own)
         self._running = True
-        self._last_snapshot_step = None
-        if state.global_step > 0 and self.watcher.history is not None:
-            # resumed from a checkpoint: the steps after it are trained (and analysed) again
-            self.watcher.history.truncate_after(state.global_step - 1)
+        if state.global_step > 0:  # resumed from a checkpoint: the later steps are redone
+            self.watcher.resume_from(state.global_step)
         if self.cadence.on_train_start:
             self._snapshot(model, state)
 

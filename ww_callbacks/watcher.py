@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .analysis import analyze_layers
-from .history import HISTORY_FILE, HistoryWriter
+from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, layer_scalars, model_summary
@@ -296,6 +296,25 @@ class Watcher:
         return result
 
     # ------------------------------------------------------------------ resume
+
+    def resume_from(self, step: int) -> None:
+        """Continue the history of an interrupted run at ``step`` when no state dict is at hand
+        (Keras ``BackupAndRestore``, Hugging Face checkpoints): analyses recorded after ``step``
+        are removed (they are trained again), counters continue from what is left, and a step
+        already recorded is not snapshotted again."""
+        if self.history is None or not self.history.path.exists():
+            return
+        self.history.truncate_after(step)
+        steps = [record["step"] for record in read_records(self.history.path)]
+        self.snapshots_taken = len(steps)
+        if step in steps:
+            self._last_snapshot_step = step
+            self.last_step = max(self.last_step, step)
+
+    @property
+    def last_snapshot_step(self) -> int | None:
+        """The step of the last snapshot taken (None before the first)."""
+        return self._last_snapshot_step
 
     def state_dict(self) -> dict:
         """What a resumed run needs: counters and the step the checkpoint was taken at."""
