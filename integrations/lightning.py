@@ -159,9 +159,12 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     ``ww/layers_under_trained``, ``ww/layers_failed``, ``ww/snapshots_dropped`` and, with
     ``log_per_layer``, ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``,
     ``ww_traps/<layer>``, each at the global step its snapshot was taken. ``sinks``: more
-    :class:`~ww_callbacks.watcher.Sink` s (closed at the end of training); ``policies``: objects
-    with ``on_result(result)`` and optionally a ``should_stop`` attribute, which stops training
-    on every rank at the next epoch end.
+    :class:`~ww_callbacks.watcher.Sink` s (closed at the end of training); ``policies``:
+    :mod:`ww_callbacks.policies` (``HTSREarlyStopping``, ``LayerLRBalancer``, ``TrapRemoval``, or
+    any object with ``on_result(result)`` and optionally ``should_stop``). They act on the
+    module, ``trainer.optimizers`` and the trainer's LR schedulers; a stop is decided on rank 0
+    and applied on every rank at the next epoch end (``ww/stop_reason`` is logged), and best
+    weights restored on rank 0 are broadcast to every rank.
 
     Monitoring: the ``ww/`` summary of the latest analysis is logged at each training-epoch end
     with ``pl_module.log`` so ``EarlyStopping(monitor="ww/alpha_mean")`` and
@@ -321,7 +324,18 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             self._pending_state = None
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        """Snapshot the initial weights (not again when resuming at an analysed step)."""
+        """Give the policies the model, its optimizers and schedulers; snapshot the initial
+        weights (not again when resuming at an analysed step)."""
+        watcher = self._open_watcher()
+        if watcher is not None and self.policies:
+            from ww_callbacks.policies import TorchTarget
+
+            options = self._watcher_options
+            watcher.target = TorchTarget(
+                pl_module, trainer.optimizers,
+                [config.scheduler for config in trainer.lr_scheduler_configs],
+                layers=options["layers"], min_evals=options["min_evals"],
+                max_evals=options["max_evals"], max_N=options["max_N"])
         if self.cadence.on_train_start:
             self._snapshot(trainer, pl_module, trainer.current_epoch)
 
@@ -331,7 +345,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         watcher = self._open_watcher()
         if watcher is None:
             return
-        watcher.poll()
+        watcher.poll(int(trainer.global_step))
         epoch = trainer.current_epoch
         self._last_epoch = epoch
         epoch_end = (batch_idx + 1 == trainer.num_training_batches
@@ -356,7 +370,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                 self._snapshot(trainer, pl_module, epoch, settle=self._wait)
             if self._wait and self.cadence.epoch_due(epoch):
                 watcher.wait_idle(EPOCH_WAIT_TIMEOUT_S)
-            watcher.poll()
+            watcher.poll(int(trainer.global_step))
         decision = self._decision() if trainer.is_global_zero else None
         decision = trainer.strategy.broadcast(decision, src=0)
         self._apply_decision(trainer, pl_module, decision)
@@ -368,7 +382,18 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         if self.cadence.on_train_end:
             epoch = self._last_epoch if self._last_epoch is not None else trainer.current_epoch
             self._snapshot(trainer, pl_module, epoch)
-        self._close(final=True)
+        self._close(final=True)  # policies finish here (e.g. restore the best weights)
+        self._share_restored_weights(trainer, pl_module)
+
+    def _share_restored_weights(self, trainer: Any, pl_module: Any) -> None:
+        """Under DDP, weights a policy restored on rank 0 go to every rank."""
+        if trainer.world_size <= 1 or not any(getattr(p, "restore_best_weights", False)
+                                              for p in self.policies):
+            return
+        restored = any(getattr(p, "restored_step", None) is not None for p in self.policies)
+        if trainer.strategy.broadcast(restored, src=0):
+            state = pl_module.state_dict() if trainer.is_global_zero else None
+            pl_module.load_state_dict(trainer.strategy.broadcast(state, src=0))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """Training failed: stop the analysis thread now (the pending snapshot is dropped),
@@ -388,20 +413,23 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     def _decision(self) -> dict[str, Any]:
         """What rank 0 tells every rank at an epoch end: ``should_stop`` (this callback's flag,
-        or any policy's ``should_stop``), the ``ww/`` summary of the latest delivered analysis
-        (``metrics``, empty before the first) and that analysis' ``step`` (-1: none yet)."""
-        should_stop = bool(self.should_stop) or any(
-            bool(getattr(policy, "should_stop", False)) for policy in self.policies)
+        or any policy's ``should_stop``) and the policies' ``stop_reason``, the ``ww/`` values
+        of the latest delivered analysis (``metrics``, with ``ww/stop_reason`` when policies
+        log it; empty before the first) and that analysis' ``step`` (-1: none yet)."""
+        reasons = [str(getattr(policy, "stop_reason", None) or type(policy).__name__)
+                   for policy in self.policies if getattr(policy, "should_stop", False)]
+        should_stop = bool(self.should_stop) or bool(reasons)
         metrics: dict[str, float] = {}
         step = -1
         watcher = self._watcher
         if watcher is not None and watcher.last_result is not None:
             result = watcher.last_result
             step = int(result.step)
-            scalars = {**result.summary, DROPPED: float(watcher.dropped)}
+            scalars = {**(result.scalars or result.summary), DROPPED: float(watcher.dropped)}
             metrics = {k: float(v) for k, v in scalars.items()
                        if k.startswith(MODEL_PREFIX) and v is not None}
-        return {"should_stop": should_stop, "metrics": metrics, "step": step}
+        return {"should_stop": should_stop, "metrics": metrics, "step": step,
+                "stop_reason": "; ".join(reasons) or None}
 
     def _apply_decision(self, trainer: Any, pl_module: Any, decision: dict[str, Any]) -> None:
         """On every rank, with the same ``decision``: log the ``ww/`` summary for monitors

@@ -49,7 +49,12 @@ class Watcher(CoreWatcher):
       are seen through :meth:`epoch_end`).
     - ``traps_every``: every k-th analysis also counts correlation traps (0: never).
     - ``optimizer``: registers a step pre-hook that captures the initial weights right before the
-      first update and, on a GPU, orders each update after the last snapshot's copy.
+      first update and, on a GPU, orders each update after the last snapshot's copy; policies
+      that change learning rates steer its param groups.
+    - ``schedulers``: the optimizer's learning-rate schedulers, so that per-layer multipliers
+      (:class:`~ww_callbacks.policies.LayerLRBalancer`) survive their steps.
+    - ``policies``: :mod:`ww_callbacks.policies` (early stopping: check :attr:`should_stop` in
+      your loop; learning-rate balancing; trap removal). They act inside :meth:`step`.
     - ``tensorboard_options``: keyword arguments of
       :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (``images_every``, ...).
     - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
@@ -64,8 +69,8 @@ class Watcher(CoreWatcher):
     def __init__(self, model: Any = None, *, log_dir: str | os.PathLike | None = "ww_logs",
                  writer: Any = None, wandb_run: Any = None, every_n_steps: int | None = 100,
                  every_n_epochs: int | None = None, traps_every: int = 1, optimizer: Any = None,
-                 tensorboard: bool = True, tensorboard_options: dict | None = None,
-                 **watcher_kwargs: Any):
+                 schedulers: Any = (), tensorboard: bool = True,
+                 tensorboard_options: dict | None = None, **watcher_kwargs: Any):
         self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
         sinks = list(watcher_kwargs.pop("sinks", ()))
         own_sinks = []
@@ -81,6 +86,8 @@ class Watcher(CoreWatcher):
         super().__init__(log_dir=log_dir, sinks=own_sinks + sinks, traps_every=traps_every,
                          **watcher_kwargs)
         self.model = model
+        self.optimizer = optimizer
+        self.schedulers = [schedulers] if hasattr(schedulers, "step") else list(schedulers)
         self.global_step = 0  # optimizer steps seen by step()
         self.epoch: int | None = None
         self._snapshot_step: int | None = None  # step of the last snapshot taken here
@@ -107,7 +114,7 @@ class Watcher(CoreWatcher):
             self._take(model, self.global_step)  # nothing captured the initial weights
         elif self.cadence.step_due(self.global_step):
             self._take(model, self.global_step)
-        self.poll()
+        self.poll(self.global_step)
 
     def epoch_end(self, epoch: int, model: Any = None) -> None:
         """Call at the end of each epoch (counted from 0) when using ``every_n_epochs``: snapshots
@@ -116,7 +123,7 @@ class Watcher(CoreWatcher):
         self.epoch = int(epoch)
         if self.cadence.epoch_due(self.epoch):
             self._take(self._model(model), self.global_step)
-        self.poll()
+        self.poll(self.global_step)
 
     def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
               final: bool = True) -> None:
@@ -163,11 +170,17 @@ class Watcher(CoreWatcher):
                                "close() was called); make a new one")
 
     def _model(self, model: Any) -> Any:
-        if model is not None:
+        if model is not None and model is not self.model:
             self.model = model
+            self.target = None
         if self.model is None:
             raise ValueError("ww_callbacks: no model to watch: pass it to Watcher(model) or "
                              "to step(model)")
+        if self.policies and self.target is None:
+            from ww_callbacks.policies import TorchTarget
+
+            self.target = TorchTarget(self.model, [self.optimizer], self.schedulers,
+                                      **self._select)
         return self.model
 
     def _take(self, model: Any, step: int) -> None:
@@ -178,7 +191,7 @@ class Watcher(CoreWatcher):
 
     def _take_initial(self, model: Any) -> None:
         if self._snapshot_step is None and self.last_step < 0 and not self._closed:
-            self._take(model, self.global_step)
+            self._take(self._model(model), self.global_step)
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.model is not None:

@@ -42,6 +42,7 @@ checkpoint's step on from the history file, since those steps are trained and an
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import weakref
@@ -54,6 +55,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.watcher import Policy, Sink, Watcher
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["WeightWatcherCallback"]
 
@@ -208,6 +211,14 @@ class WeightWatcherCallback(TrainerCallback):
                                **self.watcher_options)
         self._finalizer = weakref.finalize(self, _stop_watcher, self.watcher, own)
         self._running = True
+        if self.policies:
+            from ww_callbacks.policies import TorchTarget
+
+            options = self.watcher_options
+            self.watcher.target = TorchTarget(
+                model, [kwargs.get("optimizer")], [kwargs.get("lr_scheduler")],
+                layers=options["layers"], min_evals=options["min_evals"],
+                max_evals=options["max_evals"], max_N=options["max_N"])
         if state.global_step > 0:  # resumed from a checkpoint: the later steps are redone
             self.watcher.resume_from(state.global_step)
         if self.cadence.on_train_start:
@@ -215,12 +226,16 @@ class WeightWatcherCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     model: Any = None, **kwargs: Any) -> None:
-        """Deliver finished analyses; snapshot when the step is due."""
+        """Deliver finished analyses, let the policies act; snapshot when the step is due;
+        stop training when a policy asks to."""
         if not self._running:
             return
-        self.watcher.poll()
+        self.watcher.poll(state.global_step)
         if self.cadence.step_due(state.global_step):
             self._snapshot(model, state)
+        if self.watcher.should_stop and not control.should_training_stop:
+            control.should_training_stop = True
+            logger.info("ww_callbacks: stopping training: %s", self.watcher.stop_reason)
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState,
                      control: TrainerControl, model: Any = None, **kwargs: Any) -> None:

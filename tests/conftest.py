@@ -45,3 +45,11 @@ def wandb_offline(monkeypatch, tmp_path):
     if wandb.run is not None:
         wandb.run.finish()
     wandb.teardown()
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own folder, so files written to the current directory by default
+    (a Lightning run without a logger keeps its history in ``default_root_dir``) never land in
+    the checkout."""
+    monkeypatch.chdir(tmp_path)

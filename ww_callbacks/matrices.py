@@ -73,3 +73,18 @@ def layer_stack(layer: LayerWeights, *, pool: bool = True) -> np.ndarray:
     if layer.layout == CONV:
         stack *= conv_scale(stack.shape[0], pool)
     return stack
+
+
+def from_oriented_stack(stack: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    """The inverse of :func:`oriented_stack` (numpy): an ``(S, N, M)`` stack back to a weight of
+    ``shape`` as stored (used to write changed matrices back into a layer)."""
+    if layout == CONV:
+        out_ch, in_ch = shape[0], shape[1]
+    else:
+        out_ch, in_ch = shape
+    if out_ch < in_ch:
+        stack = stack.transpose(0, 2, 1)
+    # now (S, out, in)
+    if layout == CONV:
+        return np.ascontiguousarray(stack.transpose(1, 2, 0)).reshape(shape)
+    return np.ascontiguousarray(stack[0])

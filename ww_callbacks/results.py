@@ -51,3 +51,6 @@ class AnalysisResult:
     duration_s: float
     randomized: bool
     spectra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Everything logged for this analysis (model, per-layer and policy scalars), set by the
+    #: watcher once the policies have decided on it.
+    scalars: dict[str, float] = field(default_factory=dict, repr=False)

@@ -5,7 +5,9 @@ Integrations (Lightning, Keras, plain torch, Hugging Face) decide *when* (see
 :class:`~ww_callbacks.cadence.Cadence`) and call :meth:`Watcher.snapshot`, :meth:`Watcher.poll`
 and :meth:`Watcher.close`; everything slow happens in the
 :class:`~ww_callbacks.worker.BackgroundWorker`.
-Each result goes to the history file first, then to the sinks, then to the policies.
+Each result goes to the history file first; then the policies decide on it (in the worker, see
+:mod:`ww_callbacks.policies`), then the sinks get it with the policies' values; the policies act
+on the model on the training thread, at :meth:`Watcher.poll`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 from .analysis import analyze_layers
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
+from .policies.base import Policy, Target
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, layer_scalars, model_summary
 from .snapshot import Snapshotter
@@ -45,12 +48,6 @@ class Sink(Protocol):
 
 def _in_worker(sink: Sink) -> bool:
     return bool(getattr(sink, "in_worker", False))
-
-
-class Policy(Protocol):
-    """Acts on results (early stopping, learning rates): see ``ww_callbacks.policies``."""
-
-    def on_result(self, result: AnalysisResult) -> None: ...
 
 
 class WatcherWarning(UserWarning):
@@ -80,6 +77,10 @@ class Watcher:
     the pending one): this bounds the cost to training. None: analyse back to back. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
     ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
+
+    ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
+    :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
+    makes for its framework, e.g. :class:`~ww_callbacks.policies.torch_target.TorchTarget`).
     """
 
     def __init__(self, *, log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
@@ -87,9 +88,12 @@ class Watcher:
                  max_evals: int = 15000, max_N: int = 50000, traps_every: int = 1,
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
-                 seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY):
+                 seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY,
+                 target: Target | None = None):
         self.sinks = list(sinks)
         self.policies = list(policies)
+        self.target = target
+        self._failed_policies: set[int] = set()
         self.strict = strict
         self.traps_every = traps_every
         self._select = dict(layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N)
@@ -102,6 +106,7 @@ class Watcher:
         self._snapshotter: Snapshotter | None = None
         self._model_ref: Any = None
         self._worker: BackgroundWorker | None = None
+        self._closing_worker: BackgroundWorker | None = None  # analysing its last snapshot
         self._failed_sinks: set[int] = set()
         self._sink_failures: deque[str] = deque()
         self.snapshots_taken = 0
@@ -127,8 +132,8 @@ class Watcher:
     @property
     def dropped(self) -> int:
         """Snapshots dropped because the worker was busy (``ww/snapshots_dropped``)."""
-        worker = self._worker.dropped if self._worker else 0
-        return self._dropped_before + worker + self._snapshot_dropped
+        worker = self._worker or self._closing_worker
+        return self._dropped_before + (worker.dropped if worker else 0) + self._snapshot_dropped
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
@@ -173,6 +178,9 @@ class Watcher:
             return False
         self.snapshots_taken += 1
         self._last_snapshot_step = step
+        for policy in self.policies:
+            if getattr(policy, "wants_states", False):
+                self._call_policy(policy, "on_snapshot", step, self.target)
         self._ensure_worker().submit(snap)
         return True
 
@@ -181,12 +189,37 @@ class Watcher:
         if self._snapshotter is not None and self._snapshotter.uses_cuda:
             self._snapshotter.before_optimizer_step()
 
-    def poll(self) -> list[AnalysisResult]:
-        """Deliver finished analyses to sinks and policies; report failed ones. Cheap when
-        there is nothing new: call it from any frequent hook."""
-        if self._worker is None:
-            return []
-        return self._handle(*self._worker.drain())
+    def poll(self, step: int | None = None) -> list[AnalysisResult]:
+        """Deliver finished analyses to the sinks, report failed ones, and let the policies act
+        on the model (``step``: the optimizer step just finished, for ramps). Cheap when there
+        is nothing new: call it between optimizer steps, from any frequent hook."""
+        results = self._handle(*self._worker.drain()) if self._worker is not None else []
+        if self.policies:
+            self._act(step)
+        return results
+
+    def _call_policy(self, policy: Policy, hook: str, *args: Any) -> None:
+        """Run one policy hook; a failing policy is reported once and never stops training
+        (``strict``: it raises)."""
+        method = getattr(policy, hook, None)
+        if method is None:
+            return
+        try:
+            method(*args)
+        except Exception as err:
+            if self.strict:
+                raise
+            if id(policy) not in self._failed_policies:
+                self._failed_policies.add(id(policy))
+                self._sink_failures.append(f"ww_callbacks: policy {type(policy).__name__}."
+                                           f"{hook} failed: {err!r}")
+
+    def _act(self, step: int | None) -> None:
+        if self.target is None:
+            return
+        for policy in self.policies:
+            self._call_policy(policy, "act", self.target, step)
+        self._report_sink_failures()
 
     def _handle(self, results: list[AnalysisResult], errors: list) -> list[AnalysisResult]:
         for err in errors:
@@ -200,7 +233,16 @@ class Watcher:
         return results
 
     def _scalars(self, result: AnalysisResult) -> dict[str, float]:
-        return {**result.summary, DROPPED: float(self.dropped), **layer_scalars(result.details)}
+        scalars = {**result.summary, DROPPED: float(self.dropped),
+                   **layer_scalars(result.details)}
+        for policy in self.policies:
+            scalars_of = getattr(policy, "scalars", None)
+            if scalars_of is not None:
+                try:
+                    scalars.update(scalars_of())
+                except Exception:  # reported by its on_result / act failing too
+                    continue
+        return scalars
 
     def _write(self, sink: Sink, result: AnalysisResult, scalars: dict[str, float]) -> None:
         """Write to one sink; a failure is reported once (as a warning on the training thread)
@@ -217,13 +259,11 @@ class Watcher:
                                        f"{err!r}{where}; it will be retried silently")
 
     def _deliver(self, result: AnalysisResult) -> None:
-        scalars = self._scalars(result)
+        scalars = result.scalars or self._scalars(result)
         for sink in self.sinks:
             if not _in_worker(sink):
                 self._write(sink, result, scalars)
         self._report_sink_failures()
-        for policy in self.policies:
-            policy.on_result(result)
         self.results_delivered += 1
         self.last_result = result
 
@@ -249,6 +289,7 @@ class Watcher:
         e.g. when training failed), deliver what is left, close the sinks. Safe to call twice."""
         worker, self._worker = self._worker, None
         if worker is not None:
+            self._closing_worker = worker
             if not final:
                 worker.discard_pending()
             if not worker.close(timeout):
@@ -256,8 +297,13 @@ class Watcher:
                               "left to end on its own", WatcherWarning, stacklevel=2)
             self._dropped_before += worker.dropped
             worker.dropped = 0
+            self._closing_worker = None
             if deliver:
                 self._handle(*worker.drain())
+        if deliver and final and self.policies:
+            for policy in self.policies:
+                self._call_policy(policy, "finish", self.target)
+            self._report_sink_failures()
         if deliver:
             for sink in self.sinks:
                 try:
@@ -287,12 +333,13 @@ class Watcher:
                                 snapshot.wall_time, time.perf_counter() - start,
                                 snapshot.randomize, spectra)
         if self.history is not None:
-            self.history.append(result)  # before any sink sees it
-        worker_sinks = [sink for sink in self.sinks if _in_worker(sink)]
-        if worker_sinks:
-            scalars = self._scalars(result)
-            for sink in worker_sinks:
-                self._write(sink, result, scalars)
+            self.history.append(result)  # before any sink or policy sees it
+        for policy in self.policies:
+            self._call_policy(policy, "on_result", result)
+        result.scalars = self._scalars(result)
+        for sink in self.sinks:
+            if _in_worker(sink):
+                self._write(sink, result, result.scalars)
         return result
 
     # ------------------------------------------------------------------ resume
@@ -312,6 +359,31 @@ class Watcher:
             self.last_step = max(self.last_step, step)
 
     @property
+    def should_stop(self) -> bool:
+        """True once a policy asked to stop training (plain loops: ``if watcher.should_stop:
+        break``; the integrations stop by themselves)."""
+        return any(bool(getattr(policy, "should_stop", False)) for policy in self.policies)
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the first policy that asked to stop did so (None while none did)."""
+        for policy in self.policies:
+            if getattr(policy, "should_stop", False):
+                return getattr(policy, "stop_reason", None) or type(policy).__name__
+        return None
+
+    def policy_states(self) -> list[dict]:
+        """``state_dict()`` of each policy, in order (for checkpoints)."""
+        return [policy.state_dict() if hasattr(policy, "state_dict") else {}
+                for policy in self.policies]
+
+    def load_policy_states(self, states: Sequence[dict]) -> None:
+        """Continue the policies from :meth:`policy_states` of a checkpoint."""
+        for policy, state in zip(self.policies, states, strict=False):
+            if state and hasattr(policy, "load_state_dict"):
+                policy.load_state_dict(state)
+
+    @property
     def last_snapshot_step(self) -> int | None:
         """The step of the last snapshot taken (None before the first)."""
         return self._last_snapshot_step
@@ -320,7 +392,7 @@ class Watcher:
         """What a resumed run needs: counters and the step the checkpoint was taken at."""
         return {"version": 1, "snapshots_taken": self.snapshots_taken,
                 "results_delivered": self.results_delivered, "dropped": self.dropped,
-                "last_step": self.last_step}
+                "last_step": self.last_step, "policies": self.policy_states()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue counters; analyses recorded after the checkpoint's step are removed from
@@ -329,5 +401,6 @@ class Watcher:
         self.results_delivered = int(state.get("results_delivered", 0))
         self._dropped_before = int(state.get("dropped", 0))
         self.last_step = int(state.get("last_step", -1))
+        self.load_policy_states(state.get("policies", ()))
         if self.history is not None:
             self.history.truncate_after(self.last_step)
