@@ -15,6 +15,17 @@ Per-layer values (``ww_alpha/<layer>``, ...) go to TensorBoard (written with Ten
 event writer, so neither torch nor TensorFlow ops are needed) and W&B with the same tag names as
 the Lightning callback. The weights are read (``self.model``, which makes the JAX backend sync its
 state) only on the batches where a snapshot is due.
+
+Policies (:mod:`ww_callbacks.policies`) act through a
+:class:`~ww_callbacks.policies.keras_target.KerasTarget` made at the start of training; it reads
+``self.model`` only when a policy reads or writes values (a trap to remove, learning rates to
+set, weights to keep or restore), so a policy that has nothing to do costs nothing. When a policy
+asks to stop (:class:`~ww_callbacks.policies.HTSREarlyStopping`), training stops at the end of
+that epoch with ``ww/stop_reason`` in its logs; the best weights are restored when training ends.
+Per-layer learning rates (:class:`~ww_callbacks.policies.LayerLRBalancer`) need a
+``MultiOptimizer`` with a sub-optimizer per layer
+(:func:`~ww_callbacks.policies.keras_target.multi_optimizer_per_layer`, also importable from
+here; Keras >= 3.15).
 """
 
 from __future__ import annotations
@@ -27,13 +38,31 @@ from typing import Any
 import keras
 
 from ww_callbacks.cadence import Cadence
+from ww_callbacks.policies.keras_target import KerasTarget, multi_optimizer_per_layer
 from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher
+
+__all__ = ["KerasTarget", "WeightWatcherCallback", "multi_optimizer_per_layer"]
 
 
 def _close_quietly(watcher_ref: weakref.ref) -> None:
     watcher = watcher_ref()
     if watcher is not None:
         watcher.close(timeout=5.0, final=False)
+
+
+def _model_getter(callback: keras.callbacks.Callback) -> Any:
+    """A function returning ``callback.model`` (on JAX, reading it syncs the training state into
+    the variables, and makes the next step read back what was written to them); it holds the
+    callback weakly, so the watcher's target does not keep the callback alive."""
+    ref = weakref.ref(callback)
+
+    def get_model() -> Any:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("ww_callbacks: the Keras callback is gone")
+        return owner.model
+
+    return get_model
 
 
 class WeightWatcherCallback(keras.callbacks.Callback):
@@ -45,6 +74,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     ``wandb_run``: a W&B run (or ``True`` for ``wandb.run``). Analysis options (``layers``,
     ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``strict``,
     ``blas_threads``, ``max_duty``) are those of :class:`ww_callbacks.watcher.Watcher`.
+    ``policies``: :mod:`ww_callbacks.policies` that act on the model (see the module docstring;
+    the same ``layers`` and limits select the layers they act on).
     """
 
     def __init__(self, *, every_n_epochs: int | None = 1, every_n_batches: int | None = None,
@@ -112,6 +143,11 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         iterations = getattr(optimizer, "iterations", None)
         self._step = int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
         self.watcher.resume_from(self._step)
+        if self.watcher.policies:
+            select = {key: self._watcher_kwargs[key]
+                      for key in ("layers", "min_evals", "max_evals", "max_N")}
+            self.watcher.target = KerasTarget(self.model, get_model=_model_getter(self),
+                                              **select)
         if self.cadence.on_train_start:
             self._snapshot()  # skipped by the watcher when this step is already analysed
 
@@ -119,7 +155,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._step += 1
         if self.watcher is None:
             return
-        self.watcher.poll()
+        self.watcher.poll(self._step)
         if self.cadence.step_due(self._step):
             self._snapshot()
 
@@ -133,15 +169,22 @@ class WeightWatcherCallback(keras.callbacks.Callback):
             return
         if self.cadence.epoch_due(epoch):
             self._snapshot()
-        self.watcher.poll()
-        if self.watcher.last_result is None:  # only ever at the first epoch of a fit
+        self.watcher.poll(self._step)
+        stop = self.watcher.should_stop
+        if self.watcher.last_result is None or stop:
+            # the first epoch of a fit; or a stop decided in the worker, whose result (with its
+            # ww/stop_reason) may not be delivered yet
             self.watcher.wait_idle()
-            self.watcher.poll()
-        if logs is not None and self.watcher.last_result is not None:
-            summary = dict(self.watcher.last_result.summary)
-            summary["ww/snapshots_dropped"] = float(self.watcher.dropped)
-            summary["ww/step"] = float(self.watcher.last_result.step)
-            logs.update(summary)
+            self.watcher.poll(self._step)
+        result = self.watcher.last_result
+        if logs is not None and result is not None:
+            values = result.scalars if result.scalars else result.summary
+            model_values = {k: v for k, v in values.items() if k.startswith("ww/")}
+            model_values["ww/snapshots_dropped"] = float(self.watcher.dropped)
+            model_values["ww/step"] = float(result.step)
+            logs.update(model_values)
+        if stop:
+            self.model.stop_training = True
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.watcher is None:

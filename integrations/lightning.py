@@ -174,7 +174,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     By default nothing waits for the analysis: when it is slower than training, a snapshot still
     pending when the next one comes is dropped (counted in ``ww/snapshots_dropped``; the final
     one is always analysed).
-    ``wait_for_epoch=True`` (None: only when a callback of the trainer monitors a ``ww/`` key)
+    ``wait_for_epoch=True`` (None: only when a callback of the trainer monitors a ``ww/`` key,
+    or when ``policies`` are given, so that they decide on every epoch)
     analyses every epoch's snapshot: taking it waits for the previous analysis, and the epoch
     end waits for its own, so the monitored value describes the weights of that epoch and not
     an earlier one. With a validation loop, give ``ModelCheckpoint`` a
@@ -317,8 +318,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                                 **self._watcher_options)
         self._closed = False
         self._last_epoch = None
-        self._wait = _monitors_ww(trainer) if self.wait_for_epoch is None \
-            else bool(self.wait_for_epoch)
+        self._wait = (_monitors_ww(trainer) or bool(self.policies)) \
+            if self.wait_for_epoch is None else bool(self.wait_for_epoch)
         if self._pending_state is not None:
             self._watcher.load_state_dict(self._pending_state)
             self._pending_state = None

@@ -44,7 +44,7 @@ class EpochWeights(L.Callback):
 def test_lightning_early_stopping_logs_reason_and_restores(tmp_path, capsys):
     policy = HTSREarlyStopping("plateau", patience=2, min_delta=100.0, start_step=1,
                                restore_best_weights=True)
-    cb = WeightWatcherCallback(policies=[policy], wait_for_epoch=True)
+    cb = WeightWatcherCallback(policies=[policy])  # policies: every epoch analysed
     weights = EpochWeights()
     tb = TensorBoardLogger(tmp_path, name="tb")
     trainer = L.Trainer(**quiet(max_epochs=10, logger=tb, callbacks=[cb, weights]))

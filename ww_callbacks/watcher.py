@@ -92,6 +92,10 @@ class Watcher:
                  target: Target | None = None):
         self.sinks = list(sinks)
         self.policies = list(policies)
+        for policy in self.policies:  # a new watcher is a new run
+            reset = getattr(policy, "reset", None)
+            if reset is not None:
+                reset()
         self.target = target
         self._failed_policies: set[int] = set()
         self.strict = strict

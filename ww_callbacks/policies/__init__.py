@@ -18,7 +18,17 @@ from .torch_target import TorchTarget, param_groups_per_layer, scale_param_group
 from .traps import TrapRemoval, count_traps, svd_sharpness
 
 __all__ = [
-    "HTSREarlyStopping", "LR_SCALE_PREFIX", "LayerLRBalancer", "Policy", "STOP_CODES",
-    "STOP_REASON", "Target", "TorchTarget", "TrapRemoval", "count_traps",
-    "param_groups_per_layer", "scale_param_group", "svd_sharpness", "tempbalance_scales",
+    "HTSREarlyStopping", "KerasTarget", "LR_SCALE_PREFIX", "LayerLRBalancer", "Policy",
+    "STOP_CODES", "STOP_REASON", "Target", "TorchTarget", "TrapRemoval", "count_traps",
+    "multi_optimizer_per_layer", "param_groups_per_layer", "scale_param_group", "svd_sharpness",
+    "tempbalance_scales",
 ]
+
+
+def __getattr__(name: str):
+    """``KerasTarget`` and ``multi_optimizer_per_layer`` import keras: only when asked for."""
+    if name in ("KerasTarget", "multi_optimizer_per_layer"):
+        from . import keras_target
+
+        return getattr(keras_target, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,8 @@ A policy turns analyses into actions in two steps, on two threads:
   quick and must not touch the model.
 - :meth:`Policy.act` *acts*. It is called on the training thread, between two optimizer steps,
   each time the integration polls the watcher; it changes the model or the optimizer through a
-  :class:`Target` (the integration makes one for its framework).
+  :class:`Target` (the integration makes one for its framework). Go through the target for any
+  read or write of weights: on Keras's JAX backend it is what syncs the training state.
 
 ``should_stop`` and ``stop_reason`` are read by the integrations, which stop training on their own
 cadence (epoch ends; under DDP rank 0 decides and broadcasts).
@@ -59,6 +60,10 @@ class Policy:
     stop_reason: str | None = None
     #: True when the policy wants a copy of all weights at each snapshot (``on_snapshot``).
     wants_states: bool = False
+
+    def reset(self) -> None:
+        """Forget the previous run (called when a new watcher, i.e. a new fit, takes the
+        policy; a resumed run then loads its state with :meth:`load_state_dict`)."""
 
     def on_result(self, result: AnalysisResult) -> None:
         """Decide from one analysis (analysis thread; quick; no model access)."""

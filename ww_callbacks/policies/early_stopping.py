@@ -92,6 +92,11 @@ class HTSREarlyStopping(Policy):
         self.restore_best_weights = restore_best_weights
         self.wants_states = restore_best_weights
         self.verbose = verbose
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """A new run: no streak, no stop, no kept weights."""
         self.should_stop = False
         self.stop_reason: str | None = None
         self.stopped_step: int | None = None
@@ -101,7 +106,6 @@ class HTSREarlyStopping(Policy):
         self.restored_step: int | None = None
         self._best_state: Any = None
         self._states: dict[int, Any] = {}
-        self._lock = threading.Lock()
         self._announced = False
 
     # ------------------------------------------------------------------ decision (pure)

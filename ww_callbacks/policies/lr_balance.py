@@ -57,6 +57,10 @@ class LayerLRBalancer(Policy):
         self.mapping = mapping
         self.ramp_steps = max(0, int(ramp_steps))
         self.start_step = int(start_step)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new run (new optimizer): no multipliers yet."""
         self.targets: dict[str, float] = {}  # decided multipliers (analysis thread)
         self.current: dict[str, float] = {}  # multipliers in effect (training thread)
         self._decided_at = 0  # counts decisions, so act() notices a new one

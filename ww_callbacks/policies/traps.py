@@ -81,6 +81,10 @@ class TrapRemoval(Policy):
         self.max_rounds = max_rounds
         self.verbose = verbose
         self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new run: nothing removed or queued yet."""
         self.removed: dict[str, int] = {}
         self.events: list[dict] = []
         self._pending: list[str] = []
