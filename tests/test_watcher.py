@@ -177,6 +177,30 @@ def test_slow_analysis_drops_snapshots_and_memory_stays_flat(monkeypatch):
     assert grown < 2_000_000, grown
 
 
+def test_initial_snapshot_is_never_replaced(monkeypatch):
+    """Snapshots arriving while the worker is busy replace each other (newest wins), but the
+    first of a run, the initial weights, is always analysed."""
+    import ww_callbacks.watcher as watcher_module
+
+    real = watcher_module.analyze_layers
+    gate = threading.Event()
+
+    def gated(*args, **kwargs):
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watcher_module, "analyze_layers", gated)
+    model = _model()
+    watcher = Watcher(traps_every=0, max_duty=None)
+    for step in range(5):  # all five arrive before the worker analyses anything
+        watcher.snapshot(model, step)
+    gate.set()
+    watcher.wait_idle()
+    steps = [r.step for r in watcher.poll()]
+    watcher.close()
+    assert steps == [0, 4] and watcher.dropped == 3
+
+
 def test_resume_truncates_history_after_checkpoint(tmp_path):
     model = _model()
     with Watcher(log_dir=tmp_path) as first:

@@ -74,7 +74,8 @@ class Watcher:
     ``strict``: re-raise a failed analysis on the training thread instead of warning.
     ``blas_threads``: BLAS threads of the worker. ``max_duty``: the largest share of wall time
     the worker may spend analysing (it rests in between; snapshots that arrive meanwhile replace
-    the pending one): this bounds the cost to training. None: analyse back to back. Analysis
+    the pending one, except the first of a run, the initial weights, which is always analysed):
+    this bounds the cost to training. None: analyse back to back. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
     ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
 
@@ -180,12 +181,13 @@ class Watcher:
         if snap is None:
             self._snapshot_dropped += 1
             return False
+        first = self.snapshots_taken == 0  # the initial weights of a run: never replaced
         self.snapshots_taken += 1
         self._last_snapshot_step = step
         for policy in self.policies:
             if getattr(policy, "wants_states", False):
                 self._call_policy(policy, "on_snapshot", step, self.target)
-        self._ensure_worker().submit(snap)
+        self._ensure_worker().submit(snap, keep=first)
         return True
 
     def before_optimizer_step(self) -> None:

@@ -57,6 +57,7 @@ class BackgroundWorker:
         self._blas_threads = blas_threads
         self._cond = threading.Condition()
         self._pending: Snapshot | None = None
+        self._kept: deque[Snapshot] = deque()  # submitted with keep=True: never replaced
         self._busy = False
         self._closing = False
         self._results: deque[AnalysisResult] = deque()
@@ -78,16 +79,21 @@ class BackgroundWorker:
 
     # ------------------------------------------------------------ training thread
 
-    def submit(self, snapshot: Snapshot) -> None:
-        """Hand a snapshot over; replaces (and counts as dropped) a still pending one."""
+    def submit(self, snapshot: Snapshot, *, keep: bool = False) -> None:
+        """Hand a snapshot over; replaces (and counts as dropped) a still pending one, unless
+        that one was submitted with ``keep=True`` (the initial weights of a run): those are
+        queued and always analysed, first."""
         with self._cond:
             if self._closing:
                 snapshot.done()
                 raise RuntimeError("the worker is closed")
-            stale, self._pending = self._pending, snapshot
-            if stale is not None:
-                self.dropped += 1
-                stale.done()
+            if keep:
+                self._kept.append(snapshot)
+            else:
+                stale, self._pending = self._pending, snapshot
+                if stale is not None:
+                    self.dropped += 1
+                    stale.done()
             self._start_thread()
             self._cond.notify()
 
@@ -106,7 +112,7 @@ class BackgroundWorker:
     def idle(self) -> bool:
         """True when nothing is pending or being analysed."""
         with self._cond:
-            return self._pending is None and not self._busy
+            return self._pending is None and not self._kept and not self._busy
 
     @property
     def alive(self) -> bool:
@@ -135,9 +141,11 @@ class BackgroundWorker:
     def discard_pending(self) -> None:
         """Drop the pending snapshot, if any (used when training fails: no final analysis)."""
         with self._cond:
-            stale, self._pending = self._pending, None
-        if stale is not None:
-            stale.done()
+            stale = [s for s in (*self._kept, self._pending) if s is not None]
+            self._pending = None
+            self._kept.clear()
+        for snapshot in stale:
+            snapshot.done()
 
     # ------------------------------------------------------------ worker thread
 
@@ -148,15 +156,19 @@ class BackgroundWorker:
         (not when closing); an idle thread does not stay alive to rest."""
         with self._cond:
             while True:
-                if self._pending is None and not self._closing:
-                    self._cond.wait_for(lambda: self._pending is not None or self._closing,
-                                        timeout=self._linger)
-                if self._pending is None:
+                if self._pending is None and not self._kept and not self._closing:
+                    self._cond.wait_for(
+                        lambda: self._pending is not None or self._kept or self._closing,
+                        timeout=self._linger)
+                if self._pending is None and not self._kept:
                     self._thread = None
                     return None
                 while not self._closing and time.monotonic() < self._rest_until:
                     self._cond.wait(timeout=self._rest_until - time.monotonic())
-                snapshot, self._pending = self._pending, None
+                if self._kept:
+                    snapshot = self._kept.popleft()
+                else:
+                    snapshot, self._pending = self._pending, None
                 if snapshot is not None:  # (discard_pending may have emptied the slot)
                     self._busy = True
                     return snapshot

@@ -69,7 +69,9 @@ class HTSREarlyStopping(Policy):
 
     ``start_step``: analyses of earlier steps are ignored (the initial weights, a warm-up).
     ``restore_best_weights``: when training stops, the weights of the last analysed snapshot
-    before the signal began (for ``"plateau"``: of the best one) are put back. This keeps a copy
+    before the signal began (for ``"plateau"``: of the best one) are put back; when the signal
+    starts with the first analysis after the initial weights, those are what comes back (set
+    ``start_step`` to leave the initial weights out). This keeps a copy
     of all weights per pending snapshot in host memory (usually one or two). ``verbose``: print the
     reason when the stop is decided. The reason is ``stop_reason`` (text), ``ww/stop_reason`` (a
     code of :data:`STOP_CODES`, logged with every analysis) and ``stopped_step``.

@@ -45,6 +45,9 @@ class LayerLRBalancer(Policy):
     on their own (no param group or sub-optimizer of their own: build them with
     :func:`~ww_callbacks.policies.torch_target.param_groups_per_layer`) keep their learning rate.
     Each multiplier is logged as ``ww_lr_scale/<layer>`` with the analysis it comes from.
+    The map is set by the extreme alphas: a tiny layer (a 10-class head has 10 eigenvalues and a
+    noisy alpha) can pin one end; leave it out of the watched layers (``min_evals``, ``layers``)
+    if that is not wanted.
     """
 
     def __init__(self, *, scale_range: tuple[float, float] = (0.5, 1.5),
