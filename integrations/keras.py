@@ -14,7 +14,9 @@ once, at the end of the first epoch, if the analysis of the initial weights is n
 Per-layer values (``ww_alpha/<layer>``, ...) go to TensorBoard (written with TensorBoard's own
 event writer, so neither torch nor TensorFlow ops are needed) and W&B with the same tag names as
 the Lightning callback. The weights are read (``self.model``, which makes the JAX backend sync its
-state) only on the batches where a snapshot is due.
+state) only on the batches where a snapshot is due. Without a batch cadence (``every_n_batches``)
+or policies the callback has no batch hook at all, so Keras keeps dispatching batches
+asynchronously; results are then delivered at epoch ends.
 
 Policies (:mod:`ww_callbacks.policies`) act through a
 :class:`~ww_callbacks.policies.keras_target.KerasTarget` made at the start of training; it reads
@@ -101,6 +103,13 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._epoch = 0
         self._started = False
         self._logged_summary: dict[str, float] = {}
+        # Keras runs batch hooks synchronously (no async dispatch, logs pulled to the host at
+        # every batch) as soon as a callback defines one: that alone cost a TensorFlow fit 7%
+        # (bench/RESULTS.md). So the batch hook exists only when something needs it: a batch
+        # cadence, or policies that act between steps.
+        self._batch_hooks = bool(every_n_batches) or bool(policies)
+        if self._batch_hooks:
+            self.on_train_batch_end = self._on_batch_end
 
     # ------------------------------------------------------------------ helpers
 
@@ -139,9 +148,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         after its last backup) are dropped from the history, so a resumed fit continues it."""
         self._started = True
         self._epoch = epoch
-        optimizer = getattr(self.model, "optimizer", None)
-        iterations = getattr(optimizer, "iterations", None)
-        self._step = int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
+        self._step = self._iterations()
         self.watcher.resume_from(self._step)
         if self.watcher.policies:
             select = {key: self._watcher_kwargs[key]
@@ -151,7 +158,15 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         if self.cadence.on_train_start:
             self._snapshot()  # skipped by the watcher when this step is already analysed
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def _iterations(self) -> int:
+        """The optimizer's step count (reading ``self.model`` syncs JAX's state: call it at
+        epoch boundaries only, where Keras has synced it anyway)."""
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        return int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
+
+    def _on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """``on_train_batch_end`` when batch hooks are needed (see ``__init__``)."""
         self._step += 1
         if self.watcher is None:
             return
@@ -167,15 +182,17 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.watcher is None:
             return
+        if not self._batch_hooks:
+            self._step = self._iterations()
         if self.cadence.epoch_due(epoch):
             self._snapshot()
         self.watcher.poll(self._step)
         stop = self.watcher.should_stop
-        if self.watcher.last_result is None or stop:
-            # the first epoch of a fit; or a stop decided in the worker, whose result (with its
-            # ww/stop_reason) may not be delivered yet
+        if stop:  # decided in the worker: its result (with ww/stop_reason) may still be queued
             self.watcher.wait_idle()
             self.watcher.poll(self._step)
+        elif self.watcher.last_result is None:  # the first epoch: the initial weights' values
+            self.watcher.wait_for_result(self._step)
         result = self.watcher.last_result
         if logs is not None and result is not None:
             values = result.scalars if result.scalars else result.summary
@@ -189,6 +206,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.watcher is None:
             return
+        if not self._batch_hooks and self._started:  # (a fit may stop inside an epoch)
+            self._step = self._iterations()
         if self.cadence.on_train_end:
             self._snapshot()
         self.watcher.close()

@@ -289,6 +289,23 @@ class Watcher:
             time.sleep(0.01)
         return True
 
+    def wait_for_result(self, step: int | None = None, timeout: float = 60.0) -> bool:
+        """Block until at least one analysis has been delivered (e.g. the initial weights' one,
+        before the first epoch's logs); unlike :meth:`wait_idle` it does not wait for the
+        snapshots queued after it. ``step``: as for :meth:`poll`."""
+        if self._worker is not None:
+            self._worker.skip_rest()
+        deadline = time.monotonic() + timeout
+        while self.last_result is None:
+            self.poll(step)
+            if self.last_result is not None or self._worker is None or self._worker.idle:
+                break
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        self.poll(step)
+        return self.last_result is not None
+
     def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
               final: bool = True) -> None:
         """Stop the worker after it analysed the pending snapshot (``final=False`` drops it,

@@ -80,7 +80,25 @@ def check_fit(out: Path) -> dict:
     assert len({step for step, _ in points}) >= 2, points
     tb_last = points[-1][1]
     assert abs(tb_last - direct.alpha[0]) < 1e-4 * abs(direct.alpha[0])
-    return {"ww_keys": sorted(keys), "steps": sorted(set(history.step))}
+    # epoch cadence: no batch hook (Keras keeps dispatching batches asynchronously), and the
+    # steps are the optimizer's counts at the epoch ends (29 batches of 64 per epoch)
+    assert getattr(cb.on_train_batch_end, "_is_default", False)
+    steps = sorted(set(history.step))
+    assert all(step % 29 == 0 for step in steps) and steps[-1] == 87, steps
+    return {"ww_keys": sorted(keys), "steps": steps}
+
+
+def check_batch_cadence(out: Path) -> dict:
+    """every_n_batches: a batch hook counts the steps; snapshots at multiples of n."""
+    x, y = _data()
+    model = _model(4)
+    cb = WeightWatcherCallback(log_dir=out / "batches", every_n_batches=10, every_n_epochs=None,
+                               max_duty=None, tensorboard=False)
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+    assert not getattr(cb.on_train_batch_end, "_is_default", False)
+    steps = sorted(set(load_history(out / "batches").step))
+    assert steps[0] == 0 and steps[-1] == 58 and all(s % 10 == 0 for s in steps[1:-1]), steps
+    return {"batch_steps": steps}
 
 
 def check_early_stopping(out: Path) -> dict:
@@ -157,6 +175,7 @@ def main() -> None:
     out = Path(sys.argv[1])
     report = {"backend": keras.backend.backend()}
     report.update(check_fit(out))
+    report.update(check_batch_cadence(out))
     report.update(check_early_stopping(out))
     report.update(check_raise(out))
     report.update(check_backup_and_restore(out))
