@@ -377,13 +377,14 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self._apply_decision(trainer, pl_module, decision)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        """Snapshot the final weights, wait for every analysis and deliver it."""
-        if self._open_watcher() is None:
-            return
-        if self.cadence.on_train_end:
-            epoch = self._last_epoch if self._last_epoch is not None else trainer.current_epoch
-            self._snapshot(trainer, pl_module, epoch)
-        self._close(final=True)  # policies finish here (e.g. restore the best weights)
+        """Snapshot the final weights, wait for every analysis and deliver it (rank 0); then
+        weights a policy restored on rank 0 go to every rank."""
+        if self._open_watcher() is not None:
+            if self.cadence.on_train_end:
+                epoch = self._last_epoch if self._last_epoch is not None \
+                    else trainer.current_epoch
+                self._snapshot(trainer, pl_module, epoch)
+            self._close(final=True)  # policies finish here (e.g. restore the best weights)
         self._share_restored_weights(trainer, pl_module)
 
     def _share_restored_weights(self, trainer: Any, pl_module: Any) -> None:

@@ -4,6 +4,8 @@ rates hold through a per-step OneCycleLR, and trap removal cleans a planted trap
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -132,3 +134,48 @@ def test_hf_trainer_early_stopping(tmp_path):
     stops = [e["ww/stop_reason"] for e in trainer.state.log_history if "ww/stop_reason" in e]
     assert stops and stops[-1] == 4
 
+
+
+class WeightSums(L.Callback):
+    """Per rank: the sum of all weights at every epoch end and at the end of training, in
+    ``<marker_dir>/rank<r>.json`` (ddp_spawn runs in other processes)."""
+
+    def __init__(self, marker_dir: str):
+        self.marker_dir = marker_dir
+        self.sums: dict[str, float] = {}
+
+    def _sum(self, pl_module) -> float:
+        return float(sum(p.detach().double().sum() for p in pl_module.parameters()))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.sums[str(trainer.global_step)] = self._sum(pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self.sums["end"] = self._sum(pl_module)
+        path = f"{self.marker_dir}/rank{trainer.global_rank}.json"
+        with open(path, "w") as fh:
+            json.dump(self.sums, fh)
+
+
+@pytest.mark.slow
+def test_lightning_ddp_restores_the_same_weights_on_every_rank(tmp_path):
+    """ddp_spawn on gloo: rank 0 decides to stop and restores the best weights; every rank
+    stops at the same epoch and ends with rank 0's restored weights."""
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    policy = HTSREarlyStopping("plateau", patience=2, min_delta=100.0, start_step=1,
+                               restore_best_weights=True, verbose=False)
+    cb = WeightWatcherCallback(policies=[policy])
+    sums = WeightSums(str(tmp_path))
+    strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo",
+                           timeout=timedelta(seconds=60))
+    L.Trainer(**quiet(strategy=strategy, devices=2, max_epochs=8, logger=False,
+                      default_root_dir=tmp_path, callbacks=[cb, sums])).fit(DigitsMLP())
+    per_rank = 15  # ceil(ceil(1797 / 2) / 64)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(int(k) for k in ranks[0] if k != "end") == [per_rank, 2 * per_rank,
+                                                               3 * per_rank]  # stopped
+    assert ranks[0]["end"] == ranks[1]["end"] == ranks[0][str(per_rank)]
+    assert ranks[0]["end"] != ranks[0][str(3 * per_rank)]

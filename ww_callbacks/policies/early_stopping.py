@@ -209,6 +209,17 @@ class HTSREarlyStopping(Policy):
 
     # ------------------------------------------------------------------ resume
 
+    def __getstate__(self) -> dict:
+        """Picklable (spawned DDP processes get a copy): without the lock and weight copies."""
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_states"], state["_best_state"] = {}, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def state_dict(self) -> dict:
         return {"streak": self.streak, "best_alpha": self.best_alpha,
                 "should_stop": self.should_stop, "stop_reason": self.stop_reason,
