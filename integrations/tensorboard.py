@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ww_callbacks.policies.lr_balance import LR_SCALE_PREFIX
+from ww_callbacks.policies.traps import REMOVED_PREFIX
 from ww_callbacks.powerlaw import SUCCESS
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import LAYER_PREFIXES, layer_tag
@@ -67,6 +69,8 @@ LAYER_CHARTS: dict[str, str] = {  # title -> tag prefix
     "alpha (all layers)": LAYER_PREFIXES["alpha"],
     "alpha_weighted (all layers)": LAYER_PREFIXES["alpha_weighted"],
     "correlation traps (all layers)": LAYER_PREFIXES["rand_num_spikes"],
+    "learning-rate multipliers (LayerLRBalancer)": LR_SCALE_PREFIX,
+    "trap components removed (TrapRemoval)": REMOVED_PREFIX,
 }
 
 

@@ -111,6 +111,8 @@ def test_scalars_histograms_images_layout(tmp_path):
     assert charts[("ww layers", "alpha (all layers)")] == ["ww_alpha/.*"]
     assert charts[("ww layers", "alpha_weighted (all layers)")] == ["ww_alpha_weighted/.*"]
     assert charts[("ww layers", "correlation traps (all layers)")] == ["ww_traps/.*"]
+    assert charts[("ww layers", "learning-rate multipliers (LayerLRBalancer)")] == [
+        "ww_lr_scale/.*"]
     assert {c.title for c in layout.category} == {"ww layers", "ww model"}
     model_tags = [t for (cat, _), ts in charts.items() if cat == "ww model" for t in ts]
     assert "ww/alpha_mean$" in model_tags and "ww/layers_.*" in model_tags
