@@ -53,3 +53,14 @@ def _run_in_tmp_path(tmp_path, monkeypatch):
     (a Lightning run without a logger keeps its history in ``default_root_dir``) never land in
     the checkout."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny torch models train fastest on one thread, and the analysis thread gets the other
+    core (torch's default, every core, makes a 2-core machine crawl once the worker runs)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

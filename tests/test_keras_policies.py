@@ -10,34 +10,18 @@ writes weights back in every supported layout and refuses LoRA layers and schedu
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.keras_runs.runner import BACKENDS, run_on_backend
+
 SCRIPT = Path(__file__).parent / "keras_runs" / "policies.py"
-BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_keras_policies_on_backend(backend, tmp_path):
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("keras is not installed")
-    if importlib.util.find_spec(BACKEND_MODULE[backend]) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{backend} must be installed in CI (.ci/run)")
-        pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
+    report = run_on_backend(SCRIPT, backend, tmp_path)
     assert report["es_epochs"] < 20 and report["es_codes"][-1] > 0
     assert report["es_restored_step"] < report["es_stopped_step"]
     if report["multi_optimizer"]:  # Keras >= 3.15; older ones are checked to say so

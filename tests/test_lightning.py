@@ -51,18 +51,12 @@ try:
 except ImportError:
     HAVE_TB_SINK = False
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # ---------------------------------------------------------------------------- data and models
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tiny models train fastest on one thread, and the analysis thread gets another core
-    (torch's default, every core, makes a 2-core machine crawl once the worker runs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,13 +31,9 @@ from ww_callbacks.policies import (
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import model_summary
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 @functools.lru_cache(maxsize=1)

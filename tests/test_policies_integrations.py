@@ -23,13 +23,9 @@ from ww_callbacks.policies import (  # noqa: E402
     param_groups_per_layer,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 class EpochWeights(L.Callback):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.datasets import load_digits
+from fit_digits import _data  # (this folder is on sys.path: scripts run as files)
 
 import ww_callbacks
 from ww_callbacks.integrations.keras import WeightWatcherCallback
@@ -38,11 +38,6 @@ HAS_MULTI = hasattr(keras.optimizers, "MultiOptimizer")
 BATCH = 128
 EPOCH_STEPS = math.ceil(1797 / BATCH)  # optimizer steps per epoch on the digits
 LAYERS = ["fc1", "fc2", "head"]
-
-
-def _data():
-    digits = load_digits()
-    return (digits.data / 16.0).astype("float32"), digits.target.astype("int32")
 
 
 def _model(seed: int, optimizer: keras.optimizers.Optimizer | None = None,
