@@ -35,9 +35,9 @@ class HookTimer(WeightWatcherCallback):
         getattr(super(), name)(*args)
         HookTimer.spent += time.perf_counter() - start
 
-    def _on_batch_end(self, batch, logs=None):  # (only installed when batch hooks are needed:
-        self._timed("_on_batch_end", batch, logs)  # defining on_train_batch_end here would
-        # make Keras run every batch synchronously, which is what the callback avoids)
+    def on_train_batch_begin(self, batch, logs=None):  # (no on_train_batch_end: defining one
+        self._timed("on_train_batch_begin", batch, logs)  # makes Keras run every batch end
+        # synchronously, which is what the callback avoids)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._timed("on_epoch_begin", epoch, logs)

@@ -14,9 +14,9 @@ once, at the end of the first epoch, if the analysis of the initial weights is n
 Per-layer values (``ww_alpha/<layer>``, ...) go to TensorBoard (written with TensorBoard's own
 event writer, so neither torch nor TensorFlow ops are needed) and W&B with the same tag names as
 the Lightning callback. The weights are read (``self.model``, which makes the JAX backend sync its
-state) only on the batches where a snapshot is due. Without a batch cadence (``every_n_batches``)
-or policies the callback has no batch hook at all, so Keras keeps dispatching batches
-asynchronously; results are then delivered at epoch ends.
+state) only on the batches where a snapshot is due. The callback works between steps in
+``on_train_batch_begin`` and has no ``on_train_batch_end``, so Keras keeps dispatching batch ends
+asynchronously.
 
 Policies (:mod:`ww_callbacks.policies`) act through a
 :class:`~ww_callbacks.policies.keras_target.KerasTarget` made at the start of training; it reads
@@ -103,13 +103,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._epoch = 0
         self._started = False
         self._logged_summary: dict[str, float] = {}
-        # Keras runs batch hooks synchronously (no async dispatch, logs pulled to the host at
-        # every batch) as soon as a callback defines one: that alone cost a TensorFlow fit 7%
-        # (bench/RESULTS.md). So the batch hook exists only when something needs it: a batch
-        # cadence, or policies that act between steps.
-        self._batch_hooks = bool(every_n_batches) or bool(policies)
-        if self._batch_hooks:
-            self.on_train_batch_end = self._on_batch_end
+        self._epoch_start = 0  # optimizer steps done when the current epoch began
 
     # ------------------------------------------------------------------ helpers
 
@@ -165,25 +159,31 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         iterations = getattr(optimizer, "iterations", None)
         return int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
 
-    def _on_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        """``on_train_batch_end`` when batch hooks are needed (see ``__init__``)."""
-        self._step += 1
-        if self.watcher is None:
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Between two optimizer steps: deliver results, let policies act, snapshot when due.
+
+        A *begin* hook, not an end hook: Keras gives up its asynchronous dispatch of batch ends
+        (and pulls every batch's logs to the host) as soon as a callback defines
+        ``on_train_batch_end``, which alone cost a TensorFlow fit 7% (bench/RESULTS.md). Here
+        the previous step is done and the next has not started, and ``batch`` counts the steps
+        of this epoch, so the step needs no reading of the model."""
+        if self.watcher is None or not self._started:
             return
+        self._step = self._epoch_start + batch
         self.watcher.poll(self._step)
         if self.cadence.step_due(self._step):
-            self._snapshot()
+            self._snapshot()  # (the watcher skips a step already taken, e.g. an epoch end)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.watcher is not None and not self._started:
             self._start(epoch)
         self._epoch = epoch
+        self._epoch_start = self._step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.watcher is None:
             return
-        if not self._batch_hooks:
-            self._step = self._iterations()
+        self._step = self._iterations()
         if self.cadence.epoch_due(epoch):
             self._snapshot()
         self.watcher.poll(self._step)
@@ -206,7 +206,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.watcher is None:
             return
-        if not self._batch_hooks and self._started:  # (a fit may stop inside an epoch)
+        if self._started:  # (a fit may stop inside an epoch)
             self._step = self._iterations()
         if self.cadence.on_train_end:
             self._snapshot()

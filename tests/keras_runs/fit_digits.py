@@ -80,8 +80,8 @@ def check_fit(out: Path) -> dict:
     assert len({step for step, _ in points}) >= 2, points
     tb_last = points[-1][1]
     assert abs(tb_last - direct.alpha[0]) < 1e-4 * abs(direct.alpha[0])
-    # epoch cadence: no batch hook (Keras keeps dispatching batches asynchronously), and the
-    # steps are the optimizer's counts at the epoch ends (29 batches of 64 per epoch)
+    # no batch-end hook (Keras keeps dispatching batch ends asynchronously), and the steps are
+    # the optimizer's counts at the epoch ends (29 batches of 64 per epoch)
     assert getattr(cb.on_train_batch_end, "_is_default", False)
     steps = sorted(set(history.step))
     assert all(step % 29 == 0 for step in steps) and steps[-1] == 87, steps
@@ -89,13 +89,13 @@ def check_fit(out: Path) -> dict:
 
 
 def check_batch_cadence(out: Path) -> dict:
-    """every_n_batches: a batch hook counts the steps; snapshots at multiples of n."""
+    """every_n_batches: snapshots at multiples of n, taken between steps (batch begins)."""
     x, y = _data()
     model = _model(4)
     cb = WeightWatcherCallback(log_dir=out / "batches", every_n_batches=10, every_n_epochs=None,
                                max_duty=None, tensorboard=False)
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
-    assert not getattr(cb.on_train_batch_end, "_is_default", False)
+    assert getattr(cb.on_train_batch_end, "_is_default", False)
     steps = sorted(set(load_history(out / "batches").step))
     assert steps[0] == 0 and steps[-1] == 58 and all(s % 10 == 0 for s in steps[1:-1]), steps
     return {"batch_steps": steps}

@@ -120,7 +120,7 @@ def check_early_stopping(out: Path) -> dict:
 
 class DeliverMidEpoch(keras.callbacks.Callback):
     """Placed before the ww callback: at one batch of each epoch, waits until the analysis of the
-    last epoch-end snapshot is done, so the ww callback delivers it at that batch and the
+    last epoch-end snapshot is done, so the ww callback delivers it at the next batch and the
     policies act mid-epoch (where, on JAX, a write that skipped the state sync would be lost)."""
 
     def __init__(self, ww: WeightWatcherCallback, batch: int = 5):
