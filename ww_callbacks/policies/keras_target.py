@@ -147,7 +147,9 @@ def multi_optimizer_per_layer(model: Any, make_optimizer: Callable[[], Any] | An
     itself is not used). ``layers`` and the limits select the layers as the watcher does: give
     the callback the same ones. ``name``: the MultiOptimizer's name. The model must be built.
     Needs Keras >= 3.15 (``RuntimeError`` otherwise). A learning-rate *schedule* is cloned too,
-    but :class:`KerasTarget` cannot scale it (see the module docstring).
+    but :class:`KerasTarget` cannot scale it (see the module docstring). What an optimizer's
+    config does not hold is not cloned (``exclude_from_weight_decay(...)`` calls): pass a
+    function that makes each optimizer fully configured instead.
     """
     import keras
 
