@@ -27,7 +27,9 @@ def _data():
     return (digits.data / 16.0).astype("float32"), digits.target.astype("int32")
 
 
-def _model(seed: int) -> keras.Model:
+def _model(seed: int, optimizer: keras.optimizers.Optimizer | None = None,
+           compile: bool = True) -> keras.Model:
+    """A 64-256-128-10 MLP (layers fc1, fc2, head), compiled with Adam(1e-3) unless told."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input((64,)),
@@ -35,8 +37,9 @@ def _model(seed: int) -> keras.Model:
         keras.layers.Dense(128, activation="relu", name="fc2"),
         keras.layers.Dense(10, name="head"),
     ])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if compile:
+        model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from fit_digits import _data  # (this folder is on sys.path: scripts run as files)
+from fit_digits import _data, _model  # (this folder is on sys.path: scripts run as files)
 
 import ww_callbacks
 from ww_callbacks.integrations.keras import WeightWatcherCallback
@@ -38,21 +38,6 @@ HAS_MULTI = hasattr(keras.optimizers, "MultiOptimizer")
 BATCH = 128
 EPOCH_STEPS = math.ceil(1797 / BATCH)  # optimizer steps per epoch on the digits
 LAYERS = ["fc1", "fc2", "head"]
-
-
-def _model(seed: int, optimizer: keras.optimizers.Optimizer | None = None,
-           compile: bool = True) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(256, activation="relu", name="fc1"),
-        keras.layers.Dense(128, activation="relu", name="fc2"),
-        keras.layers.Dense(10, name="head"),
-    ])
-    if compile:
-        model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
 
 
 def _callback(out: Path, policies: list, traps_every: int = 0) -> WeightWatcherCallback:
