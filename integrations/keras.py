@@ -102,7 +102,6 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._step = 0
         self._epoch = 0
         self._started = False
-        self._logged_summary: dict[str, float] = {}
         self._epoch_start = 0  # optimizer steps done when the current epoch began
 
     # ------------------------------------------------------------------ helpers
