@@ -144,10 +144,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._step = self._iterations()
         self.watcher.resume_from(self._step)
         if self.watcher.policies:
-            select = {key: self._watcher_kwargs[key]
-                      for key in ("layers", "min_evals", "max_evals", "max_N")}
             self.watcher.target = KerasTarget(self.model, get_model=_model_getter(self),
-                                              **select)
+                                              **self.watcher.layer_selection)
         if self.cadence.on_train_start:
             self._snapshot()  # skipped by the watcher when this step is already analysed
 
@@ -194,11 +192,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
             self.watcher.wait_for_result(self._step)
         result = self.watcher.last_result
         if logs is not None and result is not None:
-            values = result.scalars if result.scalars else result.summary
-            model_values = {k: v for k, v in values.items() if k.startswith("ww/")}
-            model_values["ww/snapshots_dropped"] = float(self.watcher.dropped)
-            model_values["ww/step"] = float(result.step)
-            logs.update(model_values)
+            logs.update(self.watcher.model_scalars())
+            logs["ww/step"] = float(result.step)
         if stop:
             self.model.stop_training = True
 

@@ -29,14 +29,12 @@ from typing import Any
 
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import DROPPED
+from ww_callbacks.scalars import MODEL_PREFIX
 from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher, WatcherWarning
 
 __all__ = ["WeightWatcherCallback", "LoggerSink", "default_log_dir"]
 
 INSTALL_HINT = "pip install ww_callbacks[lightning]"
-#: Prefix of the model-level scalars logged with ``pl_module.log`` (monitorable).
-MODEL_PREFIX = "ww/"
 #: How long the end of an epoch waits for its analysis when a callback monitors a ``ww/`` key.
 EPOCH_WAIT_TIMEOUT_S = 600.0
 
@@ -331,12 +329,10 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         if watcher is not None and self.policies:
             from ww_callbacks.policies import TorchTarget
 
-            options = self._watcher_options
             watcher.target = TorchTarget(
                 pl_module, trainer.optimizers,
                 [config.scheduler for config in trainer.lr_scheduler_configs],
-                layers=options["layers"], min_evals=options["min_evals"],
-                max_evals=options["max_evals"], max_N=options["max_N"])
+                **watcher.layer_selection)
         if self.cadence.on_train_start:
             self._snapshot(trainer, pl_module, trainer.current_epoch)
 
@@ -418,20 +414,15 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         or any policy's ``should_stop``) and the policies' ``stop_reason``, the ``ww/`` values
         of the latest delivered analysis (``metrics``, with ``ww/stop_reason`` when policies
         log it; empty before the first) and that analysis' ``step`` (-1: none yet)."""
-        reasons = [str(getattr(policy, "stop_reason", None) or type(policy).__name__)
-                   for policy in self.policies if getattr(policy, "should_stop", False)]
-        should_stop = bool(self.should_stop) or bool(reasons)
-        metrics: dict[str, float] = {}
-        step = -1
         watcher = self._watcher
-        if watcher is not None and watcher.last_result is not None:
-            result = watcher.last_result
-            step = int(result.step)
-            scalars = {**(result.scalars or result.summary), DROPPED: float(watcher.dropped)}
-            metrics = {k: float(v) for k, v in scalars.items()
-                       if k.startswith(MODEL_PREFIX) and v is not None}
-        return {"should_stop": should_stop, "metrics": metrics, "step": step,
-                "stop_reason": "; ".join(reasons) or None}
+        if watcher is None:
+            return {"should_stop": bool(self.should_stop), "metrics": {}, "step": -1,
+                    "stop_reason": None}
+        result = watcher.last_result
+        return {"should_stop": bool(self.should_stop) or watcher.should_stop,
+                "metrics": watcher.model_scalars(),
+                "step": -1 if result is None else int(result.step),
+                "stop_reason": watcher.stop_reason}
 
     def _apply_decision(self, trainer: Any, pl_module: Any, decision: dict[str, Any]) -> None:
         """On every rank, with the same ``decision``: log the ``ww/`` summary for monitors

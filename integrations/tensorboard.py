@@ -44,7 +44,7 @@ from ww_callbacks.policies.lr_balance import LR_SCALE_PREFIX
 from ww_callbacks.policies.traps import REMOVED_PREFIX
 from ww_callbacks.powerlaw import SUCCESS
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import LAYER_PREFIXES, layer_tag
+from ww_callbacks.scalars import LAYER_PREFIXES, MODEL_PREFIX, layer_tag
 from ww_callbacks.watcher import WatcherWarning
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -334,7 +334,7 @@ class TensorBoardSink:
             if self.scalars:
                 self._write_scalars(result, scalars)
             if self.layout and not self._layout_written:
-                tags = [t for t in scalars if t.startswith("ww/")]
+                tags = [t for t in scalars if t.startswith(MODEL_PREFIX)]
                 self.writer.add_custom_scalars(ww_layout(tags))
                 self._layout_written = True
             if self.histograms_every and n % self.histograms_every == 0:

@@ -180,7 +180,7 @@ class Watcher(CoreWatcher):
             from ww_callbacks.policies import TorchTarget
 
             self.target = TorchTarget(self.model, [self.optimizer], self.schedulers,
-                                      **self._select)
+                                      **self.layer_selection)
         return self.model
 
     def _take(self, model: Any, step: int) -> None:

@@ -54,6 +54,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.results import AnalysisResult
+from ww_callbacks.scalars import MODEL_PREFIX
 from ww_callbacks.watcher import Policy, Sink, Watcher
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class _LatestScalars:
 
     def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
         """Keep ``ww/...`` of this result (the per-layer tags stay out of HF's logs)."""
-        model = {k: float(v) for k, v in scalars.items() if k.startswith("ww/")}
+        model = {k: float(v) for k, v in scalars.items() if k.startswith(MODEL_PREFIX)}
         self.pending = {WW_STEP: int(result.step), **model}
 
     def take(self) -> dict[str, float] | None:
@@ -214,11 +215,9 @@ class WeightWatcherCallback(TrainerCallback):
         if self.policies:
             from ww_callbacks.policies import TorchTarget
 
-            options = self.watcher_options
             self.watcher.target = TorchTarget(
                 model, [kwargs.get("optimizer")], [kwargs.get("lr_scheduler")],
-                layers=options["layers"], min_evals=options["min_evals"],
-                max_evals=options["max_evals"], max_N=options["max_N"])
+                **self.watcher.layer_selection)
         if state.global_step > 0:  # resumed from a checkpoint: the later steps are redone
             self.watcher.resume_from(state.global_step)
         if self.cadence.on_train_start:

@@ -17,6 +17,8 @@ from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
 
 LAYER_PREFIXES = {"alpha": "ww_alpha", "alpha_weighted": "ww_alpha_weighted",
                   "rand_num_spikes": "ww_traps"}
+#: Prefix of the model-level scalars (monitorable: ``ww/alpha_mean``, ...).
+MODEL_PREFIX = "ww/"
 ALPHA_MEAN = "ww/alpha_mean"
 NUM_TRAPS = "ww/num_traps"
 DROPPED = "ww/snapshots_dropped"

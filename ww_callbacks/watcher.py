@@ -27,7 +27,7 @@ from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
 from .policies.base import Policy, Target
 from .results import AnalysisResult, Snapshot
-from .scalars import DROPPED, layer_scalars, model_summary
+from .scalars import DROPPED, MODEL_PREFIX, layer_scalars, model_summary
 from .snapshot import Snapshotter
 from .worker import BackgroundWorker
 
@@ -111,7 +111,6 @@ class Watcher:
         self._snapshotter: Snapshotter | None = None
         self._model_ref: Any = None
         self._worker: BackgroundWorker | None = None
-        self._closing_worker: BackgroundWorker | None = None  # analysing its last snapshot
         self._failed_sinks: set[int] = set()
         self._sink_failures: deque[str] = deque()
         self.snapshots_taken = 0
@@ -130,6 +129,12 @@ class Watcher:
         self.history = HistoryWriter(Path(log_dir) / HISTORY_FILE) if log_dir else None
 
     @property
+    def layer_selection(self) -> dict[str, Any]:
+        """The layer-selection options (``layers``, ``min_evals``, ``max_evals``, ``max_N``), for
+        a policy target that must act on the same layers as the analysis."""
+        return dict(self._select)
+
+    @property
     def history_path(self) -> Path | None:
         """The history file, or None when the watcher keeps no file."""
         return self.history.path if self.history else None
@@ -137,8 +142,8 @@ class Watcher:
     @property
     def dropped(self) -> int:
         """Snapshots dropped because the worker was busy (``ww/snapshots_dropped``)."""
-        worker = self._worker or self._closing_worker
-        return self._dropped_before + (worker.dropped if worker else 0) + self._snapshot_dropped
+        worker = self._worker.dropped if self._worker else 0
+        return self._dropped_before + worker + self._snapshot_dropped
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
@@ -204,14 +209,15 @@ class Watcher:
             self._act(step)
         return results
 
-    def _call_policy(self, policy: Policy, hook: str, *args: Any) -> None:
-        """Run one policy hook; a failing policy is reported once and never stops training
+    def _call_policy(self, policy: Policy, hook: str, *args: Any) -> Any:
+        """Run one policy hook and return what it returns (None when the policy has no such
+        hook or it failed); a failing policy is reported once and never stops training
         (``strict``: it raises)."""
         method = getattr(policy, hook, None)
         if method is None:
-            return
+            return None
         try:
-            method(*args)
+            return method(*args)
         except Exception as err:
             if self.strict:
                 raise
@@ -219,6 +225,7 @@ class Watcher:
                 self._failed_policies.add(id(policy))
                 self._sink_failures.append(f"ww_callbacks: policy {type(policy).__name__}."
                                            f"{hook} failed: {err!r}")
+            return None
 
     def _act(self, step: int | None) -> None:
         if self.target is None:
@@ -242,13 +249,19 @@ class Watcher:
         scalars = {**result.summary, DROPPED: float(self.dropped),
                    **layer_scalars(result.details)}
         for policy in self.policies:
-            scalars_of = getattr(policy, "scalars", None)
-            if scalars_of is not None:
-                try:
-                    scalars.update(scalars_of())
-                except Exception:  # reported by its on_result / act failing too
-                    continue
+            scalars.update(self._call_policy(policy, "scalars") or {})
         return scalars
+
+    def model_scalars(self) -> dict[str, float]:
+        """The model-level ``ww/`` values of the latest delivered analysis (the policies' ones
+        included) with the current ``ww/snapshots_dropped``; empty before the first. What
+        integrations add to their epoch logs and monitors."""
+        result = self.last_result
+        if result is None:
+            return {}
+        values = {**(result.scalars or result.summary), DROPPED: float(self.dropped)}
+        return {k: float(v) for k, v in values.items()
+                if k.startswith(MODEL_PREFIX) and v is not None}
 
     def _write(self, sink: Sink, result: AnalysisResult, scalars: dict[str, float]) -> None:
         """Write to one sink; a failure is reported once (as a warning on the training thread)
@@ -310,17 +323,16 @@ class Watcher:
               final: bool = True) -> None:
         """Stop the worker after it analysed the pending snapshot (``final=False`` drops it,
         e.g. when training failed), deliver what is left, close the sinks. Safe to call twice."""
-        worker, self._worker = self._worker, None
+        worker = self._worker  # kept until it has finished: its last result counts its drops
         if worker is not None:
-            self._closing_worker = worker
             if not final:
                 worker.discard_pending()
             if not worker.close(timeout):
                 warnings.warn("ww_callbacks: the analysis did not finish in time; its thread is "
                               "left to end on its own", WatcherWarning, stacklevel=2)
+            self._worker = None
             self._dropped_before += worker.dropped
             worker.dropped = 0
-            self._closing_worker = None
             if deliver:
                 self._handle(*worker.drain())
         if deliver and final and self.policies:
@@ -389,11 +401,10 @@ class Watcher:
 
     @property
     def stop_reason(self) -> str | None:
-        """Why the first policy that asked to stop did so (None while none did)."""
-        for policy in self.policies:
-            if getattr(policy, "should_stop", False):
-                return getattr(policy, "stop_reason", None) or type(policy).__name__
-        return None
+        """Why the policies that asked to stop did so, joined by "; " (None while none did)."""
+        reasons = [str(getattr(policy, "stop_reason", None) or type(policy).__name__)
+                   for policy in self.policies if getattr(policy, "should_stop", False)]
+        return "; ".join(reasons) or None
 
     def policy_states(self) -> list[dict]:
         """``state_dict()`` of each policy, in order (for checkpoints)."""
