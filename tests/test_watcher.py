@@ -201,6 +201,30 @@ def test_initial_snapshot_is_never_replaced(monkeypatch):
     assert steps == [0, 4] and watcher.dropped == 3
 
 
+def test_a_failed_run_still_analyses_the_initial_weights():
+    """discard_pending (training failed: no final analysis) drops the newest-wins snapshot but
+    not the initial weights, which are always analysed."""
+    from ww_callbacks.results import Snapshot
+    from ww_callbacks.worker import BackgroundWorker
+
+    gate = threading.Event()
+    seen = []
+
+    def analyse(snapshot):
+        gate.wait(10)
+        seen.append(snapshot.step)
+        return snapshot.step
+
+    worker = BackgroundWorker(analyse)
+    worker.submit(Snapshot(0, 0, [], False, 0.0), keep=True)  # picked up, waits on the gate
+    worker.submit(Snapshot(1, 0, [], False, 0.0), keep=True)  # queued behind it
+    worker.submit(Snapshot(2, 0, [], False, 0.0))
+    worker.discard_pending()
+    gate.set()
+    assert worker.close(10)
+    assert seen == [0, 1] and worker.drain()[0] == [0, 1]
+
+
 def test_resume_truncates_history_after_checkpoint(tmp_path):
     model = _model()
     with Watcher(log_dir=tmp_path) as first:

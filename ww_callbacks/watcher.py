@@ -322,7 +322,8 @@ class Watcher:
     def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
               final: bool = True) -> None:
         """Stop the worker after it analysed the pending snapshot (``final=False`` drops it,
-        e.g. when training failed), deliver what is left, close the sinks. Safe to call twice."""
+        e.g. when training failed; the initial weights are analysed either way), deliver what is
+        left, close the sinks. Safe to call twice."""
         worker = self._worker  # kept until it has finished: its last result counts its drops
         if worker is not None:
             if not final:

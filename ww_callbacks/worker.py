@@ -139,13 +139,12 @@ class BackgroundWorker:
             self._cond.notify_all()
 
     def discard_pending(self) -> None:
-        """Drop the pending snapshot, if any (used when training fails: no final analysis)."""
+        """Drop the pending snapshot, if any (used when training fails: no final analysis).
+        Snapshots submitted with ``keep=True`` (the initial weights) are still analysed."""
         with self._cond:
-            stale = [s for s in (*self._kept, self._pending) if s is not None]
-            self._pending = None
-            self._kept.clear()
-        for snapshot in stale:
-            snapshot.done()
+            stale, self._pending = self._pending, None
+        if stale is not None:
+            stale.done()
 
     # ------------------------------------------------------------ worker thread
 
