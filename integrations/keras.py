@@ -40,7 +40,7 @@ from typing import Any
 import keras
 
 from ww_callbacks.cadence import Cadence
-from ww_callbacks.policies.keras_target import KerasTarget, multi_optimizer_per_layer
+from ww_callbacks.integrations.keras_target import KerasTarget, multi_optimizer_per_layer
 from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher
 
 __all__ = ["KerasTarget", "WeightWatcherCallback", "multi_optimizer_per_layer"]

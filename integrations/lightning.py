@@ -327,7 +327,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         weights (not again when resuming at an analysed step)."""
         watcher = self._open_watcher()
         if watcher is not None and self.policies:
-            from ww_callbacks.policies import TorchTarget
+            from ww_callbacks.integrations.torch_target import TorchTarget
 
             watcher.target = TorchTarget(
                 pl_module, trainer.optimizers,

@@ -177,7 +177,7 @@ class Watcher(CoreWatcher):
             raise ValueError("ww_callbacks: no model to watch: pass it to Watcher(model) or "
                              "to step(model)")
         if self.policies and self.target is None:
-            from ww_callbacks.policies import TorchTarget
+            from ww_callbacks.integrations.torch_target import TorchTarget
 
             self.target = TorchTarget(self.model, [self.optimizer], self.schedulers,
                                       **self.layer_selection)

@@ -213,7 +213,7 @@ class WeightWatcherCallback(TrainerCallback):
         self._finalizer = weakref.finalize(self, _stop_watcher, self.watcher, own)
         self._running = True
         if self.policies:
-            from ww_callbacks.policies import TorchTarget
+            from ww_callbacks.integrations.torch_target import TorchTarget
 
             self.watcher.target = TorchTarget(
                 model, [kwargs.get("optimizer")], [kwargs.get("lr_scheduler")],

@@ -19,7 +19,17 @@ from ww_callbacks.layers.base import (
     MATRIX,
     LayerWeights,
 )
-from ww_callbacks.layers.keras_models import einsum_matrix, keras_layers
+from ww_callbacks.layers.keras_models import (
+    conv_kernel,
+    conv_weight,
+    einsum_kernel,
+    einsum_matrix,
+    from_analysis_layout,
+    keras_layers,
+    layer_row,
+    to_analysis_layout,
+    walk_layers,
+)
 from ww_callbacks.layers.skips import Skip
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -89,9 +99,9 @@ def test_values_match_keras(model: keras.Model) -> None:
     mha = model.get_layer("mha")
     np.testing.assert_array_equal(by["proj"].weight, _np(model.get_layer("proj").kernel))
     np.testing.assert_array_equal(by["embed"].weight, _np(model.get_layer("embed").embeddings))
-    query = _np(mha._query_dense.kernel)  # (d_model, heads, key_dim)
+    query = _np(mha.query_dense.kernel)  # (d_model, heads, key_dim)
     np.testing.assert_array_equal(by["mha.query"].weight, query.reshape(D_MODEL, -1))
-    out = _np(mha._output_dense.kernel)  # (heads, value_dim, d_model)
+    out = _np(mha.output_dense.kernel)  # (heads, value_dim, d_model)
     np.testing.assert_array_equal(by["mha.attention_output"].weight, out.reshape(-1, D_MODEL))
 
 
@@ -282,6 +292,52 @@ def test_einsum_matrix_splits() -> None:
         einsum_matrix("abc,c->ab", rng.normal(size=(4,)))
     with pytest.raises(ValueError, match="form"):
         einsum_matrix("abc->ab", rng.normal(size=(4,)))
+
+
+@pytest.mark.parametrize("equation,shape", [
+    ("abc,cd->abd", (4, 3)), ("abc,cde->abde", (4, 2, 3)), ("abcd,cde->abe", (2, 3, 4)),
+    ("...c,dc->...d", (5, 4)), ("abc,dce->abde", (2, 4, 3)),  # MHA query/key/value: (d, h, k)
+    ("abcd,cde->abe", (3, 2, 6)),  # MHA attention_output: (heads, value_dim, d_model)
+])
+def test_einsum_kernel_inverts_einsum_matrix(equation, shape) -> None:
+    kernel = np.random.default_rng(1).normal(size=shape)
+    matrix = einsum_matrix(equation, kernel)
+    np.testing.assert_array_equal(einsum_kernel(equation, matrix, shape), kernel)
+    with pytest.raises(ValueError, match="does not fit"):
+        einsum_kernel(equation, matrix[:-1], shape)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("shape", [(3, 4, 5), (3, 2, 4, 5), (2, 2, 3, 4, 5)])
+def test_conv_kernel_inverts_conv_weight(shape, transposed) -> None:
+    """Keras (*k, in, out) (transposed: (*k, out, in)) <-> torch order (out, in, *k)."""
+    kernel = np.random.default_rng(2).normal(size=shape)
+    weight = conv_weight(kernel, transposed=transposed)
+    out, inp = (shape[-2], shape[-1]) if transposed else (shape[-1], shape[-2])
+    assert weight.shape == (out, inp, *shape[:-2])
+    np.testing.assert_array_equal(conv_kernel(weight, shape, transposed=transposed), kernel)
+    with pytest.raises(ValueError, match="does not fit"):
+        conv_kernel(weight[:, :-1], shape, transposed=transposed)
+
+
+def test_analysis_layout_round_trip_on_layers(model: keras.Model) -> None:
+    """For each analysed layer of the model: the row's weight is ``to_analysis_layout`` of the
+    kernel, and ``from_analysis_layout`` gives the kernel back."""
+    conv = keras.Sequential([L.Input((6, 6, 2)), L.Conv2D(3, 3, name="c"),
+                             L.Conv2DTranspose(4, 2, name="t")])
+    checked = []
+    for root in (model, conv):
+        for layer_id, longname, layer in walk_layers(root):
+            row = layer_row(layer, layer_id, str(layer.name), longname)
+            if not isinstance(row, LayerWeights):
+                continue
+            attr = "embeddings" if isinstance(layer, L.Embedding) else "kernel"
+            kernel = _np(getattr(layer, attr))
+            np.testing.assert_array_equal(to_analysis_layout(layer, kernel), row.weight)
+            back = from_analysis_layout(layer, np.asarray(row.weight), kernel.shape)
+            np.testing.assert_array_equal(back, kernel)
+            checked.append(longname)
+    assert {"embed", "mha.query", "mha.attention_output", "ein", "c", "t"} <= set(checked)
 
 
 def test_unsplittable_einsum_is_skipped() -> None:

@@ -45,12 +45,6 @@ BATCHES = 29  # ceil(1797 / 64)
 WW_SUMMARY_TAGS = ["ww/alpha_mean", "ww/alpha_weighted_mean", "ww/num_traps",
                    "ww/layers_over_trained", "ww/layers_under_trained", "ww/snapshots_dropped"]
 
-try:
-    import ww_callbacks.integrations.tensorboard  # noqa: F401
-    HAVE_TB_SINK = True
-except ImportError:
-    HAVE_TB_SINK = False
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -198,7 +192,6 @@ def test_fit_logs_to_tensorboard_and_csv_equal_to_history(tmp_path):
     assert no_worker_alive()
 
 
-@pytest.mark.skipif(not HAVE_TB_SINK, reason="integrations/tensorboard.py is not there yet")
 def test_tensorboard_extras_for_a_tensorboard_logger(tmp_path):
     """A TensorBoardLogger also gets the TensorBoardSink's extras (ESD histograms, layout) and
     no duplicate scalars (the sink is made with scalars=False)."""
@@ -311,7 +304,6 @@ def test_gradient_accumulation_snapshots_each_step_once(tmp_path):
     assert steps[-1] == 30
 
 
-@pytest.mark.skipif(not HAVE_TB_SINK, reason="integrations/tensorboard.py is not there yet")
 def test_broken_tensorboard_extras_do_not_stop_training(tmp_path, monkeypatch):
     """If the TensorBoard extras cannot be made, a warning says so and the scalars still
     reach the logger."""

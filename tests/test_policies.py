@@ -16,7 +16,8 @@ from sklearn.datasets import load_digits
 
 import ww_callbacks
 from ww_callbacks.integrations.torch import Watcher
-from ww_callbacks.layers import CONV, LayerWeights
+from ww_callbacks.layers import CONV, MATRIX, LayerWeights
+from ww_callbacks.matrices import from_oriented_stack, oriented_stack
 from ww_callbacks.policies import (
     STOP_CODES,
     HTSREarlyStopping,
@@ -215,6 +216,39 @@ def test_svd_sharpness_removes_planted_traps_dense_and_conv():
     clean = LayerWeights(3, "ok", "ok", "dense", rng.normal(0, 0.02, (300, 200)))
     same, removed = svd_sharpness(clean, np.random.default_rng(1))
     assert removed == 0 and np.array_equal(same, clean.weight)
+
+
+@pytest.mark.parametrize("shape,layout", [
+    ((5, 3), MATRIX), ((3, 5), MATRIX), ((4, 2, 3, 3), CONV), ((2, 4, 3), CONV),
+    ((3, 5, 2, 2, 2), CONV),
+])
+def test_from_oriented_stack_inverts_oriented_stack(shape, layout):
+    """The torch-order layout pair: per-position N >= M matrices, and back (numpy); torch
+    tensors give the same stack."""
+    w = np.random.default_rng(0).normal(size=shape)
+    stack = oriented_stack(w, layout)
+    assert stack.shape[1] >= stack.shape[2]
+    np.testing.assert_array_equal(from_oriented_stack(np.array(stack), shape, layout), w)
+    np.testing.assert_array_equal(oriented_stack(torch.from_numpy(w), layout).numpy(), stack)
+
+
+def test_torch_target_writes_conv_and_attention_slices_in_place():
+    """A torch weight is analysed as stored (a q/k/v slice is a view of the packed projection),
+    so writing back is a copy into that tensor: the conv kernel and only the query rows change."""
+    model = nn.ModuleDict({"conv": nn.Conv2d(3, 8, 3), "att": nn.MultiheadAttention(16, 2)})
+    target = TorchTarget(model)
+    assert {"conv", "att.q_proj", "att.k_proj"} <= set(target.layer_names())
+    packed = model["att"].in_proj_weight.detach().clone()
+    for name in ("conv", "att.q_proj"):
+        shape = target.layer_weight(name).shape
+        new = np.arange(math.prod(shape), dtype=np.float64).reshape(shape) / 1e3
+        target.set_layer_weight(name, new)
+        np.testing.assert_allclose(target.layer_weight(name).weight.detach().numpy(), new,
+                                   rtol=1e-6)
+    np.testing.assert_allclose(model["conv"].weight.detach().numpy(),
+                               target.layer_weight("conv").weight.detach().numpy())
+    now = model["att"].in_proj_weight.detach()
+    assert not torch.equal(now[:16], packed[:16]) and torch.equal(now[16:], packed[16:])
 
 
 def _train_with(policies, steps: int = 40):

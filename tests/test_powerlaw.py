@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ww_callbacks import PowerLawFit, fit_powerlaw
+from ww_callbacks.powerlaw import FitOptionError
 
 
 def _samples():
@@ -103,6 +104,17 @@ def test_bad_input_gives_failed_fit(values, reason):
     assert fit.status == "failed" and not fit.ok
     assert fit.alpha == -1 and fit.D == -1 and fit.xmin == -1 and fit.sigma == -1
     assert reason in fit.warning and math.isnan(fit.xmax)
+
+
+@pytest.mark.parametrize("options", [{"xmin": "nonsense"}, {"fix_fingers": "xmax_clip"}])
+def test_bad_option_raises_its_own_type(options):
+    """A bad option is the caller's mistake and raises FitOptionError (a ValueError), told
+    apart from an unfittable sample by its type; the same sample fits with valid options."""
+    x = np.random.default_rng(3).pareto(2.0, 200) + 1.0
+    with pytest.raises(FitOptionError, match=next(iter(options))):
+        fit_powerlaw(x, **options)
+    assert issubclass(FitOptionError, ValueError)
+    assert fit_powerlaw(x).ok
 
 
 def test_warning_thresholds():

@@ -191,7 +191,8 @@ def test_offline_run_holds_every_result(wandb_offline):
     watcher = Watcher(sinks=[recorder, sink], traps_every=2)
     train_and_watch(watcher, mlp(), [0, 3, 6, 9], log=run.log)
     watcher.close()
-    assert run.settings.run_id and not getattr(run, "_is_finished", False)  # close() kept it
+    # close() kept the user's run open: it is still the current run (finish() would unset it)
+    assert run.settings.run_id and wandb.run is run
     run.finish()
 
     path = run_file(wandb_offline)

@@ -13,6 +13,8 @@ import torch.nn as nn
 
 from ww_callbacks import analyze
 from ww_callbacks.history import load_history
+from ww_callbacks.layers import extract_layers
+from ww_callbacks.snapshot import Snapshotter
 from ww_callbacks.watcher import Watcher, WatcherWarning
 
 
@@ -69,12 +71,10 @@ def test_results_reach_history_then_sinks(tmp_path):
 
 def test_snapshot_is_a_copy(tmp_path):
     model = _model()
-    with Watcher() as watcher:
-        snapshotter = watcher._snapshotter_for(model)
-        snap = snapshotter.take(0, 0, False)
-        with torch.no_grad():
-            model[0].weight.zero_()
-        assert snap.layers[0].weight.abs().sum() > 0
+    snap = Snapshotter(extract_layers(model)[0]).take(0, 0, False)
+    with torch.no_grad():
+        model[0].weight.zero_()
+    assert snap.layers[0].weight.abs().sum() > 0
 
 
 def test_traps_cadence():

@@ -34,6 +34,11 @@ _BLOCK = 1 << 21  # elements per temporary array in the bound computations
 _MARGIN = 1e-8  # slack on the bounds, far above the rounding of the accurate alpha_i
 
 
+class FitOptionError(ValueError):
+    """An option of :func:`fit_powerlaw` has a value it does not accept: the caller's mistake,
+    raised. (A sample that cannot be fitted is not an error: it gives a failed fit.)"""
+
+
 @dataclass(frozen=True)
 class PowerLawFit:
     """Result of :func:`fit_powerlaw`.
@@ -213,7 +218,7 @@ def _fit_sorted(x: np.ndarray, xmin_mode: str | float | None) -> tuple[int, floa
     elif isinstance(xmin_mode, (int, float)):
         i = int(np.searchsorted(x, float(xmin_mode), side="left"))
     else:
-        raise ValueError(f"xmin must be None, 'scan', 'median', 'top_third' or a number, "
+        raise FitOptionError(f"xmin must be None, 'scan', 'median', 'top_third' or a number, "
                          f"not {xmin_mode!r}")
     i = min(max(i, 0), n_all - 2)
     alpha, D = _reference_alpha_D(x, np.log(x), i)
@@ -243,7 +248,8 @@ def fit_powerlaw(values, *, xmin: str | float | None = None, fix_fingers: str | 
     ``fix_fingers='clip_xmax'``: refit without the k largest values, k = 2..max_fingers-1, and
     keep the first fit whose alpha is more than ``finger_thresh`` below the unclipped one
     (stopping once alpha <= 2), as the reference does. Values <= ``min_value`` are ignored.
-    Never raises for bad data: a failed fit comes back with ``status='failed'`` and the reason.
+    Never raises for bad data: a failed fit comes back with ``status='failed'`` and the reason;
+    an option it does not accept raises :class:`FitOptionError` (a ``ValueError``).
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(x)):
@@ -254,7 +260,7 @@ def fit_powerlaw(values, *, xmin: str | float | None = None, fix_fingers: str | 
         if fix_fingers in (None, False):
             return first
         if fix_fingers != "clip_xmax":
-            raise ValueError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
+            raise FitOptionError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
         best, num_fingers = first, 0
         for k in range(2, max_fingers):
             if len(x) - k < 2:
@@ -268,7 +274,7 @@ def fit_powerlaw(values, *, xmin: str | float | None = None, fix_fingers: str | 
         n_tail = int(np.count_nonzero(x >= best.xmin))
         return PowerLawFit(best.alpha, best.xmin, best.xmax, best.D, best.sigma, n_tail,
                            SUCCESS, best.warning, num_fingers, first.alpha)
+    except FitOptionError:
+        raise
     except ValueError as err:
-        if "fix_fingers must" in str(err) or "xmin must" in str(err):
-            raise
         return failed_fit(f"power-law fit failed: {err}")

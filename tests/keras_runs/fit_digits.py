@@ -1,13 +1,14 @@
-"""One Keras backend's checks, run in its own process (KERAS_BACKEND is fixed at import).
+"""The Keras callback's checks under one backend, run in its own process (KERAS_BACKEND is
+fixed at import); tests/test_keras_callback.py reports each by name.
 
     KERAS_BACKEND=jax python tests/keras_runs/fit_digits.py OUT_DIR
 
-Prints one JSON line with what it measured; exits non-zero on a failed check.
+Writes each check's outcome (and what it measured) to OUT_DIR/checks.json
+(:mod:`checks`); exits non-zero when a check failed.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from checks import run_checks  # (this folder is on sys.path: scripts run as files)
 from sklearn.datasets import load_digits
 
 import ww_callbacks
@@ -41,6 +43,11 @@ def _model(seed: int, optimizer: keras.optimizers.Optimizer | None = None,
         model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
+
+
+def _no_batch_end_hook(cb: keras.callbacks.Callback) -> bool:
+    """The callback keeps Keras's own (empty) ``on_train_batch_end``."""
+    return type(cb).on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
 
 
 def _workers() -> list[str]:
@@ -85,7 +92,7 @@ def check_fit(out: Path) -> dict:
     assert abs(tb_last - direct.alpha[0]) < 1e-4 * abs(direct.alpha[0])
     # no batch-end hook (Keras keeps dispatching batch ends asynchronously), and the steps are
     # the optimizer's counts at the epoch ends (29 batches of 64 per epoch)
-    assert getattr(cb.on_train_batch_end, "_is_default", False)
+    assert _no_batch_end_hook(cb)
     steps = sorted(set(history.step))
     assert all(step % 29 == 0 for step in steps) and steps[-1] == 87, steps
     return {"ww_keys": sorted(keys), "steps": steps}
@@ -98,7 +105,7 @@ def check_batch_cadence(out: Path) -> dict:
     cb = WeightWatcherCallback(log_dir=out / "batches", every_n_batches=10, every_n_epochs=None,
                                max_duty=None, tensorboard=False)
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
-    assert getattr(cb.on_train_batch_end, "_is_default", False)
+    assert _no_batch_end_hook(cb)
     steps = sorted(set(load_history(out / "batches").step))
     assert steps[0] == 0 and steps[-1] == 58 and all(s % 10 == 0 for s in steps[1:-1]), steps
     return {"batch_steps": steps}
@@ -176,13 +183,13 @@ def check_backup_and_restore(out: Path) -> dict:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    report = {"backend": keras.backend.backend()}
-    report.update(check_fit(out))
-    report.update(check_batch_cadence(out))
-    report.update(check_early_stopping(out))
-    report.update(check_raise(out))
-    report.update(check_backup_and_restore(out))
-    print(json.dumps(report))
+    run_checks(out, keras.backend.backend(), [
+        ("fit", lambda: check_fit(out)),
+        ("batch_cadence", lambda: check_batch_cadence(out)),
+        ("early_stopping", lambda: check_early_stopping(out)),
+        ("raise", lambda: check_raise(out)),
+        ("backup_and_restore", lambda: check_backup_and_restore(out)),
+    ])
 
 
 if __name__ == "__main__":

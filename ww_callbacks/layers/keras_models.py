@@ -11,6 +11,12 @@ grouped scale/zero-point map of sub-channel ``int4``). They are converted with
 ``keras.ops.convert_to_numpy``; convolution kernels ``(*k, in, out)`` are then transposed (a view)
 to torch order ``(out, in, *k)``.
 
+Each layout the analysis reads has its inverse next to it, for code that writes a changed weight
+back (the Keras target of the policies): :func:`einsum_matrix` / :func:`einsum_kernel`,
+:func:`conv_weight` / :func:`conv_kernel`, and per layer :func:`to_analysis_layout` /
+:func:`from_analysis_layout`. :func:`walk_layers`, :func:`layer_kind` and :func:`layer_row` are
+the walk, the classification and the reading of one layer.
+
 Keras is imported lazily, inside the functions, so the package imports without it.
 """
 
@@ -60,7 +66,7 @@ def _children(layer: Any) -> list[Any]:
     return children
 
 
-def _walk(root: Any) -> Iterator[tuple[int, str, Any]]:
+def walk_layers(root: Any) -> Iterator[tuple[int, str, Any]]:
     """``(layer_id, longname, layer)`` for the root and every sublayer, depth-first pre-order.
 
     A layer object reached twice (shared) is yielded once, at its first place. Longnames are made
@@ -176,15 +182,15 @@ def _effective_weight(layer: Any, attr: str) -> np.ndarray:
     return weight
 
 
-def einsum_matrix(equation: str, kernel: np.ndarray) -> np.ndarray:
-    """An ``EinsumDense`` kernel as a 2-D ``(contracted, output)`` matrix.
+# --------------------------------------------------------------------------------------------
+# Layouts: a kernel as the analysis reads it, and back (each pair side by side)
+# --------------------------------------------------------------------------------------------
 
-    Kernel axes summed with the input (in the input, not in the output) become the rows, those
-    carried to the output (in the output, not in the input) the columns, each group in kernel
-    order: ``"abc,cde->abde"`` with kernel ``(c, d, e)`` gives ``(c, d * e)``. Raises
-    ``ValueError`` with the reason when the kernel cannot be split so (an axis shared by input and
-    output, an axis summed only over the kernel, no axis on one side, a malformed equation).
-    """
+
+def _einsum_axes(equation: str, shape: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """``(rows, cols)``: the kernel axes of an ``EinsumDense`` equation that are contracted with
+    the input and those carried to the output, each in kernel order; ``ValueError`` with the
+    reason when the kernel of ``shape`` does not split so."""
     match = _EQUATION.match(equation.replace(" ", ""))
     if match is None:
         raise ValueError(f"equation {equation!r} is not of the form 'input,kernel->output'")
@@ -192,8 +198,8 @@ def einsum_matrix(equation: str, kernel: np.ndarray) -> np.ndarray:
     inputs, outputs = inputs.replace("...", ""), outputs.replace("...", "")
     if "." in kernel_axes or "." in inputs or "." in outputs:
         raise ValueError(f"equation {equation!r}: an ellipsis in the kernel is not supported")
-    if len(kernel_axes) != kernel.ndim or len(set(kernel_axes)) != len(kernel_axes):
-        raise ValueError(f"equation {equation!r} does not match a kernel of shape {kernel.shape}")
+    if len(kernel_axes) != len(shape) or len(set(kernel_axes)) != len(kernel_axes):
+        raise ValueError(f"equation {equation!r} does not match a kernel of shape {shape}")
     rows = [i for i, c in enumerate(kernel_axes) if c in inputs and c not in outputs]
     cols = [i for i, c in enumerate(kernel_axes) if c in outputs and c not in inputs]
     other = [c for i, c in enumerate(kernel_axes) if i not in rows and i not in cols]
@@ -203,9 +209,100 @@ def einsum_matrix(equation: str, kernel: np.ndarray) -> np.ndarray:
     if not rows or not cols:
         side = "input" if not rows else "output"
         raise ValueError(f"equation {equation!r}: the kernel has no {side} axis")
+    return rows, cols
+
+
+def einsum_matrix(equation: str, kernel: np.ndarray) -> np.ndarray:
+    """An ``EinsumDense`` kernel as a 2-D ``(contracted, output)`` matrix (inverse:
+    :func:`einsum_kernel`).
+
+    Kernel axes summed with the input (in the input, not in the output) become the rows, those
+    carried to the output (in the output, not in the input) the columns, each group in kernel
+    order: ``"abc,cde->abde"`` with kernel ``(c, d, e)`` gives ``(c, d * e)``. Raises
+    ``ValueError`` with the reason when the kernel cannot be split so (an axis shared by input and
+    output, an axis summed only over the kernel, no axis on one side, a malformed equation).
+    """
+    rows, cols = _einsum_axes(equation, tuple(kernel.shape))
     n_rows = math.prod(kernel.shape[i] for i in rows)
     n_cols = math.prod(kernel.shape[i] for i in cols)
     return np.transpose(kernel, rows + cols).reshape(n_rows, n_cols)
+
+
+def einsum_kernel(equation: str, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`einsum_matrix`: a ``(contracted, output)`` matrix back to the
+    ``EinsumDense`` kernel of ``shape``. ``ValueError`` when it does not fit."""
+    shape = tuple(int(s) for s in shape)
+    rows, cols = _einsum_axes(equation, shape)
+    order = rows + cols
+    if matrix.size != math.prod(shape):
+        raise ValueError(f"weight of shape {matrix.shape} does not fit a kernel of shape {shape}")
+    return np.transpose(matrix.reshape(tuple(shape[i] for i in order)), np.argsort(order))
+
+
+def _conv_axes(rank: int, transposed: bool) -> list[int]:
+    """The transpose that takes a Keras convolution kernel to torch order ``(out, in, *k)``:
+    ``(*k, in, out)``, or ``(*k, out, in)`` for a transposed convolution."""
+    spatial = list(range(rank))
+    return [rank, rank + 1, *spatial] if transposed else [rank + 1, rank, *spatial]
+
+
+def conv_weight(kernel: np.ndarray, *, transposed: bool = False) -> np.ndarray:
+    """A Keras ``ConvND`` kernel ``(*k, in, out)`` (``ConvNDTranspose``: ``(*k, out, in)``) in
+    torch order ``(out, in, *k)``, the layout of the analysis (a view; inverse:
+    :func:`conv_kernel`)."""
+    return np.transpose(kernel, _conv_axes(kernel.ndim - 2, transposed))
+
+
+def conv_kernel(weight: np.ndarray, shape: tuple[int, ...], *,
+                transposed: bool = False) -> np.ndarray:
+    """The inverse of :func:`conv_weight`: a torch-order ``(out, in, *k)`` weight back to the
+    Keras kernel of ``shape``. ``ValueError`` when it does not fit."""
+    shape = tuple(int(s) for s in shape)
+    axes = _conv_axes(len(shape) - 2, transposed)
+    if tuple(weight.shape) != tuple(shape[a] for a in axes):
+        raise ValueError(f"weight of shape {weight.shape} does not fit a kernel of shape {shape}")
+    return np.transpose(weight, np.argsort(axes))
+
+
+def to_analysis_layout(layer: Any, kernel: np.ndarray) -> np.ndarray:
+    """The kernel (or embedding table) of a ``Dense``, ``Embedding``, ``EinsumDense`` or
+    (transposed) convolution as the analysis reads it: 2-D as stored, the
+    :func:`einsum_matrix`, or the :func:`conv_weight` (torch order). Inverse:
+    :func:`from_analysis_layout`. ``ValueError`` with the reason for any other layer or a kernel
+    that does not fit."""
+    kind = layer_kind(layer)
+    cls, shape = type(layer).__name__, tuple(kernel.shape)
+    if kind == "einsum":
+        return einsum_matrix(layer.equation, kernel)
+    if kind in ("dense", "embedding"):
+        if kernel.ndim != 2:
+            raise ValueError(f"{cls}: {weight_attr(kind)} of shape {shape} is not 2-D")
+        return kernel
+    if kind in ("conv", "conv_transpose"):
+        rank = kernel.ndim - 2
+        if rank not in _CONV_TYPE_BY_RANK or rank != getattr(layer, "rank", rank):
+            raise ValueError(f"{cls}: kernel of shape {shape} is not a 1-, 2- or 3-D convolution")
+        return conv_weight(kernel, transposed=kind == "conv_transpose")
+    raise ValueError(f"{cls}: layer type not supported")
+
+
+def from_analysis_layout(layer: Any, weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`to_analysis_layout`: ``weight`` in the layout of the analysis back
+    to the layer's kernel (or embedding table) of ``shape``. ``ValueError`` when it does not
+    fit."""
+    kind = layer_kind(layer)
+    shape = tuple(int(s) for s in shape)
+    if kind == "einsum":
+        value = einsum_kernel(layer.equation, weight, shape)
+    elif kind in ("dense", "embedding"):
+        value = weight
+    elif kind in ("conv", "conv_transpose"):
+        value = conv_kernel(weight, shape, transposed=kind == "conv_transpose")
+    else:
+        raise ValueError(f"{type(layer).__name__}: layer type not supported")
+    if tuple(value.shape) != shape:
+        raise ValueError(f"weight of shape {value.shape} does not fit a kernel of shape {shape}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +310,7 @@ def einsum_matrix(equation: str, kernel: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _kind(layer: Any) -> str | None:
+def layer_kind(layer: Any) -> str | None:
     """What a layer is for this extractor.
 
     ``"dense"``, ``"einsum"``, ``"embedding"``, ``"conv"``, ``"conv_transpose"``,
@@ -249,10 +346,20 @@ def _kind(layer: Any) -> str | None:
     return "other" if hasattr(kernel, "shape") else None
 
 
-def _layer_row(layer: Any, layer_id: int, name: str,
-               longname: str) -> LayerWeights | Skip | None:
-    """The row (or the skip record, or nothing) one layer contributes."""
-    kind = _kind(layer)
+#: Kinds whose analysed weight is one kernel (or table) :func:`from_analysis_layout` writes back.
+WRITABLE_KINDS = ("dense", "einsum", "embedding", "conv", "conv_transpose")
+
+
+def weight_attr(kind: str) -> str:
+    """The attribute holding the analysed weight of a layer of this kind."""
+    return "embeddings" if kind == "embedding" else "kernel"
+
+
+def layer_row(layer: Any, layer_id: int, name: str,
+              longname: str) -> LayerWeights | Skip | None:
+    """The row (or the skip record, or nothing) one layer contributes, its weight read now (in
+    the layout of :func:`to_analysis_layout`)."""
+    kind = layer_kind(layer)
     if kind is None:
         return None
 
@@ -271,37 +378,22 @@ def _layer_row(layer: Any, layer_id: int, name: str,
     if kind == "attention":
         return None  # its query/key/value/attention_output sublayers are rows of their own
 
-    attr = "embeddings" if kind == "embedding" else "kernel"
+    attr = weight_attr(kind)
     try:
         weight = _effective_weight(layer, attr)
     except _Unreadable as exc:
         return skip(str(exc))
-    shape = tuple(weight.shape)
     if weight.ndim < 2:
-        return skip(f"{cls}: {weight.ndim}-D {attr} of shape {shape} is not a matrix")
-
-    if kind == "einsum":
-        try:
-            matrix = einsum_matrix(layer.equation, weight)
-        except ValueError as exc:
-            return skip(str(exc))
-        return LayerWeights(layer_id, name, longname, DENSE, matrix, MATRIX)
-    if kind in ("dense", "embedding"):
-        if weight.ndim != 2:
-            return skip(f"{cls}: {attr} of shape {shape} is not 2-D")
-        layer_type = EMBEDDING if kind == "embedding" else DENSE
-        return LayerWeights(layer_id, name, longname, layer_type, weight, MATRIX)
-
-    rank = weight.ndim - 2
-    layer_type = _CONV_TYPE_BY_RANK.get(rank)
-    if layer_type is None or rank != getattr(layer, "rank", rank):
-        return skip(f"{cls}: kernel of shape {shape} is not a 1-, 2- or 3-D convolution")
-    spatial = list(range(rank))
-    if kind == "conv":  # (*k, in, out) -> (out, in, *k)
-        axes = [rank + 1, rank, *spatial]
-    else:  # transposed convolution: (*k, out, in) -> (out, in, *k)
-        axes = [rank, rank + 1, *spatial]
-    return LayerWeights(layer_id, name, longname, layer_type, np.transpose(weight, axes), CONV)
+        return skip(f"{cls}: {weight.ndim}-D {attr} of shape {tuple(weight.shape)} is not a matrix")
+    try:
+        analysed = to_analysis_layout(layer, weight)
+    except ValueError as exc:
+        return skip(str(exc))
+    if kind in ("conv", "conv_transpose"):
+        conv_type = _CONV_TYPE_BY_RANK[weight.ndim - 2]
+        return LayerWeights(layer_id, name, longname, conv_type, analysed, CONV)
+    layer_type = EMBEDDING if kind == "embedding" else DENSE
+    return LayerWeights(layer_id, name, longname, layer_type, analysed, MATRIX)
 
 
 def keras_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
@@ -318,9 +410,9 @@ def keras_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
     """
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
-    for layer_id, longname, layer in _walk(model):
+    for layer_id, longname, layer in walk_layers(model):
         name = str(getattr(layer, "name", ""))
-        row = _layer_row(layer, layer_id, name, longname or name)
+        row = layer_row(layer, layer_id, name, longname or name)
         if isinstance(row, LayerWeights):
             layers.append(row)
         elif isinstance(row, Skip):

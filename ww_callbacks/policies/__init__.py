@@ -7,15 +7,29 @@
 - :class:`TrapRemoval`: remove correlation traps with the SVD-sharpness transform (opt-in).
 
 Give them to any integration: ``WeightWatcherCallback(policies=[HTSREarlyStopping()])``.
-They are framework-free: the integration hands them a :class:`~.base.Target` (torch:
-:class:`TorchTarget`; Keras: :class:`~.keras_target.KerasTarget`).
+They are framework-free: the integration hands them a :class:`~.base.Target`. The targets, which
+change a framework's training state, live with their framework in ``ww_callbacks.integrations``
+(:mod:`~ww_callbacks.integrations.torch_target`, :mod:`~ww_callbacks.integrations.keras_target`);
+their public names are re-exported here on first use, so importing this package imports neither
+torch nor keras.
 """
+
+from importlib import import_module
+from typing import Any
 
 from .base import Policy, Target
 from .early_stopping import STOP_CODES, STOP_REASON, HTSREarlyStopping
 from .lr_balance import LR_SCALE_PREFIX, LayerLRBalancer, tempbalance_scales
-from .torch_target import TorchTarget, param_groups_per_layer, scale_param_group
 from .traps import TrapRemoval, count_traps, svd_sharpness
+
+#: Public name -> the integration module that defines it (imported when the name is first used).
+_FRAMEWORK_NAMES = {
+    "TorchTarget": "ww_callbacks.integrations.torch_target",
+    "param_groups_per_layer": "ww_callbacks.integrations.torch_target",
+    "scale_param_group": "ww_callbacks.integrations.torch_target",
+    "KerasTarget": "ww_callbacks.integrations.keras_target",
+    "multi_optimizer_per_layer": "ww_callbacks.integrations.keras_target",
+}
 
 __all__ = [
     "HTSREarlyStopping", "KerasTarget", "LR_SCALE_PREFIX", "LayerLRBalancer", "Policy",
@@ -25,10 +39,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """``KerasTarget`` and ``multi_optimizer_per_layer`` import keras: only when asked for."""
-    if name in ("KerasTarget", "multi_optimizer_per_layer"):
-        from . import keras_target
+def __getattr__(name: str) -> Any:
+    """The framework targets and their helpers, imported from ``ww_callbacks.integrations`` only
+    when asked for."""
+    module = _FRAMEWORK_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
-        return getattr(keras_target, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

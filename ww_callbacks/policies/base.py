@@ -25,8 +25,8 @@ from ..results import AnalysisResult
 class Target(Protocol):
     """The model (and its optimizers) as a policy may change them, for one framework.
 
-    Implementations: :class:`ww_callbacks.policies.torch_target.TorchTarget` and
-    :class:`ww_callbacks.policies.keras_target.KerasTarget`.
+    Implementations: :class:`ww_callbacks.integrations.torch_target.TorchTarget` and
+    :class:`ww_callbacks.integrations.keras_target.KerasTarget` (each with its framework).
     """
 
     def get_state(self) -> Any:

@@ -3,7 +3,7 @@
 A layer with a larger alpha is less trained and gets a larger learning rate: the alphas of the
 latest analysis are mapped linearly from ``[min alpha, max alpha]`` onto ``[s1, s2]`` (TempBalance,
 NeurIPS 2023: ``[0.5, 1.5]``). The multipliers act on top of whatever schedule the optimizer
-follows (see :class:`~ww_callbacks.policies.torch_target.TorchTarget`), and a new set is ramped in
+follows (see :class:`~ww_callbacks.policies.TorchTarget`), and a new set is ramped in
 linearly over ``ramp_steps`` optimizer steps.
 """
 
@@ -43,7 +43,7 @@ class LayerLRBalancer(Policy):
     a new set of multipliers replaces the previous one (0: at once). ``start_step``: analyses of
     earlier steps are not used (e.g. the initial weights). Layers the optimizer cannot address
     on their own (no param group or sub-optimizer of their own: build them with
-    :func:`~ww_callbacks.policies.torch_target.param_groups_per_layer`) keep their learning rate.
+    :func:`~ww_callbacks.policies.param_groups_per_layer`) keep their learning rate.
     Each multiplier is logged as ``ww_lr_scale/<layer>`` with the analysis it comes from.
     The map is set by the extreme alphas: a tiny layer (a 10-class head has 10 eigenvalues and a
     noisy alpha) can pin one end; leave it out of the watched layers (``min_evals``, ``layers``)
