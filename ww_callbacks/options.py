@@ -7,7 +7,7 @@ README.md has the table of every option and the integrations it applies to.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Literal
 
 #: Layer-selection defaults (see :func:`ww_callbacks.layers.select_layers`): a layer is analysed
 #: when its smaller dimension has at least ``MIN_EVALS`` and at most ``MAX_EVALS`` eigenvalues
@@ -32,24 +32,17 @@ def check_wait(wait: str) -> str:
     return wait
 
 
-def renamed(old: str, new: str, value: Any, current: Any, default: Any = None,
-            stacklevel: int = 3) -> Any:
-    """The value of option ``new`` when the caller used its old name ``old``: warns (a
-    :class:`DeprecationWarning`) and returns ``value``; without the old name (``value is
-    default``) returns ``current``. Both names at once is an error."""
-    if value is default:
-        return current
-    if current is not default:
-        raise TypeError(f"give {new!r} only (not also its old name {old!r})")
-    warnings.warn(f"ww_callbacks: option {old!r} is now {new!r}", DeprecationWarning,
-                  stacklevel=stacklevel)
-    return value
+def deprecated(old: str, new: str, stacklevel: int = 3) -> None:
+    """Warn (:class:`DeprecationWarning`) that option ``old`` is now ``new``; the caller then
+    uses the old option's value as the new one's."""
+    warnings.warn(f"ww_callbacks: option {old!r} is deprecated, use {new!r}",
+                  DeprecationWarning, stacklevel=stacklevel)
 
 
-def wait_from_flag(old: str, flag: bool | None, true_value: str, wait: str | None,
-                   stacklevel: int = 4) -> str | None:
-    """``wait`` from an old boolean option (``wait_for_epoch``, ``wait_for_analysis``):
-    True means ``true_value``, False ``"never"``, None that it was not given."""
+def wait_from_flag(old: str, flag: bool | None, true_value: str, wait: str) -> str:
+    """``wait`` given an old boolean option (``wait_for_epoch``, ``wait_for_analysis``; None:
+    not given): True means ``true_value``, False ``"never"``, with a deprecation warning."""
     if flag is None:
         return wait
-    return renamed(old, "wait", true_value if flag else "never", wait, stacklevel=stacklevel)
+    deprecated(old, f"wait={true_value!r}" if flag else "wait='never'", stacklevel=4)
+    return true_value if flag else "never"

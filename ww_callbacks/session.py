@@ -1,0 +1,178 @@
+"""One watch session: everything an integration needs from the core, so that an integration only
+translates its host's hooks (Lightning, Keras, Hugging Face, a plain loop) into calls here.
+
+A :class:`WatchSession` is a :class:`~ww_callbacks.watcher.Watcher` (snapshots, background
+analysis, history, sinks, policies) that also owns
+
+- the cadence (:class:`~ww_callbacks.cadence.Cadence`): :meth:`begin`, :meth:`step_end`,
+  :meth:`epoch_end` and :meth:`end` snapshot when due, never twice at one step;
+- when training waits for an analysis: one option, ``wait`` (:data:`ww_callbacks.options.Wait`);
+- the sinks built from one set of options (``tensorboard``, ``tensorboard_options``, ``wandb``,
+  ``wandb_options``; factories registered by ``ww_callbacks.integrations``,
+  :mod:`ww_callbacks.sinks`), next to the host's own and the user's ``sinks``;
+- the policy target, made by a factory the integration supplies (:meth:`use_target`);
+- cleanup when the host drops its callback without closing it (:meth:`bind`) and :meth:`close`;
+- the resumable state: :meth:`state_dict` / :meth:`load_state_dict` (a checkpoint of the
+  host), or :meth:`resume` (a step plus, when the host kept it, the policies' state).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .cadence import Cadence
+from .options import Wait, check_wait
+from .policies.base import Target
+from .sinks import build_sinks
+from .watcher import Sink, Watcher, WatcherWarning
+
+#: How long a snapshot or an epoch end waits for an analysis when ``wait`` asks for it.
+WAIT_TIMEOUT_S = 600.0
+
+
+def _abandon(session: WatchSession) -> None:
+    """Finalizer of a host object dropped while its session still runs (e.g. a failed fit): stop
+    the worker without delivering (the history already has every finished result)."""
+    session.close(timeout=5.0, deliver=False, final=False)
+
+
+class WatchSession(Watcher):
+    """A :class:`~ww_callbacks.watcher.Watcher` driven by a training host.
+
+    ``cadence``: when to snapshot (default: every epoch, plus the initial and final weights).
+    ``wait``: ``"never"`` (default), ``"epoch"`` or ``"always"`` (see
+    :data:`ww_callbacks.options.Wait`). ``tensorboard``: True (event files in ``log_dir``), a
+    writer to write into (left open) or False; ``wandb``: True (the active run), a run, or
+    None; ``tensorboard_options`` / ``wandb_options``: keyword arguments of those sinks.
+    ``sinks``: more sinks (the host's and the user's), after the built ones. ``get_model``: a
+    function returning the model, for hosts where reading it has a cost (Keras on JAX syncs its
+    state): called only when a snapshot is due. Other keyword arguments are those of
+    :class:`~ww_callbacks.watcher.Watcher`.
+    """
+
+    def __init__(self, *, cadence: Cadence | None = None, wait: Wait = "never",
+                 log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
+                 tensorboard: Any = False, tensorboard_options: Mapping[str, Any] | None = None,
+                 wandb: Any = None, wandb_options: Mapping[str, Any] | None = None,
+                 get_model: Callable[[], Any] | None = None, **watcher_options: Any):
+        self.cadence = cadence if cadence is not None else Cadence()
+        self.wait = check_wait(wait)
+        #: The sinks this session built from its options (it closes them in every case).
+        self.built_sinks = build_sinks({"tensorboard": (tensorboard, tensorboard_options),
+                                        "wandb": (wandb, wandb_options)}, log_dir)
+        super().__init__(log_dir=log_dir, sinks=[*self.built_sinks, *sinks], **watcher_options)
+        self.get_model = get_model
+        self._finalizer: weakref.finalize | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ setup
+
+    def use_target(self, factory: Callable[..., Target]) -> None:
+        """Make the policies' target with ``factory(**layer_selection)`` (the integration's:
+        its framework's model, optimizers and schedulers); nothing without policies."""
+        if self.policies:
+            self.target = factory(**self.layer_selection)
+
+    def bind(self, owner: Any) -> None:
+        """Stop this session when ``owner`` (the host's callback) is garbage-collected before
+        :meth:`close` (the host ran no end hook, e.g. training raised). ``owner`` must not be
+        referenced by the session."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = weakref.finalize(owner, _abandon, self)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def waits_at_epochs(self) -> bool:
+        """True when epoch snapshots wait (``wait`` is ``"epoch"`` or ``"always"``)."""
+        return self.wait != "never"
+
+    # ------------------------------------------------------------------ cadence
+
+    def _model(self, model: Any) -> Any:
+        if model is None and self.get_model is not None:
+            return self.get_model()
+        return model
+
+    def take(self, step: int, epoch: int | None = None, model: Any = None, *,
+             settle: bool = False) -> bool:
+        """Snapshot the weights of ``step`` unless they were just taken. ``settle``: first wait
+        until the previous analysis is done, so that this snapshot replaces none (``wait=
+        "always"`` does it for every snapshot, and delivers that analysis first)."""
+        if self._closed or not self.is_new_step(step):
+            return False
+        if self.wait == "always":
+            self.wait_idle(WAIT_TIMEOUT_S)
+            self.poll(step)
+        elif settle:
+            self.wait_idle(WAIT_TIMEOUT_S)
+        return self.snapshot(self._model(model), step, epoch)
+
+    def begin(self, step: int, epoch: int | None = None, model: Any = None) -> None:
+        """Training starts (or resumes) at ``step``: the initial weights, when the cadence asks
+        (not again when resuming at a step already analysed)."""
+        if self.cadence.on_train_start:
+            self.take(step, epoch, model)
+
+    def step_end(self, step: int, epoch: int | None = None, model: Any = None) -> bool:
+        """After optimizer step ``step``: snapshot when the step is due."""
+        return self.cadence.step_due(step) and self.take(step, epoch, model)
+
+    def epoch_end(self, step: int, epoch: int, model: Any = None) -> None:
+        """End of epoch ``epoch`` (from 0) at ``step``: snapshot when the epoch is due (with
+        ``wait``, after the previous analysis, and then wait for this one), then deliver."""
+        if self.cadence.epoch_due(epoch):
+            self.take(step, epoch, model, settle=self.waits_at_epochs)
+            if self.waits_at_epochs:
+                self.wait_idle(WAIT_TIMEOUT_S)
+        self.poll(step)
+
+    def end(self, step: int, epoch: int | None = None, model: Any = None) -> None:
+        """Training ended: the final weights (when the cadence asks), then :meth:`close`, which
+        waits for every analysis, delivers, lets the policies finish and closes the sinks."""
+        if self.cadence.on_train_end:
+            self.take(step, epoch, model)
+        self.close(final=True)
+
+    # ------------------------------------------------------------------ resume
+
+    def resume(self, step: int, state: Mapping[str, Any] | None = None) -> None:
+        """Continue an interrupted run at ``step`` from what the host kept: the history is cut
+        after ``step`` (see :meth:`~ww_callbacks.watcher.Watcher.resume_from`) and, with
+        ``state`` (a :meth:`state_dict` saved with the host's checkpoint), the policies continue
+        from theirs instead of starting afresh."""
+        self.resume_from(step)
+        if state:
+            self.load_policy_states(state.get("policies", ()))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
+              final: bool = True) -> None:
+        """As :meth:`Watcher.close <ww_callbacks.watcher.Watcher.close>`; without ``deliver``
+        (a finalizer, the end of the interpreter) the built sinks that are safe to close from
+        any thread (``in_worker``: the TensorBoard writers) are closed too, so no file stays
+        open. Safe to call twice."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._closed:
+            return
+        self._closed = True
+        super().close(timeout, deliver=deliver, final=final)
+        if not deliver:
+            for sink in self.built_sinks:
+                if getattr(sink, "in_worker", False):
+                    try:
+                        sink.close()
+                    except Exception as err:  # best effort: nothing may stop a cleanup
+                        warnings.warn(f"ww_callbacks: closing sink {type(sink).__name__} "
+                                      f"failed: {err!r}", WatcherWarning, stacklevel=2)
