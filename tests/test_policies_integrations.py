@@ -122,7 +122,7 @@ def test_hf_trainer_early_stopping(tmp_path):
     policy = HTSREarlyStopping("plateau", patience=2, min_delta=100.0, start_step=1,
                                restore_best_weights=True, verbose=False)
     cb = HFCallback(every_n_steps=2, every_n_epochs=None, policies=[policy],
-                    wait_for_analysis=True, tensorboard=False)
+                    wait="always", tensorboard=False)
     trainer = make_trainer(tmp_path, [cb], report_to=[], epochs=4)
     trainer.train()
     assert policy.should_stop and 6 <= trainer.state.global_step < 4 * 8

@@ -18,6 +18,7 @@ analysis, history, sinks, policies) that also owns
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import weakref
@@ -32,6 +33,14 @@ from .watcher import Sink, Watcher, WatcherWarning
 
 #: How long a snapshot or an epoch end waits for an analysis when ``wait`` asks for it.
 WAIT_TIMEOUT_S = 600.0
+
+
+def _plain(value: Any) -> Any:
+    """A JSON type for a value :func:`json.dumps` does not know (numpy scalars and arrays)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"ww_callbacks: a policy state holds a {type(value).__name__}, which a JSON "
+                    "checkpoint cannot keep")
 
 
 def _abandon(session: WatchSession) -> None:
@@ -114,7 +123,10 @@ class WatchSession(Watcher):
             self.poll(step)
         elif settle:
             self.wait_idle(WAIT_TIMEOUT_S)
-        return self.snapshot(self._model(model), step, epoch)
+        model = self._model(model)
+        if model is None:  # (a host hook without the model)
+            return False
+        return self.snapshot(model, step, epoch)
 
     def begin(self, step: int, epoch: int | None = None, model: Any = None) -> None:
         """Training starts (or resumes) at ``step``: the initial weights, when the cadence asks
@@ -152,6 +164,11 @@ class WatchSession(Watcher):
         self.resume_from(step)
         if state:
             self.load_policy_states(state.get("policies", ()))
+
+    def portable_state(self) -> dict:
+        """:meth:`state_dict` as plain JSON types (numpy scalars become numbers), for hosts
+        that keep it in a JSON file (Hugging Face's ``trainer_state.json``, the Keras backup)."""
+        return json.loads(json.dumps(self.state_dict(), default=_plain))
 
     # ------------------------------------------------------------------ shutdown
 
