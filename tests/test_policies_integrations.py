@@ -69,7 +69,7 @@ class OneCycleMLP(DigitsMLP):
 
 def test_lightning_lr_balancer_holds_through_onecycle(tmp_path):
     balancer = LayerLRBalancer(ramp_steps=5)
-    cb = WeightWatcherCallback(policies=[balancer], wait_for_epoch=True)
+    cb = WeightWatcherCallback(policies=[balancer], wait="epoch")
     tb = TensorBoardLogger(tmp_path, name="tb")
     module = OneCycleMLP()
     trainer = L.Trainer(**quiet(max_epochs=3, logger=tb, callbacks=[cb]))
@@ -102,7 +102,7 @@ class TrappedMLP(DigitsMLP):
 
 def test_lightning_trap_removal(tmp_path):
     remover = TrapRemoval(verbose=False)
-    cb = WeightWatcherCallback(policies=[remover], wait_for_epoch=True)
+    cb = WeightWatcherCallback(policies=[remover], wait="epoch")
     module = TrappedMLP()
     assert ww_callbacks.analyze(module, randomize=True).set_index("longname").loc[
         "net.2", "rand_num_spikes"] > 0
