@@ -648,3 +648,11 @@ def test_tensorboard_server_shows_ww_scalars_while_training(tmp_path):
     for step, value in seen.items():
         assert value == pytest.approx(summary.loc[step, "ww/alpha_mean"], rel=1e-6)
     assert all(math.isfinite(v) for v in seen.values())
+
+
+def test_old_wait_name_still_works():
+    with pytest.warns(DeprecationWarning, match="wait_for_epoch"):
+        cb = WeightWatcherCallback(wait_for_epoch=True)
+    assert cb.wait == "epoch"
+    with pytest.raises(ValueError, match="wait must be one of"):
+        WeightWatcherCallback(wait="sometimes")

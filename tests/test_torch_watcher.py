@@ -299,3 +299,12 @@ def test_wandb_run_gets_a_wandb_sink(tmp_path, digits, wandb_offline):
         assert sink.writes == 3 and _history_steps(tmp_path) == [0, 5, 10]
     finally:
         run.finish()
+
+
+def test_old_option_names_still_work(tmp_path):
+    writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    with pytest.warns(DeprecationWarning, match="'writer'"):
+        w = Watcher(_mlp(), log_dir=None, writer=writer, traps_every=0)
+    assert [type(s) for s in w.sinks] == [TensorBoardSink] and w.sinks[0].writer is writer
+    w.close(final=False)
+    writer.close()

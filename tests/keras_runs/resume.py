@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -54,8 +55,19 @@ def _fit(out: Path, policy: HTSREarlyStopping, extra: list) -> None:
                   callbacks=[ww, keras.callbacks.BackupAndRestore(str(backup)), *extra])
 
 
+def check_old_names() -> None:
+    """``every_n_batches`` and ``wandb_run`` still work, with a DeprecationWarning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb = WeightWatcherCallback(every_n_batches=7, wandb_run=False, tensorboard=False)
+    assert cb.cadence.every_n_steps == 7 and cb.wandb is False
+    assert {str(w.message).split("'")[1] for w in caught
+            if w.category is DeprecationWarning} == {"every_n_batches", "wandb_run"}, caught
+
+
 def main() -> None:
     out = Path(sys.argv[1])
+    check_old_names()
     first = _plateau()
     try:
         _fit(out, first, [Interrupt(1)])
