@@ -1,10 +1,12 @@
 """The framework-free watcher: snapshot on the training thread, analyse in the background,
 record, then deliver to sinks and policies on the training thread.
 
-Integrations (Lightning, Keras, plain torch, Hugging Face) decide *when* (see
-:class:`~ww_callbacks.cadence.Cadence`) and call :meth:`Watcher.snapshot`, :meth:`Watcher.poll`
-and :meth:`Watcher.close`; everything slow happens in the
-:class:`~ww_callbacks.worker.BackgroundWorker`.
+The integrations (Lightning, Keras, plain torch, Hugging Face) drive its subclass
+:class:`~ww_callbacks.session.WatchSession`, which adds the cadence, waiting, the sinks built from
+options and resuming; used directly, call :meth:`Watcher.snapshot`, :meth:`Watcher.poll` and
+:meth:`Watcher.close`. Everything slow happens in the
+:class:`~ww_callbacks.worker.BackgroundWorker`; the policies are driven through a
+:class:`~ww_callbacks.policies.policy_set.PolicySet`.
 Each result goes to the history file first; then the policies decide on it (in the worker, see
 :mod:`ww_callbacks.policies`), then the sinks get it with the policies' values; the policies act
 on the model on the training thread, at :meth:`Watcher.poll`.

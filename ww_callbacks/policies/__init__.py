@@ -14,11 +14,13 @@ They are framework-free: the integration hands them a :class:`~.base.Target` (to
 from .base import Policy, Target
 from .early_stopping import STOP_CODES, STOP_REASON, HTSREarlyStopping
 from .lr_balance import LR_SCALE_PREFIX, LayerLRBalancer, tempbalance_scales
+from .policy_set import PolicySet
 from .torch_target import TorchTarget, param_groups_per_layer, scale_param_group
 from .traps import TrapRemoval, count_traps, svd_sharpness
 
 __all__ = [
     "HTSREarlyStopping", "KerasTarget", "LR_SCALE_PREFIX", "LayerLRBalancer", "Policy",
+    "PolicySet",
     "STOP_CODES", "STOP_REASON", "Target", "TorchTarget", "TrapRemoval", "count_traps",
     "multi_optimizer_per_layer", "param_groups_per_layer", "scale_param_group", "svd_sharpness",
     "tempbalance_scales",
