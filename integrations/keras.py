@@ -252,17 +252,11 @@ class WeightWatcherCallback(keras.callbacks.Callback):
             return
         self._step = self._iterations()
         self.watcher.epoch_end(self._step, epoch)
-        stop = self.watcher.should_stop
-        if stop:  # decided in the worker: its result (with ww/stop_reason) may still be queued
-            self.watcher.wait_idle()
-            self.watcher.poll(self._step)
-        elif self.watcher.last_result is None:  # the first epoch: the initial weights' values
-            self.watcher.wait_for_result(self._step)
-        result = self.watcher.last_result
-        if logs is not None and result is not None:
-            logs.update(self.watcher.model_scalars())
-            logs["ww/step"] = float(result.step)
-        if stop:
+        decision = self.watcher.decision(self._step, settle=True)
+        if logs is not None and decision["step"] >= 0:
+            logs.update(decision["metrics"])
+            logs["ww/step"] = float(decision["step"])
+        if decision["should_stop"]:
             self.model.stop_training = True
         self._save_state()
 

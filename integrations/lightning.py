@@ -408,19 +408,13 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ decisions (DDP)
 
     def _decision(self) -> dict[str, Any]:
-        """What rank 0 tells every rank at an epoch end: ``should_stop`` (this callback's flag,
-        or any policy's ``should_stop``) and the policies' ``stop_reason``, the ``ww/`` values
-        of the latest delivered analysis (``metrics``, with ``ww/stop_reason`` when policies
-        log it; empty before the first) and that analysis' ``step`` (-1: none yet)."""
+        """What rank 0 tells every rank at an epoch end: the session's
+        :meth:`~ww_callbacks.session.WatchSession.decision` (``should_stop`` also when this
+        callback's own flag is set)."""
         watcher = self._watcher
-        if watcher is None:
-            return {"should_stop": bool(self.should_stop), "metrics": {}, "step": -1,
-                    "stop_reason": None}
-        result = watcher.last_result
-        return {"should_stop": bool(self.should_stop) or watcher.should_stop,
-                "metrics": watcher.model_scalars(),
-                "step": -1 if result is None else int(result.step),
-                "stop_reason": watcher.stop_reason}
+        decision = {"should_stop": False, "metrics": {}, "step": -1, "stop_reason": None} \
+            if watcher is None else watcher.decision()
+        return {**decision, "should_stop": bool(self.should_stop) or decision["should_stop"]}
 
     def _apply_decision(self, trainer: Any, pl_module: Any, decision: dict[str, Any]) -> None:
         """On every rank, with the same ``decision``: log the ``ww/`` summary for monitors

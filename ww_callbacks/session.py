@@ -154,6 +154,26 @@ class WatchSession(Watcher):
             self.take(step, epoch, model)
         self.close(final=True)
 
+    # ------------------------------------------------------------------ epoch report
+
+    def decision(self, step: int | None = None, *, settle: bool = False) -> dict[str, Any]:
+        """What the host acts on and logs at an epoch end: ``should_stop`` and ``stop_reason``
+        (the policies'), ``metrics`` (the ``ww/`` values of the latest delivered analysis, see
+        :meth:`~ww_callbacks.watcher.Watcher.model_scalars`; empty before the first) and
+        ``step``, the step that analysis is of (-1: none yet). ``settle``: when a policy has
+        asked to stop, first deliver the result it decided on (so its ``ww/stop_reason`` is in
+        the values), and before any result, wait for the first (the initial weights')."""
+        stop = self.should_stop
+        if settle and stop:  # decided in the worker: its result may still be queued
+            self.wait_idle()
+            self.poll(step)
+        elif settle and self.last_result is None:
+            self.wait_for_result(step)
+        result = self.last_result
+        return {"should_stop": stop, "stop_reason": self.stop_reason,
+                "metrics": self.model_scalars(),
+                "step": -1 if result is None else int(result.step)}
+
     # ------------------------------------------------------------------ resume
 
     def resume(self, step: int, state: Mapping[str, Any] | None = None) -> None:
