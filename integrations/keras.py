@@ -38,9 +38,7 @@ state of the step it resumes at, instead of starting the policies afresh.
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,16 +50,13 @@ from ww_callbacks.cadence import Cadence
 from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, deprecated
 from ww_callbacks.policies.keras_target import KerasTarget, multi_optimizer_per_layer
 from ww_callbacks.session import WatchSession
-from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, WatcherWarning
+from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink
 
 __all__ = ["KerasTarget", "WeightWatcherCallback", "multi_optimizer_per_layer"]
 
-#: The file this callback keeps in ``BackupAndRestore``'s folder.
+#: The file this callback keeps in ``BackupAndRestore``'s folder (states by step: the backup is
+#: written after this callback's epoch end, so the newest two are kept).
 STATE_FILE = "ww_state.json"
-#: States kept in it, by step: the newest two, so that a backup written after this callback's
-#: (the other callback runs later at the same epoch end) or a crash between the two still finds
-#: the state of the step it resumes at.
-STATES_KEPT = 2
 
 
 def _model_getter(callback: keras.callbacks.Callback) -> Any:
@@ -158,42 +153,10 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                             **self._watcher_kwargs)
 
     @property
-    def _state_path(self) -> Path | None:
+    def state_path(self) -> Path | None:
+        """Where this callback keeps its state next to ``BackupAndRestore``'s files (None
+        without ``backup_dir``)."""
         return None if self.backup_dir is None else Path(self.backup_dir) / STATE_FILE
-
-    def _saved_states(self) -> dict[str, dict]:
-        path = self._state_path
-        if path is None or not path.exists():
-            return {}
-        try:
-            return dict(json.loads(path.read_text()))
-        except (OSError, ValueError) as err:
-            warnings.warn(f"ww_callbacks: cannot read {path}: {err!r}; the policies start afresh",
-                          WatcherWarning, stacklevel=3)
-            return {}
-
-    def _save_state(self) -> None:
-        """Keep the session's state of this step next to ``BackupAndRestore``'s files."""
-        path = self._state_path
-        if path is None:
-            return
-        states = self._saved_states()
-        states[str(self._step)] = self.watcher.portable_state()
-        newest = sorted(states, key=int)[-STATES_KEPT:]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({k: states[k] for k in newest}))
-        os.replace(tmp, path)  # a crash while writing leaves the previous file whole
-
-    def _resume_state(self) -> dict | None:
-        """The state saved at the step this fit starts from (None: a fresh fit, or none)."""
-        if self._step == 0 or self._state_path is None:
-            return None
-        state = self._saved_states().get(str(self._step))
-        if state is None and self.watcher.policies:
-            warnings.warn(f"ww_callbacks: no state of step {self._step} in {self._state_path}; "
-                          "the policies start afresh", WatcherWarning, stacklevel=3)
-        return state
 
     # ------------------------------------------------------------------ keras hooks
 
@@ -214,7 +177,9 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._started = True
         self._epoch = epoch
         self._step = self._iterations()
-        self.watcher.resume(self._step, self._resume_state())
+        path = self.state_path
+        self.watcher.resume(self._step, None if path is None or self._step == 0
+                            else self.watcher.saved_state(path, self._step))
         self.watcher.use_target(lambda **selection: KerasTarget(
             self.model, get_model=_model_getter(self), **selection))
         self.watcher.begin(self._step, epoch)  # skipped when this step is already analysed
@@ -258,7 +223,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
             logs["ww/step"] = float(decision["step"])
         if decision["should_stop"]:
             self.model.stop_training = True
-        self._save_state()
+        if self.state_path is not None:
+            self.watcher.save_state(self.state_path, self._step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.watcher is None:

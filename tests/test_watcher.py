@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import tracemalloc
@@ -329,3 +330,27 @@ def test_policy_set_isolates_failures_and_keeps_state():
     assert again.policies[1].streak == 1 and not again.should_stop
     with pytest.raises(KeyError):
         PolicySet([Failing()], strict=True).on_result(None)
+
+
+def test_session_state_file_keeps_the_newest_states(tmp_path):
+    """save_state keeps the policies' state by step (the newest two) in a JSON file; a step
+    without a state warns that the policies start afresh."""
+    from ww_callbacks.policies import HTSREarlyStopping
+    from ww_callbacks.session import WatchSession
+
+    policy = HTSREarlyStopping("plateau", patience=5, verbose=False)
+    session = WatchSession(policies=[policy])
+    path = tmp_path / "backup" / "ww_state.json"
+    for step, streak in ((10, 1), (20, 2), (30, 3)):
+        policy.streak = streak
+        session.save_state(path, step)
+    assert sorted(json.loads(path.read_text())) == ["20", "30"]
+    assert session.saved_state(path, 20)["policies"][0]["streak"] == 2
+    with pytest.warns(WatcherWarning, match="no state of step 10"):
+        assert session.saved_state(path, 10) is None
+    fresh = HTSREarlyStopping("plateau", patience=5, verbose=False)
+    resumed = WatchSession(policies=[fresh])
+    resumed.resume(30, session.saved_state(path, 30))
+    assert fresh.streak == 3
+    session.close()
+    resumed.close()

@@ -23,6 +23,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .cadence import Cadence
@@ -33,6 +34,24 @@ from .watcher import Sink, Watcher, WatcherWarning
 
 #: How long a snapshot or an epoch end waits for an analysis when ``wait`` asks for it.
 WAIT_TIMEOUT_S = 600.0
+
+
+#: States kept in a :meth:`WatchSession.save_state` file: the newest two, so that a host backup
+#: written after it at the same point (or a crash between the two) still finds its step's state.
+STATES_KEPT = 2
+
+
+def read_states(path: Path) -> dict[str, dict]:
+    """The states of a :meth:`WatchSession.save_state` file by step (empty: no file; a file
+    that cannot be read is reported and taken as empty)."""
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as err:
+        warnings.warn(f"ww_callbacks: cannot read {path}: {err!r}; its states are ignored",
+                      WatcherWarning, stacklevel=3)
+        return {}
 
 
 def _plain(value: Any) -> Any:
@@ -184,6 +203,28 @@ class WatchSession(Watcher):
         self.resume_from(step)
         if state:
             self.load_policy_states(state.get("policies", ()))
+
+    def save_state(self, path: str | os.PathLike, step: int) -> None:
+        """Keep :meth:`portable_state` as the state of ``step`` in the JSON file ``path`` (for
+        hosts whose own backups cannot hold it, e.g. next to Keras's ``BackupAndRestore``
+        files), with the newest of the states already there (:data:`STATES_KEPT` in all)."""
+        path = Path(path)
+        states = read_states(path)
+        states[str(int(step))] = self.portable_state()
+        newest = sorted(states, key=int)[-STATES_KEPT:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: states[k] for k in newest}))
+        os.replace(tmp, path)  # a crash while writing leaves the previous file whole
+
+    def saved_state(self, path: str | os.PathLike, step: int) -> dict | None:
+        """The state :meth:`save_state` kept for ``step`` in ``path`` (None: none; with
+        policies, a warning says they start afresh)."""
+        state = read_states(Path(path)).get(str(int(step)))
+        if state is None and self.policies:
+            warnings.warn(f"ww_callbacks: no state of step {step} in {path}; the policies start "
+                          "afresh", WatcherWarning, stacklevel=2)
+        return state
 
     def portable_state(self) -> dict:
         """:meth:`state_dict` as plain JSON types (numpy scalars become numbers), for hosts
