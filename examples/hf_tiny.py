@@ -53,10 +53,10 @@ def main(out: str = "ww_logs/hf_tiny", epochs: int = 3, seed: int = 0) -> None:
                              per_device_train_batch_size=32, learning_rate=2e-3,
                              logging_steps=10, report_to=["tensorboard"], use_cpu=True,
                              save_strategy="no", disable_tqdm=True, seed=seed)
-    # A model this small trains faster than it is analysed: wait_for_analysis keeps every
+    # A model this small trains faster than it is analysed: wait="always" keeps every
     # snapshot (in real training leave it False; analyses then never slow training down).
     callback = WeightWatcherCallback(every_n_steps=10, every_n_epochs=None, log_dir=out,
-                                     wait_for_analysis=True)
+                                     wait="always")
     trainer = Trainer(model=model, args=args, train_dataset=MajorityTask(seed=seed),
                       eval_dataset=MajorityTask(256, seed=seed + 1), callbacks=[callback])
     trainer.train()

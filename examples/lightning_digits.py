@@ -65,10 +65,10 @@ def main(epochs: int = 10, root: str = "lightning_logs", seed: int = 0) -> None:
     # and its threads then wait on each other whenever the analysis runs)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     # every epoch, + the initial and final weights. These epochs last a fraction of a second,
-    # less than an analysis: wait_for_epoch=True has every one analysed (training pauses at the
+    # less than an analysis: wait="epoch" has every one analysed (training pauses at the
     # epoch ends when the analysis is behind). With real epochs (minutes) leave it out: training
     # then never waits, and a snapshot the analysis cannot keep up with is dropped and counted.
-    ww = WeightWatcherCallback(wait_for_epoch=True)
+    ww = WeightWatcherCallback(wait="epoch")
     logger = TensorBoardLogger(root, name="digits")
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger,
                         callbacks=[ww], log_every_n_steps=10, enable_model_summary=False)

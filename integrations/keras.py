@@ -19,37 +19,44 @@ state) only on the batches where a snapshot is due. The callback works between s
 asynchronously.
 
 Policies (:mod:`ww_callbacks.policies`) act through a
-:class:`~ww_callbacks.policies.keras_target.KerasTarget` made at the start of training; it reads
+:class:`~ww_callbacks.integrations.keras_target.KerasTarget` made at the start of training; it reads
 ``self.model`` only when a policy reads or writes values (a trap to remove, learning rates to
 set, weights to keep or restore), so a policy that has nothing to do costs nothing. When a policy
 asks to stop (:class:`~ww_callbacks.policies.HTSREarlyStopping`), training stops at the end of
 that epoch with ``ww/stop_reason`` in its logs; the best weights are restored when training ends.
 Per-layer learning rates (:class:`~ww_callbacks.policies.LayerLRBalancer`) need a
 ``MultiOptimizer`` with a sub-optimizer per layer
-(:func:`~ww_callbacks.policies.keras_target.multi_optimizer_per_layer`, also importable from
+(:func:`~ww_callbacks.integrations.keras_target.multi_optimizer_per_layer`, also importable from
 here; Keras >= 3.15).
+
+Resuming with ``keras.callbacks.BackupAndRestore``: give this callback the same folder
+(``backup_dir=``). At each epoch end it keeps its state (the policies' included) in
+``<backup_dir>/ww_state.json``, next to the backup's files (and removed with them when the fit
+ends), and a fit that ``BackupAndRestore`` resumes continues the history and the policies from the
+state of the step it resumes at, instead of starting the policies afresh.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.integrations.keras_target import KerasTarget, multi_optimizer_per_layer
-from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher
+from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, deprecated
+from ww_callbacks.session import WatchSession
+from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink
 
 __all__ = ["KerasTarget", "WeightWatcherCallback", "multi_optimizer_per_layer"]
 
-
-def _close_quietly(watcher_ref: weakref.ref) -> None:
-    watcher = watcher_ref()
-    if watcher is not None:
-        watcher.close(timeout=5.0, final=False)
+#: The file this callback keeps in ``BackupAndRestore``'s folder (states by step: the backup is
+#: written after this callback's epoch end, so the newest two are kept).
+STATE_FILE = "ww_state.json"
 
 
 def _model_getter(callback: keras.callbacks.Callback) -> Any:
@@ -70,84 +77,112 @@ def _model_getter(callback: keras.callbacks.Callback) -> Any:
 class WeightWatcherCallback(keras.callbacks.Callback):
     """HTSR diagnostics of every layer while ``model.fit`` runs, analysed in the background.
 
-    ``every_n_epochs`` (default 1) and/or ``every_n_batches`` set the cadence, plus the initial
-    and final weights; ``traps_every``: every k-th analysis also counts correlation traps.
-    ``log_dir`` holds ``ww_history.jsonl`` and, with ``tensorboard=True``, TensorBoard events;
-    ``wandb_run``: a W&B run (or ``True`` for ``wandb.run``). Analysis options (``layers``,
-    ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``strict``,
-    ``blas_threads``, ``max_duty``) are those of :class:`ww_callbacks.watcher.Watcher`.
-    ``policies``: :mod:`ww_callbacks.policies` that act on the model (see the module docstring;
-    the same ``layers`` and limits select the layers they act on).
+    ``every_n_epochs`` (default 1) and/or ``every_n_steps`` (optimizer steps) set the cadence,
+    plus the initial and final weights; ``traps_every``: every k-th analysis also counts
+    correlation traps. ``log_dir`` holds ``ww_history.jsonl`` and, with ``tensorboard=True``,
+    TensorBoard events; ``wandb``: a W&B run (or ``True`` for ``wandb.run``);
+    ``tensorboard_options`` / ``wandb_options``: keyword arguments of those sinks. Analysis
+    options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
+    ``strict``, ``blas_threads``, ``max_duty``) are those of
+    :class:`ww_callbacks.watcher.Watcher`. ``policies``: :mod:`ww_callbacks.policies` that act
+    on the model (see the module docstring; the same ``layers`` and limits select the layers
+    they act on). ``wait``: ``"never"`` (default; the first epoch's logs still wait for the
+    analysis of the initial weights), ``"epoch"`` or ``"always"``
+    (:data:`ww_callbacks.options.Wait`). ``backup_dir``: the folder of a
+    ``BackupAndRestore`` callback, to resume the policies with it (module docstring).
+    ``every_n_batches`` and ``wandb_run`` are the old names of ``every_n_steps`` and ``wandb``
+    (deprecated).
     """
 
-    def __init__(self, *, every_n_epochs: int | None = 1, every_n_batches: int | None = None,
+    def __init__(self, *, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
                  traps_every: int = 1, log_dir: str | os.PathLike | None = "ww_logs",
-                 tensorboard: bool = True, wandb_run: Any = None, layers: Any = None,
-                 min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
-                 mp_fit: bool = False, fix_fingers: str | None = None, strict: bool = False,
-                 blas_threads: int | None = 1, max_duty: float | None = DEFAULT_MAX_DUTY,
-                 policies: Sequence[Policy] = (), sinks: Sequence[Sink] = ()):
+                 tensorboard: Any = True, tensorboard_options: Mapping[str, Any] | None = None,
+                 wandb: Any = None, wandb_options: Mapping[str, Any] | None = None,
+                 layers: Any = None, min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS,
+                 max_N: int = MAX_N, mp_fit: bool = False, fix_fingers: str | None = None,
+                 strict: bool = False, blas_threads: int | None = 1,
+                 max_duty: float | None = DEFAULT_MAX_DUTY, policies: Sequence[Policy] = (),
+                 sinks: Sequence[Sink] = (), wait: Wait = "never",
+                 backup_dir: str | os.PathLike | None = None,
+                 every_n_batches: int | None = None, wandb_run: Any = None):
         super().__init__()
-        self.cadence = Cadence(every_n_steps=every_n_batches, every_n_epochs=every_n_epochs)
+        if every_n_batches is not None:
+            deprecated("every_n_batches", "every_n_steps")
+            every_n_steps = every_n_batches
+        if wandb_run is not None:
+            deprecated("wandb_run", "wandb")
+            wandb = wandb_run
+        self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
+        self.wait = wait
         self.log_dir = log_dir
         self.tensorboard = tensorboard
-        self.wandb_run = wandb_run
+        self.tensorboard_options = dict(tensorboard_options or {})
+        self.wandb = wandb
+        self.wandb_options = dict(wandb_options or {})
+        self.backup_dir = backup_dir
         self._watcher_kwargs = dict(
             layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
             traps_every=traps_every, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
             blas_threads=blas_threads, max_duty=max_duty, policies=policies)
         self._extra_sinks = list(sinks)
-        self.watcher: Watcher | None = None
-        self._finalizer: weakref.finalize | None = None
+        self.watcher: WatchSession | None = None
         self._step = 0
         self._epoch = 0
         self._started = False
         self._epoch_start = 0  # optimizer steps done when the current epoch began
 
+    @property
+    def wandb_run(self) -> Any:
+        """The old name of :attr:`wandb`."""
+        return self.wandb
+
     # ------------------------------------------------------------------ helpers
 
-    def _sinks(self) -> list[Sink]:
-        sinks = list(self._extra_sinks)
-        if self.tensorboard and self.log_dir is not None:
-            from ww_callbacks.integrations.tensorboard import EventWriter, TensorBoardSink
+    def _session(self) -> WatchSession:
+        tensorboard, options = self.tensorboard, dict(self.tensorboard_options)
+        if tensorboard is True and self.log_dir is not None:
+            from ww_callbacks.integrations.tensorboard import EventWriter
 
             # TensorBoard's own event writer (pure Python): tf.summary ops run from the analysis
             # thread slowed a TensorFlow fit by 7% (bench/RESULTS.md), and torch may be absent
-            sinks.append(TensorBoardSink(EventWriter(self.log_dir), owns_writer=True))
-        if self.wandb_run is not None and self.wandb_run is not False:
-            from ww_callbacks.integrations.wandb import WandbSink
+            tensorboard, options = EventWriter(self.log_dir), {"owns_writer": True, **options}
+        return WatchSession(cadence=self.cadence, wait=self.wait, log_dir=self.log_dir,
+                            sinks=self._extra_sinks, tensorboard=tensorboard,
+                            tensorboard_options=options, wandb=self.wandb,
+                            wandb_options=self.wandb_options, get_model=_model_getter(self),
+                            **self._watcher_kwargs)
 
-            sinks.append(WandbSink(None if self.wandb_run is True else self.wandb_run))
-        return sinks
-
-    def _snapshot(self) -> None:
-        # ``self.model`` syncs the JAX backend's state: touched only when a snapshot is due
-        self.watcher.snapshot(self.model, self._step, self._epoch)
+    @property
+    def state_path(self) -> Path | None:
+        """Where this callback keeps its state next to ``BackupAndRestore``'s files (None
+        without ``backup_dir``)."""
+        return None if self.backup_dir is None else Path(self.backup_dir) / STATE_FILE
 
     # ------------------------------------------------------------------ keras hooks
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.watcher is not None:  # a second fit() with the same callback
             self.watcher.close(final=False)
-        self.watcher = Watcher(log_dir=self.log_dir, sinks=self._sinks(), **self._watcher_kwargs)
+        self.watcher = self._session()
         # on_train_end does not run when fit() raises; the worker thread ends by itself when
-        # idle, and this finaliser closes the sinks when the callback goes away
-        self._finalizer = weakref.finalize(self, _close_quietly, weakref.ref(self.watcher))
+        # idle, and the session is closed when the callback goes away
+        self.watcher.bind(self)
         self._started = False
 
     def _start(self, epoch: int) -> None:
         """First batch of this fit: state restored by ``BackupAndRestore`` is in place now. The
         step is the optimizer's iteration count; analyses recorded after it (by a run that died
-        after its last backup) are dropped from the history, so a resumed fit continues it."""
+        after its last backup) are dropped from the history, so a resumed fit continues it, and
+        the policies continue from the state kept at that step."""
         self._started = True
         self._epoch = epoch
         self._step = self._iterations()
-        self.watcher.resume_from(self._step)
-        if self.watcher.policies:
-            self.watcher.target = KerasTarget(self.model, get_model=_model_getter(self),
-                                              **self.watcher.layer_selection)
-        if self.cadence.on_train_start:
-            self._snapshot()  # skipped by the watcher when this step is already analysed
+        path = self.state_path
+        self.watcher.resume(self._step, None if path is None or self._step == 0
+                            else self.watcher.saved_state(path, self._step))
+        self.watcher.use_target(lambda **selection: KerasTarget(
+            self.model, get_model=_model_getter(self), **selection))
+        self.watcher.begin(self._step, epoch)  # skipped when this step is already analysed
 
     def _iterations(self) -> int:
         """The optimizer's step count (reading ``self.model`` syncs JAX's state: call it at
@@ -163,13 +198,13 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         (and pulls every batch's logs to the host) as soon as a callback defines
         ``on_train_batch_end``, which alone cost a TensorFlow fit 7% (bench/RESULTS.md). Here
         the previous step is done and the next has not started, and ``batch`` counts the steps
-        of this epoch, so the step needs no reading of the model."""
+        of this epoch, so the step needs no reading of the model (the session reads it only when
+        a snapshot is due)."""
         if self.watcher is None or not self._started:
             return
         self._step = self._epoch_start + batch
         self.watcher.poll(self._step)
-        if self.cadence.step_due(self._step):
-            self._snapshot()  # (the watcher skips a step already taken, e.g. an epoch end)
+        self.watcher.step_end(self._step, self._epoch)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.watcher is not None and not self._started:
@@ -181,29 +216,19 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         if self.watcher is None:
             return
         self._step = self._iterations()
-        if self.cadence.epoch_due(epoch):
-            self._snapshot()
-        self.watcher.poll(self._step)
-        stop = self.watcher.should_stop
-        if stop:  # decided in the worker: its result (with ww/stop_reason) may still be queued
-            self.watcher.wait_idle()
-            self.watcher.poll(self._step)
-        elif self.watcher.last_result is None:  # the first epoch: the initial weights' values
-            self.watcher.wait_for_result(self._step)
-        result = self.watcher.last_result
-        if logs is not None and result is not None:
-            logs.update(self.watcher.model_scalars())
-            logs["ww/step"] = float(result.step)
-        if stop:
+        self.watcher.epoch_end(self._step, epoch)
+        decision = self.watcher.decision(self._step, settle=True)
+        if logs is not None and decision["step"] >= 0:
+            logs.update(decision["metrics"])
+            logs["ww/step"] = float(decision["step"])
+        if decision["should_stop"]:
             self.model.stop_training = True
+        if self.state_path is not None:
+            self.watcher.save_state(self.state_path, self._step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.watcher is None:
             return
         if self._started:  # (a fit may stop inside an epoch)
             self._step = self._iterations()
-        if self.cadence.on_train_end:
-            self._snapshot()
-        self.watcher.close()
-        if self._finalizer is not None:
-            self._finalizer.detach()
+        self.watcher.end(self._step, self._epoch)

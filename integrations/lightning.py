@@ -28,15 +28,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
+from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, check_wait, wait_from_flag
+from ww_callbacks.policies.policy_set import PolicySet
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import MODEL_PREFIX
-from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, Watcher, WatcherWarning
+from ww_callbacks.session import WatchSession
+from ww_callbacks.sinks import build_sinks
+from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, WatcherWarning
 
 __all__ = ["WeightWatcherCallback", "LoggerSink", "default_log_dir"]
 
 INSTALL_HINT = "pip install ww_callbacks[lightning]"
-#: How long the end of an epoch waits for its analysis when a callback monitors a ``ww/`` key.
-EPOCH_WAIT_TIMEOUT_S = 600.0
 
 
 def _import_all(module_names: Sequence[str], attribute: str) -> tuple[type, ...]:
@@ -107,19 +109,17 @@ class LoggerSink:
         self.logger.save()
 
 
-def _extra_sinks(logger: Any) -> list[Sink]:
-    """The TensorBoard / W&B extras for one logger: none when their module is not there, a
-    warning (and none) when they cannot be made; the scalars reach the logger either way."""
+def _extra_sinks(logger: Any, tensorboard_options: dict, wandb_options: dict) -> list[Sink]:
+    """The TensorBoard / W&B extras for one logger (built by the shared sink factories, on the
+    logger's own writer or run): none when their module is not there, a warning (and none) when
+    they cannot be made; the scalars reach the logger either way."""
     try:
         if _TB_LOGGERS and isinstance(logger, _TB_LOGGERS):
-            from .tensorboard import TensorBoardSink
-
-            return [TensorBoardSink(logger.experiment, scalars=False)]
+            return build_sinks({"tensorboard": (logger.experiment,
+                                                {"scalars": False, **tensorboard_options})}, None)
         if _WANDB_LOGGERS and isinstance(logger, _WANDB_LOGGERS):
-            from .wandb import WandbSink
-
-            return [WandbSink(logger.experiment, scalars=False,
-                              step_metric="trainer/global_step")]
+            return build_sinks({"wandb": (logger.experiment, {
+                "scalars": False, "step_metric": "trainer/global_step", **wandb_options})}, None)
     except ImportError:
         return []
     except Exception as err:  # an optional extra never stops training
@@ -172,16 +172,20 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     By default nothing waits for the analysis: when it is slower than training, a snapshot still
     pending when the next one comes is dropped (counted in ``ww/snapshots_dropped``; the final
     one is always analysed).
-    ``wait_for_epoch=True`` (None: only when a callback of the trainer monitors a ``ww/`` key,
-    or when ``policies`` are given, so that they decide on every epoch)
-    analyses every epoch's snapshot: taking it waits for the previous analysis, and the epoch
-    end waits for its own, so the monitored value describes the weights of that epoch and not
-    an earlier one. With a validation loop, give ``ModelCheckpoint`` a
+    ``wait="epoch"`` (None, the default: ``"epoch"`` when a callback of the trainer monitors a
+    ``ww/`` key, or when ``policies`` are given, so that they decide on every epoch; else
+    ``"never"``) analyses every epoch's snapshot: taking it waits for the previous analysis,
+    and the epoch end waits for its own, so the monitored value describes the weights of that
+    epoch and not an earlier one (``"always"``: every snapshot waits; ``wait_for_epoch`` is the
+    old, deprecated name of ``wait="epoch"``). With a validation loop, give ``ModelCheckpoint`` a
     ``save_on_train_epoch_end=True``: by default it checks its monitor at the end of validation,
     which comes before the training-epoch end.
 
     ``max_duty``: the largest share of wall time the analysis thread may use (default 2%; it
     rests in between and snapshots arriving meanwhile replace the pending one); None: no limit.
+
+    ``tensorboard_options`` / ``wandb_options``: keyword arguments of the TensorBoard / W&B
+    extras made for a ``TensorBoardLogger`` / ``WandbLogger``.
 
     ``strict=True`` raises a failed analysis on the training thread instead of warning
     (:class:`~ww_callbacks.watcher.WatcherWarning`).
@@ -216,20 +220,27 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     def __init__(self, *, every_n_train_steps: int | None = None,
                  every_n_epochs: int | None = 1, traps_every: int = 1, layers: Any = None,
-                 min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+                 min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS, max_N: int = MAX_N,
                  mp_fit: bool = False, fix_fingers: str | None = None,
                  log_dir: str | os.PathLike | None = None, strict: bool = False,
                  blas_threads: int | None = 1, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), log_per_layer: bool = True,
-                 wait_for_epoch: bool | None = None, log_epoch_metrics: bool | None = None,
-                 max_duty: float | None = DEFAULT_MAX_DUTY):
+                 wait: Wait | None = None, log_epoch_metrics: bool | None = None,
+                 max_duty: float | None = DEFAULT_MAX_DUTY,
+                 tensorboard_options: dict | None = None, wandb_options: dict | None = None,
+                 wait_for_epoch: bool | None = None):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
         self.every_n_train_steps = every_n_train_steps
         self.every_n_epochs = every_n_epochs
         self.log_dir = log_dir
         self.log_per_layer = log_per_layer
-        self.wait_for_epoch = wait_for_epoch
+        #: ``"never"``, ``"epoch"``, ``"always"``, or None (decided at ``setup``).
+        self.wait = wait_from_flag("wait_for_epoch", wait_for_epoch, "epoch", wait)
+        if self.wait is not None:
+            check_wait(self.wait)
+        self.tensorboard_options = dict(tensorboard_options or {})
+        self.wandb_options = dict(wandb_options or {})
         self.log_epoch_metrics = log_epoch_metrics
         self._log_epoch = True
         self.policies = list(policies)
@@ -242,17 +253,15 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self.should_stop = False
         #: The last decision applied on this rank (what ``_decision`` returned on rank 0).
         self.last_decision: dict[str, Any] | None = None
-        self._watcher: Watcher | None = None
-        self._closed = True
+        self._watcher: WatchSession | None = None
         self._pending_state: dict | None = None
-        self._wait = False
         self._last_epoch: int | None = None
 
     # ------------------------------------------------------------------ public state
 
     @property
-    def watcher(self) -> Watcher | None:
-        """The :class:`~ww_callbacks.watcher.Watcher` of the current (or last) fit; rank 0
+    def watcher(self) -> WatchSession | None:
+        """The :class:`~ww_callbacks.session.WatchSession` of the current (or last) fit; rank 0
         only (None on the other ranks and before ``fit``)."""
         return self._watcher
 
@@ -283,7 +292,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         arrives before the watcher exists is kept and applied when it is made."""
         if not state_dict:
             return
-        if self._watcher is not None and not self._closed:
+        if self._open_watcher() is not None:
             self._watcher.load_state_dict(state_dict)
         else:
             self._pending_state = dict(state_dict)
@@ -296,11 +305,6 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             return
         # `Trainer.log_dir` broadcasts: it must be read on every rank, or rank 0 stalls.
         log_dir = self.log_dir if self.log_dir is not None else default_log_dir(trainer)
-        if trainer.world_size > 1:
-            # every rank logs the same broadcast values with sync_dist=False (no extra
-            # collective); Lightning's advice to sync them does not apply to these keys
-            warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('ww/",
-                                    category=UserWarning)
         # computed on every rank: every rank logs the same keys for the monitors
         self._log_epoch = _monitors_ww(trainer) if self.log_epoch_metrics is None \
             else bool(self.log_epoch_metrics)
@@ -310,14 +314,14 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         sinks: list[Sink] = []
         for logger in trainer.loggers:
             sinks.append(LoggerSink(logger, log_per_layer=self.log_per_layer))
-            sinks.extend(_extra_sinks(logger))
+            sinks.extend(_extra_sinks(logger, self.tensorboard_options, self.wandb_options))
         sinks.extend(self.sinks)
-        self._watcher = Watcher(log_dir=log_dir, sinks=sinks, policies=self.policies,
-                                **self._watcher_options)
-        self._closed = False
+        wait = self.wait if self.wait is not None else \
+            "epoch" if _monitors_ww(trainer) or self.policies else "never"
+        self._watcher = WatchSession(cadence=self.cadence, wait=wait, log_dir=log_dir,
+                                     sinks=sinks, policies=self.policies,
+                                     **self._watcher_options)
         self._last_epoch = None
-        self._wait = (_monitors_ww(trainer) or bool(self.policies)) \
-            if self.wait_for_epoch is None else bool(self.wait_for_epoch)
         if self._pending_state is not None:
             self._watcher.load_state_dict(self._pending_state)
             self._pending_state = None
@@ -326,15 +330,15 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         """Give the policies the model, its optimizers and schedulers; snapshot the initial
         weights (not again when resuming at an analysed step)."""
         watcher = self._open_watcher()
-        if watcher is not None and self.policies:
+        if watcher is None:
+            return
+        if self.policies:
             from ww_callbacks.integrations.torch_target import TorchTarget
 
-            watcher.target = TorchTarget(
+            watcher.use_target(lambda **selection: TorchTarget(
                 pl_module, trainer.optimizers,
-                [config.scheduler for config in trainer.lr_scheduler_configs],
-                **watcher.layer_selection)
-        if self.cadence.on_train_start:
-            self._snapshot(trainer, pl_module, trainer.current_epoch)
+                [config.scheduler for config in trainer.lr_scheduler_configs], **selection))
+        watcher.begin(int(trainer.global_step), trainer.current_epoch, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -345,10 +349,12 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         watcher.poll(int(trainer.global_step))
         epoch = trainer.current_epoch
         self._last_epoch = epoch
-        epoch_end = (batch_idx + 1 == trainer.num_training_batches
-                     and self.cadence.epoch_due(epoch))
-        if epoch_end or self.cadence.step_due(trainer.global_step):
-            self._snapshot(trainer, pl_module, epoch, settle=epoch_end and self._wait)
+        step = int(trainer.global_step)
+        if batch_idx + 1 == trainer.num_training_batches and self.cadence.epoch_due(epoch):
+            # the epoch's snapshot at its last batch, so that its analysis overlaps validation
+            watcher.take(step, epoch, pl_module, settle=watcher.waits_at_epochs)
+        else:
+            watcher.step_end(step, epoch, pl_module)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         """GPU weights: order the optimizer step after the copy of the last snapshot."""
@@ -361,13 +367,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         analysis); then every rank receives rank 0's decision, logs the ``ww/`` summary with
         ``pl_module.log`` and stops if told to."""
         watcher = self._open_watcher()
-        if watcher is not None:
-            epoch = trainer.current_epoch
-            if self.cadence.epoch_due(epoch):  # epochs of unknown length: no last batch seen
-                self._snapshot(trainer, pl_module, epoch, settle=self._wait)
-            if self._wait and self.cadence.epoch_due(epoch):
-                watcher.wait_idle(EPOCH_WAIT_TIMEOUT_S)
-            watcher.poll(int(trainer.global_step))
+        if watcher is not None:  # (epochs of unknown length: no last batch was seen)
+            watcher.epoch_end(int(trainer.global_step), trainer.current_epoch, pl_module)
         decision = self._decision() if trainer.is_global_zero else None
         decision = trainer.strategy.broadcast(decision, src=0)
         self._apply_decision(trainer, pl_module, decision)
@@ -375,21 +376,18 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """Snapshot the final weights, wait for every analysis and deliver it (rank 0); then
         weights a policy restored on rank 0 go to every rank."""
-        if self._open_watcher() is not None:
-            if self.cadence.on_train_end:
-                epoch = self._last_epoch if self._last_epoch is not None \
-                    else trainer.current_epoch
-                self._snapshot(trainer, pl_module, epoch)
-            self._close(final=True)  # policies finish here (e.g. restore the best weights)
+        watcher = self._open_watcher()
+        if watcher is not None:  # policies finish in end() (e.g. restore the best weights)
+            epoch = self._last_epoch if self._last_epoch is not None else trainer.current_epoch
+            watcher.end(int(trainer.global_step), epoch, pl_module)
         self._share_restored_weights(trainer, pl_module)
 
     def _share_restored_weights(self, trainer: Any, pl_module: Any) -> None:
         """Under DDP, weights a policy restored on rank 0 go to every rank."""
-        if trainer.world_size <= 1 or not any(getattr(p, "restore_best_weights", False)
-                                              for p in self.policies):
+        policies = PolicySet(self.policies)
+        if trainer.world_size <= 1 or not policies.restores_weights:
             return
-        restored = any(getattr(p, "restored_step", None) is not None for p in self.policies)
-        if trainer.strategy.broadcast(restored, src=0):
+        if trainer.strategy.broadcast(policies.restored, src=0):
             state = pl_module.state_dict() if trainer.is_global_zero else None
             pl_module.load_state_dict(trainer.strategy.broadcast(state, src=0))
 
@@ -410,19 +408,13 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ decisions (DDP)
 
     def _decision(self) -> dict[str, Any]:
-        """What rank 0 tells every rank at an epoch end: ``should_stop`` (this callback's flag,
-        or any policy's ``should_stop``) and the policies' ``stop_reason``, the ``ww/`` values
-        of the latest delivered analysis (``metrics``, with ``ww/stop_reason`` when policies
-        log it; empty before the first) and that analysis' ``step`` (-1: none yet)."""
+        """What rank 0 tells every rank at an epoch end: the session's
+        :meth:`~ww_callbacks.session.WatchSession.decision` (``should_stop`` also when this
+        callback's own flag is set)."""
         watcher = self._watcher
-        if watcher is None:
-            return {"should_stop": bool(self.should_stop), "metrics": {}, "step": -1,
-                    "stop_reason": None}
-        result = watcher.last_result
-        return {"should_stop": bool(self.should_stop) or watcher.should_stop,
-                "metrics": watcher.model_scalars(),
-                "step": -1 if result is None else int(result.step),
-                "stop_reason": watcher.stop_reason}
+        decision = {"should_stop": False, "metrics": {}, "step": -1, "stop_reason": None} \
+            if watcher is None else watcher.decision()
+        return {**decision, "should_stop": bool(self.should_stop) or decision["should_stop"]}
 
     def _apply_decision(self, trainer: Any, pl_module: Any, decision: dict[str, Any]) -> None:
         """On every rank, with the same ``decision``: log the ``ww/`` summary for monitors
@@ -431,35 +423,25 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self.last_decision = decision
         if not self._log_epoch:  # pl_module.log costs ~0.4 ms a key: only for monitors
             decision = {**decision, "metrics": {}}
+        # every rank logs the same broadcast values; the "max" over ranks is that value exactly,
+        # and syncing it (under DDP only) is what keeps Lightning from warning that an epoch
+        # value is not synced, without silencing warnings for the process
         for key, value in decision["metrics"].items():
             pl_module.log(key, value, on_step=False, on_epoch=True, prog_bar=False,
-                          logger=False, sync_dist=False, rank_zero_only=False, batch_size=1)
+                          logger=False, sync_dist=True, reduce_fx="max", rank_zero_only=False,
+                          batch_size=1)
         if decision["should_stop"]:
             trainer.should_stop = True
 
     # ------------------------------------------------------------------ helpers
 
-    def _open_watcher(self) -> Watcher | None:
-        """The watcher while a fit runs on rank 0; None otherwise (other ranks, after close)."""
-        return None if self._closed else self._watcher
-
-    def _snapshot(self, trainer: Any, pl_module: Any, epoch: int | None, *,
-                  settle: bool = False) -> bool:
-        """Snapshot at ``trainer.global_step`` unless that step was already taken (the end of
-        training right after an epoch's snapshot, extra micro-batches of gradient accumulation,
-        the start of a run resumed at an analysed step). ``settle``: first wait until the
-        worker is idle, so that this snapshot replaces no pending one (none is dropped)."""
-        watcher = self._open_watcher()
-        step = int(trainer.global_step)
-        if watcher is None or step <= watcher.last_step:
-            return False
-        if settle:
-            watcher.wait_idle(EPOCH_WAIT_TIMEOUT_S)
-        return watcher.snapshot(pl_module, step, epoch)
+    def _open_watcher(self) -> WatchSession | None:
+        """The session while a fit runs on rank 0; None otherwise (other ranks, after close)."""
+        watcher = self._watcher
+        return None if watcher is None or watcher.closed else watcher
 
     def _close(self, *, final: bool) -> None:
-        """Close the watcher once: ``final`` analyses the pending snapshot, then delivers."""
-        if self._closed or self._watcher is None:
-            return
-        self._closed = True
-        self._watcher.close(final=final)
+        """Close the session once: ``final`` analyses the pending snapshot, then delivers."""
+        watcher = self._open_watcher()
+        if watcher is not None:
+            watcher.close(final=final)

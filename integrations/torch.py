@@ -24,27 +24,31 @@ import os
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
-from ww_callbacks.watcher import Watcher as CoreWatcher
+from ww_callbacks.options import Wait, deprecated
+from ww_callbacks.session import WatchSession
 
 __all__ = ["Watcher"]
 
 
-class Watcher(CoreWatcher):
+class Watcher(WatchSession):
     """Watch a model in any training loop.
 
     Call :meth:`step` once per optimizer step, after ``optimizer.step()``: it counts the steps,
     snapshots the weights when due (every ``every_n_steps`` steps, plus the initial weights at
     step 0) and hands finished analyses to the sinks. The analysis runs in a background thread;
     ``step`` never waits for it (a snapshot that finds the worker busy replaces the pending one,
-    counted in ``dropped``). Use it as a context manager, or call :meth:`close` at the end: that
-    analyses the final weights, waits for the analysis and closes the sinks.
+    counted in ``dropped``; ``wait="always"`` analyses every one). Use it as a context manager,
+    or call :meth:`close` at the end: that analyses the final weights, waits for the analysis and
+    closes the sinks.
 
     - ``model``: the ``torch.nn.Module`` to watch (or pass it to :meth:`step`).
     - ``log_dir``: folder of the history ``ww_history.jsonl`` and of the TensorBoard events
-      (``tensorboard --logdir ww_logs``); None: no files (a ``writer`` is still used).
-    - ``writer``: a ``SummaryWriter`` to log into (yours is never closed); ``tensorboard=False``
-      and no writer: no TensorBoard at all.
-    - ``wandb_run``: a ``wandb`` run to log into as well (needs ``pip install wandb``).
+      (``tensorboard --logdir ww_logs``); None: no files (a writer is still used).
+    - ``tensorboard``: True (events in ``log_dir``), a ``SummaryWriter`` to log into (yours is
+      never closed), or False; ``tensorboard_options``: keyword arguments of
+      :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (``images_every``, ...).
+    - ``wandb``: a ``wandb`` run to log into as well (or True: the active run; needs
+      ``pip install wandb``); ``wandb_options``: keyword arguments of its sink.
     - ``every_n_steps`` / ``every_n_epochs``: cadence (0 or None: never on that clock; epochs
       are seen through :meth:`epoch_end`).
     - ``traps_every``: every k-th analysis also counts correlation traps (0: never).
@@ -55,10 +59,10 @@ class Watcher(CoreWatcher):
       (:class:`~ww_callbacks.policies.LayerLRBalancer`) survive their steps.
     - ``policies``: :mod:`ww_callbacks.policies` (early stopping: check :attr:`should_stop` in
       your loop; learning-rate balancing; trap removal). They act inside :meth:`step`.
-    - ``tensorboard_options``: keyword arguments of
-      :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (``images_every``, ...).
+    - ``wait``: ``"never"``, ``"epoch"`` or ``"always"`` (:data:`ww_callbacks.options.Wait`).
     - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
-      ``policies``, ``layers``, ``mp_fit``, ``strict``, ...).
+      ``layers``, ``mp_fit``, ``strict``, ...). ``writer`` and ``wandb_run`` are the old names
+      of ``tensorboard=<writer>`` and ``wandb`` (deprecated).
 
     The initial weights (step 0) are taken when the ``with`` block is entered or, with
     ``optimizer``, just before its first step; without either, the first :meth:`step` call
@@ -67,38 +71,36 @@ class Watcher(CoreWatcher):
     """
 
     def __init__(self, model: Any = None, *, log_dir: str | os.PathLike | None = "ww_logs",
-                 writer: Any = None, wandb_run: Any = None, every_n_steps: int | None = 100,
-                 every_n_epochs: int | None = None, traps_every: int = 1, optimizer: Any = None,
-                 schedulers: Any = (), tensorboard: bool = True,
-                 tensorboard_options: dict | None = None, **watcher_kwargs: Any):
-        self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
-        sinks = list(watcher_kwargs.pop("sinks", ()))
-        own_sinks = []
-        if writer is not None or (tensorboard and log_dir is not None):
-            from .tensorboard import TensorBoardSink
-
-            own_sinks.append(TensorBoardSink(writer, log_dir=None if writer else log_dir,
-                                             **(tensorboard_options or {})))
+                 tensorboard: Any = True, tensorboard_options: dict | None = None,
+                 wandb: Any = None, wandb_options: dict | None = None,
+                 every_n_steps: int | None = 100, every_n_epochs: int | None = None,
+                 traps_every: int = 1, optimizer: Any = None, schedulers: Any = (),
+                 wait: Wait = "never", writer: Any = None, wandb_run: Any = None,
+                 **watcher_kwargs: Any):
+        if writer is not None:
+            deprecated("writer", "tensorboard")
+            tensorboard = writer
         if wandb_run is not None:
-            from .wandb import WandbSink
-
-            own_sinks.append(WandbSink(wandb_run))
-        super().__init__(log_dir=log_dir, sinks=own_sinks + sinks, traps_every=traps_every,
-                         **watcher_kwargs)
+            deprecated("wandb_run", "wandb")
+            wandb = wandb_run
+        super().__init__(cadence=Cadence(every_n_steps=every_n_steps,
+                                         every_n_epochs=every_n_epochs),
+                         wait=wait, log_dir=log_dir, tensorboard=tensorboard,
+                         tensorboard_options=tensorboard_options, wandb=wandb,
+                         wandb_options=wandb_options, traps_every=traps_every,
+                         get_model=self._current_model, **watcher_kwargs)
         self.model = model
         self.optimizer = optimizer
         self.schedulers = [schedulers] if hasattr(schedulers, "step") else list(schedulers)
         self.global_step = 0  # optimizer steps seen by step()
         self.epoch: int | None = None
-        self._snapshot_step: int | None = None  # step of the last snapshot taken here
-        self._closed = False
         self._hook = None
         if optimizer is not None:
             self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
 
     # ------------------------------------------------------------------ training loop
 
-    def step(self, model: Any = None, step: int | None = None,
+    def step(self, model: Any = None, step: int | None = None,  # type: ignore[override]
              epoch: int | None = None) -> None:
         """Call once per optimizer step, after ``optimizer.step()``.
 
@@ -110,20 +112,20 @@ class Watcher(CoreWatcher):
         if epoch is not None:
             self.epoch = int(epoch)
         model = self._model(model)
-        if self._snapshot_step is None and self.last_step < 0:
-            self._take(model, self.global_step)  # nothing captured the initial weights
-        elif self.cadence.step_due(self.global_step):
-            self._take(model, self.global_step)
+        if self.last_snapshot_step is None and self.last_step < 0:
+            self.take(self.global_step, self.epoch, model)  # nothing captured the initial weights
+        else:
+            self.step_end(self.global_step, self.epoch, model)
         self.poll(self.global_step)
 
-    def epoch_end(self, epoch: int, model: Any = None) -> None:
+    def epoch_end(self, epoch: int, model: Any = None) -> None:  # type: ignore[override]
         """Call at the end of each epoch (counted from 0) when using ``every_n_epochs``: snapshots
         when the epoch is due, then delivers finished analyses."""
         self._check_open()
         self.epoch = int(epoch)
-        if self.cadence.epoch_due(self.epoch):
-            self._take(self._model(model), self.global_step)
-        self.poll(self.global_step)
+        if model is not None:
+            self._model(model)
+        super().epoch_end(self.global_step, self.epoch)
 
     def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
               final: bool = True) -> None:
@@ -131,13 +133,11 @@ class Watcher(CoreWatcher):
         wait for the analysis, deliver, close the sinks and remove the optimizer hook. Exiting
         the ``with`` block because of an exception skips the final analysis. Safe to call
         twice."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
         try:
-            if (final and deliver and self.model is not None
-                    and self._snapshot_step != self.global_step):
-                self._take(self.model, self.global_step)
+            if final and deliver and self.model is not None:
+                self.take(self.global_step, self.epoch, self.model)
         finally:
             if self._hook is not None:
                 self._hook.remove()
@@ -160,14 +160,16 @@ class Watcher(CoreWatcher):
         super().load_state_dict(state)
         self.global_step = int(state.get("global_step", max(self.last_step, 0)))
         self.epoch = state.get("epoch")
-        self._snapshot_step = self.last_step if self.last_step >= 0 else None
 
     # ------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise RuntimeError("ww_callbacks: this Watcher is closed (its `with` block ended or "
                                "close() was called); make a new one")
+
+    def _current_model(self) -> Any:
+        return self._model(None)
 
     def _model(self, model: Any) -> Any:
         if model is not None and model is not self.model:
@@ -179,19 +181,13 @@ class Watcher(CoreWatcher):
         if self.policies and self.target is None:
             from ww_callbacks.integrations.torch_target import TorchTarget
 
-            self.target = TorchTarget(self.model, [self.optimizer], self.schedulers,
-                                      **self.layer_selection)
+            self.use_target(lambda **selection: TorchTarget(
+                self.model, [self.optimizer], self.schedulers, **selection))
         return self.model
 
-    def _take(self, model: Any, step: int) -> None:
-        if step == self._snapshot_step:
-            return
-        self._snapshot_step = step
-        self.snapshot(model, step, self.epoch)
-
     def _take_initial(self, model: Any) -> None:
-        if self._snapshot_step is None and self.last_step < 0 and not self._closed:
-            self._take(self._model(model), self.global_step)
+        if self.last_snapshot_step is None and self.last_step < 0 and not self.closed:
+            self.take(self.global_step, self.epoch, self._model(model))
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.model is not None:

@@ -37,7 +37,12 @@ the callback is closed (:meth:`WeightWatcherCallback.close`, e.g. in a ``finally
 Analyses finished before the failure are in the history file.
 
 Resuming (``trainer.train(resume_from_checkpoint=...)``) removes the analyses from the
-checkpoint's step on from the history file, since those steps are trained and analysed again.
+checkpoint's step on from the history file, since those steps are trained and analysed again,
+and the policies continue from the state they had at the checkpoint: the callback is an
+``ExportableState``, so every checkpoint's ``trainer_state.json`` holds its state under
+``stateful_callbacks["WeightWatcherCallback"]``. Leave
+``TrainingArguments.restore_callback_states_from_checkpoint`` off (the default): it would
+replace this callback by a new one with default options (no policies, no sinks).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import weakref
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,9 +58,17 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ww_callbacks.cadence import Cadence
+from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, wait_from_flag
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import MODEL_PREFIX
-from ww_callbacks.watcher import Policy, Sink, Watcher
+from ww_callbacks.session import WatchSession
+from ww_callbacks.watcher import Policy, Sink, WatcherWarning
+
+try:
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # pragma: no cover - transformers < 4.41 keeps no callback state
+    class ExportableState:  # type: ignore[no-redef]
+        """Stand-in: this transformers version does not checkpoint callback states."""
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +100,6 @@ class _LatestScalars:
         """Nothing to release."""
 
 
-def _stop_watcher(watcher: Watcher, own_sinks: Sequence[Any]) -> None:
-    """Finalizer of a callback dropped while its watcher still runs (``train()`` failed): stop
-    the worker without delivering (the history already holds its results) and close the
-    TensorBoard writers this callback created. Must not reference the callback."""
-    watcher.close(timeout=5.0, deliver=False, final=False)
-    for sink in own_sinks:
-        try:
-            sink.close()
-        except Exception:  # pragma: no cover - best effort at garbage collection
-            pass
-
-
 def _reports_to(args: TrainingArguments, name: str) -> bool:
     """Whether ``args.report_to`` names the integration ``name``."""
     report_to = getattr(args, "report_to", None)
@@ -115,7 +116,7 @@ def _epoch_index(state: TrainerState) -> int:
     return max(0, math.ceil(state.epoch or 0.0) - 1)
 
 
-class WeightWatcherCallback(TrainerCallback):
+class WeightWatcherCallback(TrainerCallback, ExportableState):
     """Live WeightWatcher (HTSR) diagnostics for a Hugging Face ``Trainer``.
 
     ``every_n_steps`` / ``every_n_epochs``: when to snapshot the weights (optimizer steps /
@@ -130,10 +131,11 @@ class WeightWatcherCallback(TrainerCallback):
     ``max_evals``, ``max_N``, ``mp_fit``, ``strict``, ``policies``, ``sinks`` and
     ``watcher_options`` (any other keyword of :class:`~ww_callbacks.watcher.Watcher`) configure
     the analysis. Sinks passed in are closed at the end of each training run.
-    ``wait_for_analysis``: before each snapshot, wait until the previous one is analysed, so
-    that none is dropped; training then pauses whenever the analysis is slower than the cadence
-    (by default it never waits, and a snapshot that finds the previous one still waiting
-    replaces it, counted in ``ww/snapshots_dropped``).
+    ``wait``: ``"never"`` (default: training never waits, and a snapshot that finds the previous
+    one still waiting replaces it, counted in ``ww/snapshots_dropped``), ``"epoch"`` or
+    ``"always"`` (before each snapshot, wait until the previous one is analysed, so that none is
+    dropped; training then pauses whenever the analysis is slower than the cadence).
+    ``wait_for_analysis=True`` is the old name of ``wait="always"`` (deprecated).
 
     After training, ``callback.watcher`` holds the (closed) watcher: ``last_result``,
     ``history_path``, ``results_delivered``.
@@ -141,15 +143,15 @@ class WeightWatcherCallback(TrainerCallback):
 
     def __init__(self, *, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
                  traps_every: int = 1, log_dir: str | os.PathLike | None = None,
-                 tensorboard: bool | None = None, wandb: bool | None = None,
+                 tensorboard: bool | None = None, wandb: Any = None,
                  tensorboard_options: Mapping[str, Any] | None = None,
                  wandb_options: Mapping[str, Any] | None = None, layers: Any = None,
-                 min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+                 min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS, max_N: int = MAX_N,
                  mp_fit: bool = False, strict: bool = False, policies: Sequence[Policy] = (),
-                 sinks: Sequence[Sink] = (), wait_for_analysis: bool = False,
-                 **watcher_options: Any):
+                 sinks: Sequence[Sink] = (), wait: Wait = "never",
+                 wait_for_analysis: bool | None = None, **watcher_options: Any):
         self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
-        self.wait_for_analysis = wait_for_analysis
+        self.wait = wait_from_flag("wait_for_analysis", wait_for_analysis, "always", wait)
         self.log_dir = log_dir
         self.tensorboard = tensorboard
         self.wandb = wandb
@@ -160,10 +162,15 @@ class WeightWatcherCallback(TrainerCallback):
         self.watcher_options = dict(traps_every=traps_every, layers=layers, min_evals=min_evals,
                                     max_evals=max_evals, max_N=max_N, mp_fit=mp_fit,
                                     strict=strict, **watcher_options)
-        self.watcher: Watcher | None = None
-        self._running = False
+        self.watcher: WatchSession | None = None
+        #: The session state a re-created callback was given by the Trainer (see the module
+        #: docstring); read at the start of training.
+        self.resume_state: dict | None = None
         self._latest = _LatestScalars()
-        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def _running(self) -> bool:
+        return self.watcher is not None and not self.watcher.closed
 
     # ------------------------------------------------------------------ setup
 
@@ -173,28 +180,24 @@ class WeightWatcherCallback(TrainerCallback):
                    or os.environ.get("TENSORBOARD_LOGGING_DIR") or args.output_dir or "ww_logs")
         return Path(os.path.expanduser(str(log_dir)))
 
-    def _make_sinks(self, args: TrainingArguments, log_dir: Path) -> tuple[list, list]:
-        """(all sinks, the TensorBoard sinks this callback created)."""
-        sinks: list[Any] = list(self.sinks)
-        own: list[Any] = []
-        if self.tensorboard or (self.tensorboard is None and _reports_to(args, "tensorboard")):
-            from .tensorboard import TensorBoardSink
+    def state(self) -> dict:
+        """What the Trainer keeps in each checkpoint (``ExportableState``): the session's state
+        (policies included), as JSON."""
+        saved = self.watcher.portable_state() if self._running else {}
+        return {"args": {}, "attributes": {"resume_state": saved}}
 
-            own.append(TensorBoardSink(log_dir=log_dir, **self.tensorboard_options))
-        if self.wandb or (self.wandb is None and _reports_to(args, "wandb")):
-            from .wandb import WandbSink
-
-            sinks.append(WandbSink(None, **self.wandb_options))  # the active run, at first write
-        return [*sinks, *own, self._latest], own
-
-    def _snapshot(self, model: Any, state: TrainerState) -> None:
-        if (model is None or self.watcher is None
-                or self.watcher.last_snapshot_step == state.global_step):
-            return
-        if self.wait_for_analysis:  # the previous analysis first: no snapshot is ever dropped
-            self.watcher.wait_idle(timeout=600.0)
-            self.watcher.poll()
-        self.watcher.snapshot(model, state.global_step, _epoch_index(state))
+    def _checkpointed_state(self, args: TrainingArguments, state: TrainerState) -> dict | None:
+        """This callback's state in the checkpoint the trainer resumed from (None: none)."""
+        if self.resume_state:  # the Trainer re-created this callback (restore_callback_states)
+            return self.resume_state
+        if getattr(args, "restore_callback_states_from_checkpoint", False):
+            warnings.warn("ww_callbacks: restore_callback_states_from_checkpoint=True re-creates "
+                          "this callback with default options; leave it off (the callback "
+                          "reads its checkpointed state itself)", WatcherWarning, stacklevel=3)
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, list):
+            saved = saved[0] if saved else None
+        return (saved or {}).get("attributes", {}).get("resume_state") or None
 
     # ------------------------------------------------------------------ Trainer hooks
 
@@ -203,25 +206,25 @@ class WeightWatcherCallback(TrainerCallback):
         """Create the watcher (main process only) and analyse the initial weights."""
         if not state.is_world_process_zero:
             return
-        if self._running:  # the previous train() raised: its watcher was never closed
-            self.close()
+        self.close()  # the previous train() raised: its watcher was never closed
         log_dir = self.resolve_log_dir(args)
-        sinks, own = self._make_sinks(args, log_dir)
         self._latest.pending = None
-        self.watcher = Watcher(log_dir=log_dir, sinks=sinks, policies=self.policies,
-                               **self.watcher_options)
-        self._finalizer = weakref.finalize(self, _stop_watcher, self.watcher, own)
-        self._running = True
-        if self.policies:
-            from ww_callbacks.integrations.torch_target import TorchTarget
+        tensorboard = _reports_to(args, "tensorboard") if self.tensorboard is None \
+            else self.tensorboard
+        wandb = _reports_to(args, "wandb") if self.wandb is None else self.wandb
+        self.watcher = WatchSession(
+            cadence=self.cadence, wait=self.wait, log_dir=log_dir,
+            sinks=[*self.sinks, self._latest], tensorboard=tensorboard,
+            tensorboard_options=self.tensorboard_options, wandb=wandb,
+            wandb_options=self.wandb_options, policies=self.policies, **self.watcher_options)
+        self.watcher.bind(self)
+        from ww_callbacks.integrations.torch_target import TorchTarget
 
-            self.watcher.target = TorchTarget(
-                model, [kwargs.get("optimizer")], [kwargs.get("lr_scheduler")],
-                **self.watcher.layer_selection)
+        self.watcher.use_target(lambda **selection: TorchTarget(
+            model, [kwargs.get("optimizer")], [kwargs.get("lr_scheduler")], **selection))
         if state.global_step > 0:  # resumed from a checkpoint: the later steps are redone
-            self.watcher.resume_from(state.global_step)
-        if self.cadence.on_train_start:
-            self._snapshot(model, state)
+            self.watcher.resume(state.global_step, self._checkpointed_state(args, state))
+        self.watcher.begin(state.global_step, _epoch_index(state), model)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     model: Any = None, **kwargs: Any) -> None:
@@ -230,8 +233,7 @@ class WeightWatcherCallback(TrainerCallback):
         if not self._running:
             return
         self.watcher.poll(state.global_step)
-        if self.cadence.step_due(state.global_step):
-            self._snapshot(model, state)
+        self.watcher.step_end(state.global_step, _epoch_index(state), model)
         if self.watcher.should_stop and not control.should_training_stop:
             control.should_training_stop = True
             logger.info("ww_callbacks: stopping training: %s", self.watcher.stop_reason)
@@ -239,11 +241,8 @@ class WeightWatcherCallback(TrainerCallback):
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState,
                      control: TrainerControl, model: Any = None, **kwargs: Any) -> None:
         """Snapshot when the epoch is due."""
-        if not self._running:
-            return
-        self.watcher.poll()
-        if self.cadence.epoch_due(_epoch_index(state)):
-            self._snapshot(model, state)
+        if self._running:
+            self.watcher.epoch_end(state.global_step, _epoch_index(state), model)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -251,7 +250,7 @@ class WeightWatcherCallback(TrainerCallback):
         ``log_history`` entry the trainer just made of them."""
         if not self._running or logs is None:
             return
-        self.watcher.poll()
+        self.watcher.poll(state.global_step)
         fresh = self._latest.take()
         if fresh is None:
             return
@@ -266,9 +265,7 @@ class WeightWatcherCallback(TrainerCallback):
         """Analyse the final weights, wait for every analysis, deliver and close."""
         if not self._running:
             return
-        if self.cadence.on_train_end:
-            self._snapshot(model, state)
-        self.close(final=True)
+        self.watcher.end(state.global_step, _epoch_index(state), model)
         fresh = self._latest.take()
         if fresh is None:
             return
@@ -285,10 +282,5 @@ class WeightWatcherCallback(TrainerCallback):
         finished, close the sinks. A snapshot still waiting is analysed only with
         ``final=True``. For ``try: trainer.train() finally: callback.close()``; safe to call
         twice, and called by ``on_train_end``."""
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        if not self._running or self.watcher is None:
-            return
-        self._running = False
-        self.watcher.close(final=final)
+        if self._running:
+            self.watcher.close(final=final)

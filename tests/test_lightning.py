@@ -137,7 +137,7 @@ def no_worker_alive() -> bool:
 def test_fit_logs_to_tensorboard_and_csv_equal_to_history(tmp_path):
     """Every logger gets the ww scalars at the snapshot steps; TensorBoard's values are the
     history's; the final step is the analysis of the final weights."""
-    cb = WeightWatcherCallback(wait_for_epoch=True, log_epoch_metrics=True)
+    cb = WeightWatcherCallback(wait="epoch", log_epoch_metrics=True)
     tb = TensorBoardLogger(tmp_path, name="tb")
     csv = CSVLogger(tmp_path, name="csv")
     model = DigitsMLP()
@@ -197,7 +197,7 @@ def test_tensorboard_extras_for_a_tensorboard_logger(tmp_path):
     no duplicate scalars (the sink is made with scalars=False)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cb = WeightWatcherCallback(wait_for_epoch=True)
+    cb = WeightWatcherCallback(wait="epoch")
     tb = TensorBoardLogger(tmp_path, name="tb")
     L.Trainer(**quiet(max_epochs=2, logger=tb, callbacks=[cb])).fit(DigitsMLP())
     acc = EventAccumulator(tb.log_dir, size_guidance={"scalars": 0, "histograms": 0})
@@ -214,7 +214,7 @@ def test_pytorch_lightning_trainer(tmp_path):
     from pytorch_lightning.loggers import TensorBoardLogger as PLTensorBoardLogger
 
     module_cls = type("PLDigitsMLP", (_DigitsMixin, pl.LightningModule), {})
-    cb = WeightWatcherCallback(wait_for_epoch=True, log_epoch_metrics=True)
+    cb = WeightWatcherCallback(wait="epoch", log_epoch_metrics=True)
     assert isinstance(cb, pl.Callback) and isinstance(cb, L.Callback)
     logger = PLTensorBoardLogger(tmp_path, name="pl")
     trainer = pl.Trainer(**quiet(max_epochs=2, logger=logger, callbacks=[cb]))
@@ -227,7 +227,7 @@ def test_pytorch_lightning_trainer(tmp_path):
 
 
 def test_default_mode_never_waits_and_counts_drops(tmp_path):
-    """Without wait_for_epoch (and no ww/ monitor) training never waits for the analysis: a
+    """Without wait="epoch" (and no ww/ monitor) training never waits for the analysis: a
     snapshot still pending when the next comes is dropped and counted; the final one is always
     analysed, and what was analysed is what the loggers got."""
     cb = WeightWatcherCallback(every_n_train_steps=2)  # far more than the worker can analyse
@@ -254,7 +254,7 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
                         ("WANDB_DIR", str(tmp_path)), ("WANDB_CONFIG_DIR", str(tmp_path))):
         monkeypatch.setenv(name, value)
     logger = WandbLogger(save_dir=str(tmp_path), project="ww", offline=True)
-    cb = WeightWatcherCallback(wait_for_epoch=True)
+    cb = WeightWatcherCallback(wait="epoch")
     try:
         L.Trainer(**quiet(max_epochs=2, logger=logger, callbacks=[cb])).fit(DigitsMLP())
         summary = dict(logger.experiment.summary)
@@ -313,7 +313,7 @@ def test_broken_tensorboard_extras_do_not_stop_training(tmp_path, monkeypatch):
         raise ValueError("no extras today")
 
     monkeypatch.setattr(tb_module, "TensorBoardSink", broken)
-    cb = WeightWatcherCallback(wait_for_epoch=True)
+    cb = WeightWatcherCallback(wait="epoch")
     tb = TensorBoardLogger(tmp_path, name="tb")
     with pytest.warns(WatcherWarning, match="no extras today"):
         L.Trainer(**quiet(max_epochs=1, logger=tb, callbacks=[cb])).fit(DigitsMLP())
@@ -357,7 +357,7 @@ def test_resume_continues_the_history_without_duplicates(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
 
     def fit(max_epochs: int, ckpt_path: str | None = None) -> WeightWatcherCallback:
-        cb = WeightWatcherCallback(traps_every=2, wait_for_epoch=True)
+        cb = WeightWatcherCallback(traps_every=2, wait="epoch")
         ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=-1)
         logger = TensorBoardLogger(tmp_path, name="run", version=0)
         trainer = L.Trainer(**quiet(max_epochs=max_epochs, enable_checkpointing=True,
@@ -408,7 +408,7 @@ class FullDisk:
 
 def test_failing_sink_warns_once_and_loses_nothing(tmp_path):
     sink = FullDisk()
-    cb = WeightWatcherCallback(sinks=[sink], wait_for_epoch=True)
+    cb = WeightWatcherCallback(sinks=[sink], wait="epoch")
     trainer = L.Trainer(**quiet(max_epochs=3, logger=CSVLogger(tmp_path), callbacks=[cb]))
     with pytest.warns(WatcherWarning, match="disk full") as record:
         trainer.fit(DigitsMLP())
@@ -431,7 +431,7 @@ def test_exception_in_training_leaves_no_thread(tmp_path):
 def test_nan_weights_mark_the_layer_failed(tmp_path):
     """NaN weights from epoch 1 on: that layer is 'failed' in the later analyses, nothing
     crashes, training finishes."""
-    cb = WeightWatcherCallback(wait_for_epoch=True)
+    cb = WeightWatcherCallback(wait="epoch")
     trainer = L.Trainer(**quiet(max_epochs=3, logger=CSVLogger(tmp_path), callbacks=[cb]))
     trainer.fit(DigitsMLP(nan_at_epoch=1))
     assert trainer.state.finished
@@ -619,7 +619,7 @@ def test_tensorboard_server_shows_ww_scalars_while_training(tmp_path):
          "127.0.0.1", "--port", str(port), "--reload_interval", "1", "--load_fast", "false"],
         stdout=server_log, stderr=subprocess.STDOUT)
     try:
-        cb = WeightWatcherCallback(wait_for_epoch=True)
+        cb = WeightWatcherCallback(wait="epoch")
         probe = TensorBoardProbe(base_url, at_epoch=3, min_points=4)
         logger = TensorBoardLogger(logdir, name="live")
         L.Trainer(**quiet(max_epochs=6, logger=logger, callbacks=[cb, probe])).fit(DigitsMLP())
@@ -640,3 +640,11 @@ def test_tensorboard_server_shows_ww_scalars_while_training(tmp_path):
     for step, value in seen.items():
         assert value == pytest.approx(summary.loc[step, "ww/alpha_mean"], rel=1e-6)
     assert all(math.isfinite(v) for v in seen.values())
+
+
+def test_old_wait_name_still_works():
+    with pytest.warns(DeprecationWarning, match="wait_for_epoch"):
+        cb = WeightWatcherCallback(wait_for_epoch=True)
+    assert cb.wait == "epoch"
+    with pytest.raises(ValueError, match="wait must be one of"):
+        WeightWatcherCallback(wait="sometimes")

@@ -69,7 +69,7 @@ class OneCycleMLP(DigitsMLP):
 
 def test_lightning_lr_balancer_holds_through_onecycle(tmp_path):
     balancer = LayerLRBalancer(ramp_steps=5)
-    cb = WeightWatcherCallback(policies=[balancer], wait_for_epoch=True)
+    cb = WeightWatcherCallback(policies=[balancer], wait="epoch")
     tb = TensorBoardLogger(tmp_path, name="tb")
     module = OneCycleMLP()
     trainer = L.Trainer(**quiet(max_epochs=3, logger=tb, callbacks=[cb]))
@@ -102,7 +102,7 @@ class TrappedMLP(DigitsMLP):
 
 def test_lightning_trap_removal(tmp_path):
     remover = TrapRemoval(verbose=False)
-    cb = WeightWatcherCallback(policies=[remover], wait_for_epoch=True)
+    cb = WeightWatcherCallback(policies=[remover], wait="epoch")
     module = TrappedMLP()
     assert ww_callbacks.analyze(module, randomize=True).set_index("longname").loc[
         "net.2", "rand_num_spikes"] > 0
@@ -122,7 +122,7 @@ def test_hf_trainer_early_stopping(tmp_path):
     policy = HTSREarlyStopping("plateau", patience=2, min_delta=100.0, start_step=1,
                                restore_best_weights=True, verbose=False)
     cb = HFCallback(every_n_steps=2, every_n_epochs=None, policies=[policy],
-                    wait_for_analysis=True, tensorboard=False)
+                    wait="always", tensorboard=False)
     trainer = make_trainer(tmp_path, [cb], report_to=[], epochs=4)
     trainer.train()
     assert policy.should_stop and 6 <= trainer.state.global_step < 4 * 8

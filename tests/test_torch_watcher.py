@@ -261,7 +261,7 @@ def test_resume_continues_steps_without_duplicates(tmp_path, digits):
 def test_passed_writer_is_used_and_left_open(tmp_path):
     writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
     model = _mlp()
-    with Watcher(model, log_dir=tmp_path / "ww", writer=writer, traps_every=0) as w:
+    with Watcher(model, log_dir=tmp_path / "ww", tensorboard=writer, traps_every=0) as w:
         assert [type(s) for s in w.sinks] == [TensorBoardSink]
     writer.add_scalar("still/open", 1.0, 1)
     writer.close()
@@ -288,7 +288,7 @@ def test_wandb_run_gets_a_wandb_sink(tmp_path, digits, wandb_offline):
     g = torch.Generator().manual_seed(0)
     run = wandb.init(project="ww-test")
     try:
-        with Watcher(model, log_dir=tmp_path, every_n_steps=5, wandb_run=run, tensorboard=False,
+        with Watcher(model, log_dir=tmp_path, every_n_steps=5, wandb=run, tensorboard=False,
                      traps_every=0) as w:
             (sink,) = w.sinks
             assert isinstance(sink, sink_module.WandbSink) and sink.run is run
@@ -299,3 +299,12 @@ def test_wandb_run_gets_a_wandb_sink(tmp_path, digits, wandb_offline):
         assert sink.writes == 3 and _history_steps(tmp_path) == [0, 5, 10]
     finally:
         run.finish()
+
+
+def test_old_option_names_still_work(tmp_path):
+    writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    with pytest.warns(DeprecationWarning, match="'writer'"):
+        w = Watcher(_mlp(), log_dir=None, writer=writer, traps_every=0)
+    assert [type(s) for s in w.sinks] == [TensorBoardSink] and w.sinks[0].writer is writer
+    w.close(final=False)
+    writer.close()

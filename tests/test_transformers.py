@@ -140,7 +140,7 @@ def test_failed_training_leaves_no_worker_behind(tmp_path):
     before = ww_workers()
 
     # 1. train() raises and no hook runs after it: the idle worker thread ends by itself
-    callback = WeightWatcherCallback(every_n_steps=4, tensorboard=False, wait_for_analysis=True)
+    callback = WeightWatcherCallback(every_n_steps=4, tensorboard=False, wait="always")
     trainer = make_trainer(tmp_path / "a", [callback, Boom(5)], [], epochs=1)
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train()
@@ -149,7 +149,7 @@ def test_failed_training_leaves_no_worker_behind(tmp_path):
     callback.close()  # closing afterwards is harmless
 
     # 2. train() again after a failure: the stale watcher is closed, the new run completes
-    callback = WeightWatcherCallback(every_n_steps=4, tensorboard=False, wait_for_analysis=True)
+    callback = WeightWatcherCallback(every_n_steps=4, tensorboard=False, wait="always")
     boom = Boom(3)
     trainer = make_trainer(tmp_path / "c", [callback, boom], [], epochs=1)
     with pytest.raises(RuntimeError, match="boom"):
@@ -194,13 +194,50 @@ def test_trainer_reports_to_wandb_offline(tmp_path, monkeypatch, wandb_offline):
 
 
 def test_resume_from_checkpoint_keeps_one_analysis_per_step(tmp_path):
-    callback = WeightWatcherCallback(every_n_steps=2, tensorboard=False, wait_for_analysis=True)
+    callback = WeightWatcherCallback(every_n_steps=2, tensorboard=False, wait="always")
     trainer = make_trainer(tmp_path, [callback], [], epochs=1,
                            save_strategy="steps", save_steps=5)
     trainer.train()
     assert list(load_history(tmp_path, level="model")["step"]) == [0, 2, 4, 6, 8]
 
-    callback = WeightWatcherCallback(every_n_steps=2, tensorboard=False, wait_for_analysis=True)
+    callback = WeightWatcherCallback(every_n_steps=2, tensorboard=False, wait="always")
     trainer = make_trainer(tmp_path, [callback], [], epochs=1)
     trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))
     assert list(load_history(tmp_path, level="model")["step"]) == [0, 2, 4, 5, 6, 8]
+
+
+def test_resume_continues_the_policy_state(tmp_path):
+    """The checkpoint keeps the callback's state (``stateful_callbacks``); a resumed run
+    continues HTSREarlyStopping's streak from it instead of starting afresh."""
+    import json
+
+    from ww_callbacks.policies import HTSREarlyStopping
+
+    def plateau():  # every analysis after the first is a signal; never stops (patience 100)
+        return HTSREarlyStopping("plateau", patience=100, min_delta=100.0, verbose=False)
+
+    first = plateau()
+    callback = WeightWatcherCallback(every_n_steps=2, tensorboard=False, wait="always",
+                                     policies=[first])
+    trainer = make_trainer(tmp_path, [callback], [], epochs=1,
+                           save_strategy="steps", save_steps=5)
+    trainer.train()
+    saved = json.loads((tmp_path / "checkpoint-5" / "trainer_state.json").read_text())
+    kept = saved["stateful_callbacks"]["WeightWatcherCallback"]["attributes"]["resume_state"]
+    streak = kept["policies"][0]["streak"]
+    assert streak >= 1 and kept["last_step"] == 4
+
+    resumed = plateau()
+    callback = WeightWatcherCallback(every_n_steps=2, tensorboard=False, wait="always",
+                                     policies=[resumed])
+    trainer = make_trainer(tmp_path, [callback], [], epochs=1)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))
+    assert list(load_history(tmp_path, level="model")["step"]) == [0, 2, 4, 5, 6, 8]
+    assert resumed.streak == streak + 3  # steps 5, 6 and 8 continue the streak
+    assert resumed.best_alpha == kept["policies"][0]["best_alpha"]
+
+
+def test_old_option_name_still_works():
+    with pytest.warns(DeprecationWarning, match="wait_for_analysis"):
+        callback = WeightWatcherCallback(wait_for_analysis=True)
+    assert callback.wait == "always"

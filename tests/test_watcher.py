@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import tracemalloc
@@ -266,3 +267,90 @@ def test_worker_thread_ends_when_idle_and_restarts():
     watcher.wait_idle()
     assert [r.step for r in watcher.poll()] == [0, 1]
     watcher.close()
+
+
+# ---------------------------------------------------------------------- the session core
+
+
+def test_session_cadence_snapshots_each_step_once(tmp_path):
+    """WatchSession owns the cadence and the "already taken" check: the initial weights, due
+    steps and epochs, the end; a step is never taken twice (epoch end = last step = end)."""
+    from ww_callbacks.cadence import Cadence
+    from ww_callbacks.session import WatchSession
+
+    model = _model()
+    session = WatchSession(cadence=Cadence(every_n_steps=4, every_n_epochs=1), wait="always",
+                           log_dir=tmp_path, traps_every=0)
+    session.begin(0, 0, model)
+    for step in range(1, 9):
+        session.step_end(step, (step - 1) // 4, model)
+        if step % 4 == 0:
+            session.epoch_end(step, step // 4 - 1, model)
+    session.end(8, 1, model)
+    assert session.closed and session.dropped == 0  # wait="always": nothing replaced
+    assert list(load_history(tmp_path, level="model")["step"]) == [0, 4, 8]
+
+
+def test_session_builds_named_sinks_and_rejects_unknown_names(tmp_path):
+    import ww_callbacks.integrations  # noqa: F401  (registers "tensorboard" and "wandb")
+    from ww_callbacks.integrations.tensorboard import TensorBoardSink
+    from ww_callbacks.session import WatchSession
+    from ww_callbacks.sinks import build_sinks
+
+    session = WatchSession(log_dir=tmp_path, tensorboard=True, tensorboard_options={
+        "images_every": 0})
+    assert [type(s) for s in session.built_sinks] == [TensorBoardSink]
+    session.close(deliver=False)  # (a finalizer's close still releases the event file)
+    assert session.built_sinks[0]._closed
+    with pytest.raises(ValueError, match="no sink named 'nope'"):
+        build_sinks({"nope": (True, None)}, tmp_path)
+    with pytest.raises(ValueError, match="wait must be one of"):
+        WatchSession(wait="sometimes")
+
+
+def test_policy_set_isolates_failures_and_keeps_state():
+    from ww_callbacks.policies import HTSREarlyStopping
+    from ww_callbacks.policies.policy_set import PolicySet
+
+    class Failing:
+        def on_result(self, result):
+            raise KeyError("bad")
+
+    failing = PolicySet([Failing(), Failing()])
+    failing.on_result(None)
+    failing.on_result(None)  # each policy is reported once
+    assert len(failing.failures) == 2 and "Failing.on_result" in failing.failures[0]
+    early = HTSREarlyStopping("plateau", patience=2, verbose=False)
+    policies = PolicySet([Failing(), early])
+    early.streak = 1
+    state = policies.state_dict()
+    assert state[0] == {} and state[1]["streak"] == 1
+    again = PolicySet([Failing(), HTSREarlyStopping("plateau", patience=2, verbose=False)])
+    again.load_state_dict(state)
+    assert again.policies[1].streak == 1 and not again.should_stop
+    with pytest.raises(KeyError):
+        PolicySet([Failing()], strict=True).on_result(None)
+
+
+def test_session_state_file_keeps_the_newest_states(tmp_path):
+    """save_state keeps the policies' state by step (the newest two) in a JSON file; a step
+    without a state warns that the policies start afresh."""
+    from ww_callbacks.policies import HTSREarlyStopping
+    from ww_callbacks.session import WatchSession
+
+    policy = HTSREarlyStopping("plateau", patience=5, verbose=False)
+    session = WatchSession(policies=[policy])
+    path = tmp_path / "backup" / "ww_state.json"
+    for step, streak in ((10, 1), (20, 2), (30, 3)):
+        policy.streak = streak
+        session.save_state(path, step)
+    assert sorted(json.loads(path.read_text())) == ["20", "30"]
+    assert session.saved_state(path, 20)["policies"][0]["streak"] == 2
+    with pytest.warns(WatcherWarning, match="no state of step 10"):
+        assert session.saved_state(path, 10) is None
+    fresh = HTSREarlyStopping("plateau", patience=5, verbose=False)
+    resumed = WatchSession(policies=[fresh])
+    resumed.resume(30, session.saved_state(path, 30))
+    assert fresh.streak == 3
+    session.close()
+    resumed.close()

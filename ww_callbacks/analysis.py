@@ -24,6 +24,7 @@ from .layers import LayerWeights, Skip, extract_layers, select_layers
 from .layers.base import CONV
 from .matrices import is_torch_tensor, layer_stack
 from .metrics import detx_metrics, jensen_shannon_distance, norm_metrics
+from .options import MAX_EVALS, MAX_N, MIN_EVALS
 from .powerlaw import FAILED, PowerLawFit, failed_fit, fit_powerlaw
 from .spectra import Spectrum, shuffled_spectrum, stack_spectrum
 
@@ -281,9 +282,10 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
     return df
 
 
-def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: int = 15000,
-            max_N: int = 50000, randomize: bool = False, mp_fit: bool = False,
-            fix_fingers: str | None = None, pool: bool = True, device: Any = None,
+def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
+            max_evals: int = MAX_EVALS, max_N: int = MAX_N, randomize: bool = False,
+            mp_fit: bool = False, fix_fingers: str | None = None, pool: bool = True,
+            device: Any = None,
             progress: bool | None = None, dtype: str = "float64",
             seed: int | None = DEFAULT_SEED) -> pd.DataFrame:
     """Analyse every selected layer of ``model``; one row per layer (per slice with pool=False).

@@ -1,10 +1,12 @@
 """The framework-free watcher: snapshot on the training thread, analyse in the background,
 record, then deliver to sinks and policies on the training thread.
 
-Integrations (Lightning, Keras, plain torch, Hugging Face) decide *when* (see
-:class:`~ww_callbacks.cadence.Cadence`) and call :meth:`Watcher.snapshot`, :meth:`Watcher.poll`
-and :meth:`Watcher.close`; everything slow happens in the
-:class:`~ww_callbacks.worker.BackgroundWorker`.
+The integrations (Lightning, Keras, plain torch, Hugging Face) drive its subclass
+:class:`~ww_callbacks.session.WatchSession`, which adds the cadence, waiting, the sinks built from
+options and resuming; used directly, call :meth:`Watcher.snapshot`, :meth:`Watcher.poll` and
+:meth:`Watcher.close`. Everything slow happens in the
+:class:`~ww_callbacks.worker.BackgroundWorker`; the policies are driven through a
+:class:`~ww_callbacks.policies.policy_set.PolicySet`.
 Each result goes to the history file first; then the policies decide on it (in the worker, see
 :mod:`ww_callbacks.policies`), then the sinks get it with the policies' values; the policies act
 on the model on the training thread, at :meth:`Watcher.poll`.
@@ -25,7 +27,9 @@ from typing import Any, Protocol
 from .analysis import analyze_layers
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
+from .options import MAX_EVALS, MAX_N, MIN_EVALS
 from .policies.base import Policy, Target
+from .policies.policy_set import PolicySet
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, MODEL_PREFIX, layer_scalars, model_summary
 from .snapshot import Snapshotter
@@ -81,24 +85,22 @@ class Watcher:
 
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
-    makes for its framework, e.g. :class:`~ww_callbacks.policies.torch_target.TorchTarget`).
+    makes for its framework, e.g. :class:`~ww_callbacks.integrations.torch_target.TorchTarget`).
     """
 
     def __init__(self, *, log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
-                 policies: Sequence[Policy] = (), layers: Any = None, min_evals: int = 8,
-                 max_evals: int = 15000, max_N: int = 50000, traps_every: int = 1,
+                 policies: Sequence[Policy] = (), layers: Any = None,
+                 min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS, max_N: int = MAX_N,
+                 traps_every: int = 1,
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
                  seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None):
         self.sinks = list(sinks)
-        self.policies = list(policies)
-        for policy in self.policies:  # a new watcher is a new run
-            reset = getattr(policy, "reset", None)
-            if reset is not None:
-                reset()
+        #: The policies, driven as one (:class:`~ww_callbacks.policies.policy_set.PolicySet`).
+        self.policies = PolicySet(policies, strict=strict)
+        self.policies.reset()  # a new watcher is a new run
         self.target = target
-        self._failed_policies: set[int] = set()
         self.strict = strict
         self.traps_every = traps_every
         self._select = dict(layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N)
@@ -176,8 +178,8 @@ class Watcher:
         """Copy the weights of ``model`` now and queue them for analysis; returns False when the
         snapshot was not taken (the same step was just taken, or no free GPU buffer). Never
         waits for the analysis."""
-        if step == self._last_snapshot_step:
-            return False  # these weights are already queued or analysed (e.g. last epoch = end)
+        if not self.is_new_step(step):
+            return False
         if randomize is None:
             randomize = bool(self.traps_every) and self.snapshots_taken % self.traps_every == 0
         snapshotter = self._snapshotter_for(model)
@@ -189,11 +191,16 @@ class Watcher:
         first = self.snapshots_taken == 0  # the initial weights of a run: never replaced
         self.snapshots_taken += 1
         self._last_snapshot_step = step
-        for policy in self.policies:
-            if getattr(policy, "wants_states", False):
-                self._call_policy(policy, "on_snapshot", step, self.target)
+        self.policies.on_snapshot(step, self.target)
         self._ensure_worker().submit(snap, keep=first)
         return True
+
+    def is_new_step(self, step: int) -> bool:
+        """False when the weights of ``step`` were the last ones snapshotted (already queued or
+        analysed: the end of training right after an epoch's snapshot, extra micro-batches of
+        gradient accumulation, the start of a run resumed at an analysed step). The one
+        "already taken" check of every integration."""
+        return step != self._last_snapshot_step
 
     def before_optimizer_step(self) -> None:
         """GPU only: order the next optimizer step after the last snapshot's copy."""
@@ -209,29 +216,10 @@ class Watcher:
             self._act(step)
         return results
 
-    def _call_policy(self, policy: Policy, hook: str, *args: Any) -> Any:
-        """Run one policy hook and return what it returns (None when the policy has no such
-        hook or it failed); a failing policy is reported once and never stops training
-        (``strict``: it raises)."""
-        method = getattr(policy, hook, None)
-        if method is None:
-            return None
-        try:
-            return method(*args)
-        except Exception as err:
-            if self.strict:
-                raise
-            if id(policy) not in self._failed_policies:
-                self._failed_policies.add(id(policy))
-                self._sink_failures.append(f"ww_callbacks: policy {type(policy).__name__}."
-                                           f"{hook} failed: {err!r}")
-            return None
-
     def _act(self, step: int | None) -> None:
         if self.target is None:
             return
-        for policy in self.policies:
-            self._call_policy(policy, "act", self.target, step)
+        self.policies.act(self.target, step)
         self._report_sink_failures()
 
     def _handle(self, results: list[AnalysisResult], errors: list) -> list[AnalysisResult]:
@@ -246,11 +234,8 @@ class Watcher:
         return results
 
     def _scalars(self, result: AnalysisResult) -> dict[str, float]:
-        scalars = {**result.summary, DROPPED: float(self.dropped),
-                   **layer_scalars(result.details)}
-        for policy in self.policies:
-            scalars.update(self._call_policy(policy, "scalars") or {})
-        return scalars
+        return {**result.summary, DROPPED: float(self.dropped),
+                **layer_scalars(result.details), **self.policies.scalars()}
 
     def model_scalars(self) -> dict[str, float]:
         """The model-level ``ww/`` values of the latest delivered analysis (the policies' ones
@@ -287,6 +272,8 @@ class Watcher:
         self.last_result = result
 
     def _report_sink_failures(self) -> None:
+        self._sink_failures.extend(self.policies.failures)
+        self.policies.failures.clear()
         while self._sink_failures:
             warnings.warn(self._sink_failures.popleft(), WatcherWarning, stacklevel=4)
 
@@ -337,8 +324,7 @@ class Watcher:
             if deliver:
                 self._handle(*worker.drain())
         if deliver and final and self.policies:
-            for policy in self.policies:
-                self._call_policy(policy, "finish", self.target)
+            self.policies.finish(self.target)
             self._report_sink_failures()
         if deliver:
             for sink in self.sinks:
@@ -370,8 +356,7 @@ class Watcher:
                                 snapshot.randomize, spectra)
         if self.history is not None:
             self.history.append(result)  # before any sink or policy sees it
-        for policy in self.policies:
-            self._call_policy(policy, "on_result", result)
+        self.policies.on_result(result)
         result.scalars = self._scalars(result)
         for sink in self.sinks:
             if _in_worker(sink):
@@ -398,25 +383,20 @@ class Watcher:
     def should_stop(self) -> bool:
         """True once a policy asked to stop training (plain loops: ``if watcher.should_stop:
         break``; the integrations stop by themselves)."""
-        return any(bool(getattr(policy, "should_stop", False)) for policy in self.policies)
+        return self.policies.should_stop
 
     @property
     def stop_reason(self) -> str | None:
         """Why the policies that asked to stop did so, joined by "; " (None while none did)."""
-        reasons = [str(getattr(policy, "stop_reason", None) or type(policy).__name__)
-                   for policy in self.policies if getattr(policy, "should_stop", False)]
-        return "; ".join(reasons) or None
+        return self.policies.stop_reason
 
     def policy_states(self) -> list[dict]:
         """``state_dict()`` of each policy, in order (for checkpoints)."""
-        return [policy.state_dict() if hasattr(policy, "state_dict") else {}
-                for policy in self.policies]
+        return self.policies.state_dict()
 
     def load_policy_states(self, states: Sequence[dict]) -> None:
         """Continue the policies from :meth:`policy_states` of a checkpoint."""
-        for policy, state in zip(self.policies, states, strict=False):
-            if state and hasattr(policy, "load_state_dict"):
-                policy.load_state_dict(state)
+        self.policies.load_state_dict(states)
 
     @property
     def last_snapshot_step(self) -> int | None:
@@ -436,6 +416,8 @@ class Watcher:
         self.results_delivered = int(state.get("results_delivered", 0))
         self._dropped_before = int(state.get("dropped", 0))
         self.last_step = int(state.get("last_step", -1))
+        if self.last_step >= 0:  # the checkpoint's last snapshot is not taken again
+            self._last_snapshot_step = self.last_step
         self.load_policy_states(state.get("policies", ()))
         if self.history is not None:
             self.history.truncate_after(self.last_step)

@@ -20,6 +20,7 @@ from typing import Any
 from .base import Policy, Target
 from .early_stopping import STOP_CODES, STOP_REASON, HTSREarlyStopping
 from .lr_balance import LR_SCALE_PREFIX, LayerLRBalancer, tempbalance_scales
+from .policy_set import PolicySet
 from .traps import TrapRemoval, count_traps, svd_sharpness
 
 #: Public name -> the integration module that defines it (imported when the name is first used).
@@ -33,6 +34,7 @@ _FRAMEWORK_NAMES = {
 
 __all__ = [
     "HTSREarlyStopping", "KerasTarget", "LR_SCALE_PREFIX", "LayerLRBalancer", "Policy",
+    "PolicySet",
     "STOP_CODES", "STOP_REASON", "Target", "TorchTarget", "TrapRemoval", "count_traps",
     "multi_optimizer_per_layer", "param_groups_per_layer", "scale_param_group", "svd_sharpness",
     "tempbalance_scales",

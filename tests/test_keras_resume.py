@@ -1,0 +1,19 @@
+"""A Keras fit resumed by ``BackupAndRestore`` continues the policies' state (kept by the
+callback next to the backup's files), on the TensorFlow, JAX and PyTorch backends, each in its
+own process. The checks live in ``tests/keras_runs/resume.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.keras_runs.runner import BACKENDS, run_on_backend
+
+SCRIPT = Path(__file__).parent / "keras_runs" / "resume.py"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_resume_continues_the_policy_state(backend, tmp_path):
+    report = run_on_backend(SCRIPT, backend, tmp_path)
+    assert report["kept_streak"] == 2 and report["resumed_streak"] == 4
