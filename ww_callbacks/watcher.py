@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .analysis import analyze_layers
+from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
 from .policies.base import Policy, Target
@@ -48,10 +49,6 @@ class Sink(Protocol):
 
 def _in_worker(sink: Sink) -> bool:
     return bool(getattr(sink, "in_worker", False))
-
-
-class WatcherWarning(UserWarning):
-    """A problem of the watcher (a failed analysis, a failing sink) that training survives."""
 
 
 #: Default share of wall time the analysis thread may use (see ``Watcher(max_duty=...)``).
@@ -107,11 +104,13 @@ class Watcher:
         self.blas_threads = blas_threads
         self.max_duty = max_duty
         self.history: HistoryWriter | None = None
+        #: Failures of the history and the sinks, grouped by cause (see :mod:`.faults`).
+        self.faults = FaultReporter()
+        self._outputs: dict[int, Retrying] = {}
         self.set_log_dir(log_dir)
         self._snapshotter: Snapshotter | None = None
         self._model_ref: Any = None
         self._worker: BackgroundWorker | None = None
-        self._failed_sinks: set[int] = set()
         self._sink_failures: deque[str] = deque()
         self.snapshots_taken = 0
         self.results_delivered = 0
@@ -126,7 +125,11 @@ class Watcher:
 
     def set_log_dir(self, log_dir: str | os.PathLike | None) -> None:
         """Write the history into ``log_dir`` from now on (integrations learn it late)."""
+        if self.history is not None:
+            self.history.close()
         self.history = HistoryWriter(Path(log_dir) / HISTORY_FILE) if log_dir else None
+        if self.history is not None:
+            self.history.open()  # a second watcher on this folder is warned now
 
     @property
     def layer_selection(self) -> dict[str, Any]:
@@ -263,19 +266,22 @@ class Watcher:
         return {k: float(v) for k, v in values.items()
                 if k.startswith(MODEL_PREFIX) and v is not None}
 
+    def _output(self, key: Any, name: str, reopen: Any = None, consequence: str = "") -> Retrying:
+        """The retrying wrapper of one output (the history or a sink), made on first use."""
+        output = self._outputs.get(id(key))
+        if output is None:
+            output = self._outputs[id(key)] = Retrying(name, self.faults, reopen=reopen,
+                                                       consequence=consequence)
+        return output
+
     def _write(self, sink: Sink, result: AnalysisResult, scalars: dict[str, float]) -> None:
-        """Write to one sink; a failure is reported once (as a warning on the training thread)
-        and never stops training nor loses data (the history has it)."""
-        try:
-            sink.write(result, scalars)
-        except Exception as err:
-            if id(sink) in self._failed_sinks:
-                return
-            self._failed_sinks.add(id(sink))
-            where = f" (the history in {self.history_path} has every result)" \
-                if self.history_path else ""
-            self._sink_failures.append(f"ww_callbacks: sink {type(sink).__name__} failed: "
-                                       f"{err!r}{where}; it will be retried silently")
+        """Write to one sink; a failure is reported once per cause (as a warning on the training
+        thread), retried at the next result (after ``sink.reopen()`` when the sink has one) and
+        never stops training nor loses data (the history has it)."""
+        where = f"the history in {self.history_path} has every result" \
+            if self.history_path else ""
+        self._output(sink, f"sink {type(sink).__name__}", getattr(sink, "reopen", None),
+                     where)(sink.write, result, scalars)
 
     def _deliver(self, result: AnalysisResult) -> None:
         scalars = result.scalars or self._scalars(result)
@@ -287,6 +293,7 @@ class Watcher:
         self.last_result = result
 
     def _report_sink_failures(self) -> None:
+        self._sink_failures.extend(self.faults.pop_messages())
         while self._sink_failures:
             warnings.warn(self._sink_failures.popleft(), WatcherWarning, stacklevel=4)
 
@@ -349,6 +356,11 @@ class Watcher:
                                   f"{err!r}", WatcherWarning, stacklevel=2)
         if self._snapshotter is not None:
             self._snapshotter.close()
+        if self.history is not None:
+            self.history.close()
+        summary = self.faults.summary()
+        if summary and deliver:
+            LOG.warning(summary)
         _LIVE.discard(self)
 
     def __enter__(self) -> Watcher:
@@ -368,8 +380,10 @@ class Watcher:
         result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
                                 snapshot.wall_time, time.perf_counter() - start,
                                 snapshot.randomize, spectra)
-        if self.history is not None:
-            self.history.append(result)  # before any sink or policy sees it
+        if self.history is not None:  # before any sink or policy sees it; a failure stops neither
+            self._output(self.history, f"history {self.history.path}", None,
+                         "the results still reach the sinks and policies")(
+                self.history.append, result)
         for policy in self.policies:
             self._call_policy(policy, "on_result", result)
         result.scalars = self._scalars(result)
