@@ -10,7 +10,6 @@ as a DataFrame.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -115,10 +114,9 @@ class HistoryWriter:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     data = b"\n" + data  # a torn tail: start this record on a fresh line
-                written = os.write(fd, data)
-                if written != len(data):  # a short write (file size limit): the tail is torn
-                    raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written",
-                                  str(self.path))
+                view = memoryview(data)
+                while view:  # one write; more only after a short one (a nearly full disk),
+                    view = view[os.write(fd, view):]  # whose next write raises the OS's reason
             finally:
                 os.close(fd)
 
