@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
+import threading
 import time
 import warnings
 import weakref
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .analysis import analyze_layers
+from .analysis import AnalysisCancelled, analyze_layers
 from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
@@ -51,6 +53,14 @@ def _in_worker(sink: Sink) -> bool:
     return bool(getattr(sink, "in_worker", False))
 
 
+#: How long ``close(final=False)`` (an exception, Ctrl-C) lets the analysis in flight finish
+#: before cancelling it, and how long it then waits for the worker to stop between two layers;
+#: together under 1 s. Past that the daemon thread is abandoned (it ends on its own; what it
+#: finished is kept). Measured: a 2000x2000 layer takes ~2 s on one core, so waiting for it
+#: made Ctrl-C take as long as the whole analysis (14 s in the issue).
+INTERRUPT_GRACE_S = 0.5
+INTERRUPT_STOP_S = 0.3
+
 #: Default share of wall time the analysis thread may use (see ``Watcher(max_duty=...)``).
 DEFAULT_MAX_DUTY = 0.02
 
@@ -59,8 +69,9 @@ _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 @atexit.register
 def _close_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    failed = getattr(sys, "last_type", None) is not None  # the script died of an exception
     for watcher in list(_LIVE):
-        watcher.close(timeout=5.0, deliver=False)
+        watcher.close(timeout=5.0, deliver=False, final=not failed)
 
 
 class Watcher:
@@ -107,6 +118,7 @@ class Watcher:
         #: Failures of the history and the sinks, grouped by cause (see :mod:`.faults`).
         self.faults = FaultReporter()
         self._outputs: dict[int, Retrying] = {}
+        self._cancel = threading.Event()  # set by close(final=False): stop between layers
         self.set_log_dir(log_dir)
         self._snapshotter: Snapshotter | None = None
         self._model_ref: Any = None
@@ -239,6 +251,8 @@ class Watcher:
 
     def _handle(self, results: list[AnalysisResult], errors: list) -> list[AnalysisResult]:
         for err in errors:
+            if isinstance(err.error, AnalysisCancelled):
+                continue  # training was interrupted: nobody waits for this analysis
             message = f"ww_callbacks: the analysis of step {err.step} failed: {err.error!r}"
             if self.strict:
                 raise RuntimeError(message + "\n" + err.traceback) from err.error
@@ -333,9 +347,13 @@ class Watcher:
         left, close the sinks. Safe to call twice."""
         worker = self._worker  # kept until it has finished: its last result counts its drops
         if worker is not None:
-            if not final:
+            if not final:  # interrupted: return within ~1 s whatever the analysis in flight
                 worker.discard_pending()
-            if not worker.close(timeout):
+                grace = INTERRUPT_GRACE_S if timeout is None else min(timeout, INTERRUPT_GRACE_S)
+                if not worker.close(grace):
+                    self._cancel.set()
+                    worker.close(INTERRUPT_STOP_S)  # else abandoned: a daemon, ends by itself
+            elif not worker.close(timeout):
                 warnings.warn("ww_callbacks: the analysis did not finish in time; its thread is "
                               "left to end on its own", WatcherWarning, stacklevel=2)
             self._worker = None
@@ -375,7 +393,7 @@ class Watcher:
         start = time.perf_counter()
         snapshot.ready()
         details = analyze_layers(snapshot.layers, randomize=snapshot.randomize,
-                                 progress=False, **self._analysis)
+                                 progress=False, cancelled=self._cancel.is_set, **self._analysis)
         spectra = details.attrs.pop("spectra", {})
         result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
                                 snapshot.wall_time, time.perf_counter() - start,
