@@ -85,7 +85,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                  tensorboard: bool = True, wandb_run: Any = None, layers: Any = None,
                  min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
                  mp_fit: bool = False, fix_fingers: str | None = None, strict: bool = False,
-                 blas_threads: int | None = 1, max_duty: float | None = DEFAULT_MAX_DUTY,
+                 blas_threads: int | None = 1, max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  policies: Sequence[Policy] = (), sinks: Sequence[Sink] = ()):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_batches, every_n_epochs=every_n_epochs)

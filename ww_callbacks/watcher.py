@@ -32,7 +32,7 @@ from .policies.base import Policy, Target
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, MODEL_PREFIX, layer_scalars, model_summary
 from .snapshot import Snapshotter
-from .worker import BackgroundWorker
+from .worker import DEFAULT_MAX_DUTY, BackgroundWorker, resolve_max_duty
 
 
 class Sink(Protocol):
@@ -61,8 +61,6 @@ def _in_worker(sink: Sink) -> bool:
 INTERRUPT_GRACE_S = 0.5
 INTERRUPT_STOP_S = 0.3
 
-#: Default share of wall time the analysis thread may use (see ``Watcher(max_duty=...)``).
-DEFAULT_MAX_DUTY = 0.02
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -80,10 +78,15 @@ class Watcher:
     ``log_dir``: where ``ww_history.jsonl`` is written (None: no file). ``traps_every``: every
     k-th analysis also randomises the weights to count correlation traps (0: never).
     ``strict``: re-raise a failed analysis on the training thread instead of warning.
-    ``blas_threads``: BLAS threads of the worker. ``max_duty``: the largest share of wall time
-    the worker may spend analysing (it rests in between; snapshots that arrive meanwhile replace
-    the pending one, except the first of a run, the initial weights, which is always analysed):
-    this bounds the cost to training. None: analyse back to back. Analysis
+    ``blas_threads``: BLAS threads of the worker. ``max_duty``: the largest share of time the
+    worker may spend analysing, in its own CPU time, its first analysis (one-time costs) not
+    counted; it rests in between, and a snapshot that arrives meanwhile waits for it, so runs
+    whose analyses fit in the cadence at that share are analysed entirely. The default
+    ``"auto"`` is 0.5 (half a core on average) when training runs on the CPU and no limit when
+    the weights are on a GPU; None: no limit. Whatever the limit, every requested snapshot is
+    analysed unless the analysis cannot keep up: then the newest wins and the others are
+    counted in ``ww/snapshots_dropped`` (without being copied, see :meth:`snapshot`); the first
+    (initial weights) and the last (final weights) are always analysed. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
     ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
 
@@ -97,7 +100,7 @@ class Watcher:
                  max_evals: int = 15000, max_N: int = 50000, traps_every: int = 1,
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
-                 seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY,
+                 seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None):
         self.sinks = list(sinks)
         self.policies = list(policies)
@@ -128,6 +131,9 @@ class Watcher:
         self.results_delivered = 0
         self._dropped_before = 0  # drops of earlier (resumed) runs
         self._snapshot_dropped = 0  # GPU snapshots with no free buffer
+        self._skipped = 0  # due snapshots not copied: the worker would not have got to them
+        self._skipped_call: tuple | None = None  # (model, step, epoch, randomize) of the last
+        self._last_due: float | None = None  # monotonic time of the last snapshot() call
         self.last_result: AnalysisResult | None = None
         self.last_step = -1
         self._last_snapshot_step: int | None = None
@@ -158,12 +164,14 @@ class Watcher:
     def dropped(self) -> int:
         """Snapshots dropped because the worker was busy (``ww/snapshots_dropped``)."""
         worker = self._worker.dropped if self._worker else 0
-        return self._dropped_before + worker + self._snapshot_dropped
+        return self._dropped_before + worker + self._snapshot_dropped + self._skipped
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
+            on_gpu = self._snapshotter is not None and self._snapshotter.uses_cuda
             self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads,
-                                            max_duty=self.max_duty)
+                                            max_duty=resolve_max_duty(self.max_duty,
+                                                                      on_gpu=on_gpu))
         return self._worker
 
     def _snapshotter_for(self, model: Any) -> Snapshotter:
@@ -189,15 +197,46 @@ class Watcher:
     def snapshot(self, model: Any, step: int, epoch: int | None = None, *,
                  randomize: bool | None = None) -> bool:
         """Copy the weights of ``model`` now and queue them for analysis; returns False when the
-        snapshot was not taken (the same step was just taken, or no free GPU buffer). Never
-        waits for the analysis."""
+        snapshot was not taken (the same step was just taken, no free GPU buffer, or the worker
+        would not get to it before the next due snapshot replaces it). Never waits for the
+        analysis.
+
+        Nothing is copied for a snapshot that would be dropped: the worker predicts from the
+        cost of its recent analyses (:meth:`BackgroundWorker.accepts`) and the time since the
+        previous call whether it is free before the next call; if not, this one is counted in
+        :attr:`dropped` at no cost to the training thread. While the run's first analysis is in
+        flight (its cost unknown) snapshots are copied and the newest wins. If the last call
+        of a run was skipped so, :meth:`close` (``final=True``) takes it after all: the final
+        weights are always analysed."""
         if step == self._last_snapshot_step:
             return False  # these weights are already queued or analysed (e.g. last epoch = end)
+        again = self._skipped_call is not None and self._skipped_call[1] == step
         if randomize is None:
-            randomize = bool(self.traps_every) and self.snapshots_taken % self.traps_every == 0
+            randomize = (self._skipped_call[3] if again else bool(self.traps_every)
+                         and self.snapshots_taken % self.traps_every == 0)
+        now = time.monotonic()
+        interval = None if self._last_due is None else now - self._last_due
+        self._last_due = now
+        self.last_step = max(self.last_step, step)
+        if (self.snapshots_taken and self._worker is not None
+                and not self._worker.accepts(interval)):
+            # the next due snapshot would replace this one before the worker gets to it: no copy
+            if not again:
+                self.snapshots_taken += 1
+                self._skipped += 1
+            self._skipped_call = (model, step, epoch, randomize)
+            return False
+        if again:  # a second call for a skipped step (e.g. last epoch = end): taken now
+            self.snapshots_taken -= 1
+            self._skipped -= 1
+        self._skipped_call = None
+        return self._copy_and_submit(model, step, epoch, randomize)
+
+    def _copy_and_submit(self, model: Any, step: int, epoch: int | None,
+                         randomize: bool) -> bool:
+        """Copy the weights and hand them to the worker (``snapshot`` decided it is worth it)."""
         snapshotter = self._snapshotter_for(model)
         snap = snapshotter.take(step, epoch, randomize)
-        self.last_step = max(self.last_step, step)
         if snap is None:
             self._snapshot_dropped += 1
             return False
@@ -346,6 +385,14 @@ class Watcher:
         e.g. when training failed; the initial weights are analysed either way), deliver what is
         left, close the sinks. Safe to call twice."""
         worker = self._worker  # kept until it has finished: its last result counts its drops
+        skipped, self._skipped_call = self._skipped_call, None
+        if (final and deliver and skipped is not None and skipped[1] == self.last_step
+                and not self._cancel.is_set()):
+            # the run's last call was skipped: its weights are the final ones, analyse them
+            self._skipped -= 1
+            self.snapshots_taken -= 1
+            self._copy_and_submit(*skipped)
+            worker = self._worker
         if worker is not None:
             if not final:  # interrupted: return within ~1 s whatever the analysis in flight
                 worker.discard_pending()
