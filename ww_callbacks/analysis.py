@@ -47,6 +47,8 @@ SUMMARY_METRICS = [
 ]
 #: Below this many eigenvalues (M * rf) the randomised spectrum pools 5 shuffles, as the reference.
 FEW_EVALS_FOR_RANDOM = 100
+#: The ``warning`` of a layer whose weights are not all finite (its row is ``failed``).
+NON_FINITE = "weights contain NaN or Inf"
 DEFAULT_SEED = 0
 
 
@@ -203,7 +205,7 @@ def _spectrum_row(engine, stack: Any, N: int, M: int, rf: int, options: _Options
     if M == 0 or N == 0:
         return _failed_row("empty weight", options)
     if not engine.finite(stack):
-        return _failed_row("weights contain NaN or Inf", options)
+        return _failed_row(NON_FINITE, options)
     spec = engine.spectrum(stack)
     evals = spec.evals
     fit = fit_powerlaw(evals, fix_fingers=options.fix_fingers)

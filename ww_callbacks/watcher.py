@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .analysis import AnalysisCancelled, analyze_layers
+from .analysis import NON_FINITE, AnalysisCancelled, analyze_layers
 from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
@@ -122,6 +122,8 @@ class Watcher:
         self.faults = FaultReporter()
         self._outputs: dict[int, Retrying] = {}
         self._cancel = threading.Event()  # set by close(final=False): stop between layers
+        self._warned_nothing = False  # "no layer to analyse", once
+        self._warned_non_finite = False  # "NaN/Inf in the weights", once
         self.set_log_dir(log_dir)
         self._snapshotter: Snapshotter | None = None
         self._model_ref: Any = None
@@ -182,10 +184,19 @@ class Watcher:
         if (is_torch and not is_keras and self._snapshotter is not None
                 and self._model_ref is not None and self._model_ref() is model):
             return self._snapshotter
-        found, _ = extract_layers(model)
-        kept, _ = select_layers(found, self._select["layers"],
-                                min_evals=self._select["min_evals"],
-                                max_evals=self._select["max_evals"], max_N=self._select["max_N"])
+        found, skipped = extract_layers(model)
+        kept, filtered = select_layers(found, self._select["layers"],
+                                       min_evals=self._select["min_evals"],
+                                       max_evals=self._select["max_evals"],
+                                       max_N=self._select["max_N"])
+        if not kept and not self._warned_nothing:
+            self._warned_nothing = True
+            passed = "; ".join(f"{s.longname}: {s.reason}" for s in (skipped + filtered)[:8])
+            warnings.warn(f"ww_callbacks: {type(model).__name__} has no layer to analyse (none "
+                          f"supported within the limits min_evals={self._select['min_evals']}, "
+                          f"max_evals={self._select['max_evals']}, max_N={self._select['max_N']}"
+                          f"{'; passed over: ' + passed if passed else ''}); its analyses "
+                          "have no layers and NaN means", WatcherWarning, stacklevel=4)
         snapshotter = Snapshotter(kept)
         if is_torch and not is_keras:
             self._snapshotter = snapshotter
@@ -336,7 +347,21 @@ class Watcher:
         self._output(sink, f"sink {type(sink).__name__}", getattr(sink, "reopen", None),
                      where)(sink.write, result, scalars)
 
+    def _warn_non_finite(self, result: AnalysisResult) -> None:
+        """One warning, the first time weights with NaN or Inf are analysed: which layers, at
+        which step (their rows are ``failed``; later analyses say so in the history)."""
+        if self._warned_non_finite or "warning" not in result.details.columns:
+            return
+        bad = result.details.loc[result.details["warning"] == NON_FINITE, "longname"]
+        if len(bad):
+            self._warned_non_finite = True
+            names = ", ".join(map(str, bad.unique()[:10])) + (" ..." if bad.nunique() > 10 else "")
+            warnings.warn(f"ww_callbacks: the weights of {bad.nunique()} layer(s) contain NaN or "
+                          f"Inf at step {result.step}: {names}; training has diverged there (not "
+                          "reported again)", WatcherWarning, stacklevel=5)
+
     def _deliver(self, result: AnalysisResult) -> None:
+        self._warn_non_finite(result)
         scalars = result.scalars or self._scalars(result)
         for sink in self.sinks:
             if not _in_worker(sink):
