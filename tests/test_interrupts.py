@@ -60,6 +60,65 @@ def test_sigint_during_a_long_analysis_exits_within_2_s(tmp_path):
     assert took < closed + 5.0, f"exit took {took:.2f} s\n{stderr}"
 
 
+_LIGHTNING_LONG_ANALYSIS = textwrap.dedent("""
+    import sys, time, torch, torch.nn as nn
+    import lightning.pytorch as L
+    from ww_callbacks.integrations.lightning import WeightWatcherCallback
+
+    class Big(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(*[nn.Linear(2000, 2000) for _ in range(4)])
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.01)
+            return self.net(batch[0]).pow(2).mean()
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e-6)
+        def train_dataloader(self):
+            data = torch.utils.data.TensorDataset(torch.randn(64, 2000))
+            return torch.utils.data.DataLoader(data, batch_size=8)
+
+    class Announce(L.Callback):
+        said = False
+        def on_train_batch_end(self, trainer, *args):
+            worker = ww.watcher._worker if ww.watcher is not None else None
+            if not self.said and worker is not None and not worker.idle:
+                self.said = True
+                print("analysing", flush=True)
+
+    torch.manual_seed(0)
+    ww = WeightWatcherCallback(log_dir=sys.argv[1])
+    trainer = L.Trainer(max_epochs=1000, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[ww, Announce()])
+    try:
+        trainer.fit(Big())
+    finally:
+        print("closed", time.time(), flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_sigint_during_a_long_analysis_ends_a_lightning_fit_within_2_s(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    proc = subprocess.Popen([sys.executable, "-c", _LIGHTNING_LONG_ANALYSIS, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "analysing", proc.stderr.read()
+        time.sleep(0.5)
+        sent = time.time()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        closed = float(proc.stdout.readline().split()[1]) - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()
+    assert proc.returncode != 0
+    assert closed < 2.0, f"Lightning's shutdown took {closed:.2f} s\n{stderr}"
+
+
 def test_interrupted_close_returns_fast_and_keeps_what_finished(tmp_path):
     """The initial weights were analysed before the failure; the analysis in flight at the
     failure is cancelled between layers and nothing of it is written."""
