@@ -64,11 +64,11 @@ def main(epochs: int = 10, root: str = "lightning_logs", seed: int = 0) -> None:
     # CPU training: leave one core to the analysis thread (torch's default takes every core,
     # and its threads then wait on each other whenever the analysis runs)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    # every epoch, + the initial and final weights. These epochs last a fraction of a second,
-    # less than an analysis: wait="epoch" has every one analysed (training pauses at the
-    # epoch ends when the analysis is behind). With real epochs (minutes) leave it out: training
-    # then never waits, and a snapshot the analysis cannot keep up with is dropped and counted.
-    ww = WeightWatcherCallback(wait="epoch")
+    # every epoch, + the initial and final weights, analysed while training goes on (it never
+    # waits). Every epoch is analysed unless the analysis cannot keep up; then the newest
+    # snapshot wins and the others are counted in ww/snapshots_dropped (wait="epoch"
+    # instead pauses training at the epoch ends until the analysis is done).
+    ww = WeightWatcherCallback()
     logger = TensorBoardLogger(root, name="digits")
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger,
                         callbacks=[ww], log_every_n_steps=10, enable_model_summary=False)
@@ -82,7 +82,8 @@ def main(epochs: int = 10, root: str = "lightning_logs", seed: int = 0) -> None:
           ">6: under-trained):")
     print(alphas.round(2).to_string())
     final = layers[layers["step"] == layers["step"].max()]
-    print(f"analyses: {alphas.shape[0]}, snapshots dropped: {ww.watcher.dropped}")
+    print(f"analyses: {alphas.shape[0]} of {ww.watcher.snapshots_taken} requested (initial, "
+          f"{epochs} epochs, final), snapshots dropped: {ww.watcher.dropped}")
     print("\nfinal analysis:")
     print(final[["longname", "N", "M", "alpha", "alpha_weighted", "num_traps", "warning"]]
           .to_string(index=False))

@@ -46,8 +46,9 @@ def main(log_dir: str = "ww_logs", epochs: int = 20, every: int = 50, seed: int 
     # leaving the block analysed the final weights and waited for it
     accuracy = (model(x).argmax(1) == y).float().mean().item()
     print(f"train accuracy {accuracy:.3f} in {time.perf_counter() - start:.1f} s; "
-          f"{watcher.results_delivered} analyses, {watcher.dropped} snapshots dropped "
-          "(taken while the previous one was still being analysed)")
+          f"{watcher.results_delivered} analyses of {watcher.snapshots_taken} requested (initial, "
+          f"every {every} steps, final), {watcher.dropped} dropped (the analysis could not keep "
+          "up)")
     history = load_history(log_dir)
     last = history[history.step == history.step.max()]
     print(last[["step", "longname", "alpha", "alpha_weighted", "num_traps", "warning"]]

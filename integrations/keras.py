@@ -101,7 +101,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                  layers: Any = None, min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS,
                  max_N: int = MAX_N, mp_fit: bool = False, fix_fingers: str | None = None,
                  strict: bool = False, blas_threads: int | None = 1,
-                 max_duty: float | None = DEFAULT_MAX_DUTY, policies: Sequence[Policy] = (),
+                 max_duty: float | str | None = DEFAULT_MAX_DUTY, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), wait: Wait = "never",
                  backup_dir: str | os.PathLike | None = None,
                  every_n_batches: int | None = None, wandb_run: Any = None):

@@ -181,8 +181,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     ``save_on_train_epoch_end=True``: by default it checks its monitor at the end of validation,
     which comes before the training-epoch end.
 
-    ``max_duty``: the largest share of wall time the analysis thread may use (default 2%; it
-    rests in between and snapshots arriving meanwhile replace the pending one); None: no limit.
+    ``max_duty``: the largest share of time the analysis thread may use, in its CPU time (default
+    ``"auto"``: half a core on CPU training, no limit on a GPU; see
+    :class:`~ww_callbacks.watcher.Watcher`); None: no limit.
 
     ``tensorboard_options`` / ``wandb_options``: keyword arguments of the TensorBoard / W&B
     extras made for a ``TensorBoardLogger`` / ``WandbLogger``.
@@ -226,7 +227,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                  blas_threads: int | None = 1, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), log_per_layer: bool = True,
                  wait: Wait | None = None, log_epoch_metrics: bool | None = None,
-                 max_duty: float | None = DEFAULT_MAX_DUTY,
+                 max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  tensorboard_options: dict | None = None, wandb_options: dict | None = None,
                  wait_for_epoch: bool | None = None):
         super().__init__()

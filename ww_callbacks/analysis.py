@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ SUMMARY_METRICS = [
 ]
 #: Below this many eigenvalues (M * rf) the randomised spectrum pools 5 shuffles, as the reference.
 FEW_EVALS_FOR_RANDOM = 100
+#: The ``warning`` of a layer whose weights are not all finite (its row is ``failed``).
+NON_FINITE = "weights contain NaN or Inf"
 DEFAULT_SEED = 0
 
 
@@ -64,6 +66,11 @@ def columns_for(*, randomize: bool = False, mp_fit: bool = False, fix_fingers: A
     if randomize:
         cols += RANDOM_COLUMNS
     return cols
+
+
+class AnalysisCancelled(Exception):
+    """Raised by :func:`analyze_layers` between two layers when its ``cancelled()`` check says
+    so (training was interrupted: nobody waits for this analysis any more)."""
 
 
 # ----------------------------------------------------------------------------- engines
@@ -199,7 +206,7 @@ def _spectrum_row(engine, stack: Any, N: int, M: int, rf: int, options: _Options
     if M == 0 or N == 0:
         return _failed_row("empty weight", options)
     if not engine.finite(stack):
-        return _failed_row("weights contain NaN or Inf", options)
+        return _failed_row(NON_FINITE, options)
     spec = engine.spectrum(stack)
     evals = spec.evals
     fit = fit_powerlaw(evals, fix_fingers=options.fix_fingers)
@@ -257,10 +264,13 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
                    randomize: bool = False, mp_fit: bool = False, fix_fingers: str | None = None,
                    pool: bool = True, device: Any = None, progress: bool | None = False,
                    dtype: str = "float64", seed: int | None = DEFAULT_SEED,
-                   keep_spectra: bool = False) -> pd.DataFrame:
+                   keep_spectra: bool = False,
+                   cancelled: Callable[[], bool] | None = None) -> pd.DataFrame:
     """Analyse already extracted and selected layers (what :func:`analyze` does after choosing
     them; the background worker calls this on weight snapshots). With ``keep_spectra`` the
-    eigenvalues are kept in ``df.attrs["spectra"]`` (longname -> ascending array)."""
+    eigenvalues are kept in ``df.attrs["spectra"]`` (longname -> ascending array).
+    ``cancelled``: checked before each layer; when it returns True the analysis stops there
+    with :class:`AnalysisCancelled` (so an interrupted run waits for one layer at most)."""
     if fix_fingers not in (None, False, "clip_xmax"):
         raise ValueError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
     options = _Options(randomize, mp_fit, fix_fingers or None, pool)
@@ -270,6 +280,8 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
     if layers:
         engine = _pick_engine(layers, device, dtype, seed)
         for layer in _progress_bar(layers, progress, "analyze"):
+            if cancelled is not None and cancelled():
+                raise AnalysisCancelled(f"cancelled before layer {layer.longname}")
             for row in _layer_rows(engine, layer, options):
                 evals = row.pop("_evals", None)
                 if keep_spectra and evals is not None:
@@ -318,4 +330,4 @@ def summarize(details: pd.DataFrame) -> dict[str, float]:
     return {m: float(details[m].mean()) for m in SUMMARY_METRICS if m in details.columns}
 
 
-__all__ = ["analyze", "analyze_layers", "summarize", "columns_for", "Skip"]
+__all__ = ["analyze", "analyze_layers", "summarize", "columns_for", "Skip", "AnalysisCancelled"]

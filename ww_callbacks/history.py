@@ -1,21 +1,28 @@
 """The local record of every analysis: a JSON-lines file in the run's log directory.
 
 The worker appends each result here *before* any sink (TensorBoard, W&B, a logger) sees it, so a
-failing sink loses nothing. One line per analysis: step, epoch, timings, the model summary and the
-per-layer rows. :func:`load_history` reads it back as a DataFrame.
+failing sink loses nothing (and a failing history write, e.g. a full disk, does not stop the sinks:
+see :mod:`ww_callbacks.faults`). One line per analysis: step, epoch, timings, the model summary,
+the per-layer rows and the writer (run id, pid, host). A crash can tear the last line; readers
+skip torn lines, and the next append starts on a fresh line. :func:`load_history` reads it back
+as a DataFrame.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .faults import WatcherWarning
 from .results import AnalysisResult
 
 HISTORY_FILE = "ww_history.jsonl"
@@ -49,32 +56,169 @@ def result_record(result: AnalysisResult) -> dict:
     }
 
 
+def new_writer_id() -> dict:
+    """Who writes: a fresh ``run_id`` (random, from the OS, never the global random state), the
+    process id and the host name; stored in every record as ``"writer"``."""
+    return {"run_id": uuid.uuid4().hex[:12], "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+#: run_ids of the writers of this process that hold a folder (an owner file naming this pid and
+#: a run_id not in here was left behind by a writer that was never closed: stale).
+_OPEN_RUNS: set[str] = set()
+
+
 class HistoryWriter:
-    """Appends analyses to ``path`` (created with its folder on first write); thread-safe."""
+    """Appends analyses to ``path`` (created with its folder on first write); thread-safe.
 
-    def __init__(self, path: str | os.PathLike):
+    Each record is one complete line written with a single ``write`` on a file opened for
+    appending, so concurrent writers never interleave inside a line, and a crash leaves at worst
+    one torn last line. If the file does not end with a newline (a writer killed mid-line, a
+    disk that filled up), a newline is written first, so the new record starts on its own line
+    and stays readable. Every record says who wrote it (``"writer"``: run id, pid, host).
+
+    :meth:`open` (or else the first write) claims the folder with a small owner file next to the
+    history; a second live writer finds it and gets one warning (its records remain
+    distinguishable by ``"writer"``). Owner files of dead processes are ignored; :meth:`close`
+    removes ours.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, writer: dict | None = None):
         self.path = Path(path)
+        self.writer = writer or new_writer_id()
+        self.owner_path = self.path.with_name(self.path.name + OWNER_SUFFIX)
         self._lock = threading.Lock()
+        self._claimed = False
 
-    def append(self, result: AnalysisResult) -> None:
-        """Write one analysis and flush it to the operating system."""
-        line = json.dumps(result_record(result), allow_nan=True)
+    def append(self, result: AnalysisResult | dict) -> None:
+        """Write one analysis (or an already built record) as one line; raises OSError when the
+        write fails (the caller decides what to do; the file stays readable)."""
+        record = result if isinstance(result, dict) else result_record(result)
+        record = {**record, "writer": self.writer}
+        data = (json.dumps(record, allow_nan=True) + "\n").encode("utf-8")
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            self._claim()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # a torn tail: start this record on a fresh line
+                view = memoryview(data)
+                while view:  # one write; more only after a short one (a nearly full disk),
+                    view = view[os.write(fd, view):]  # whose next write raises the OS's reason
+            finally:
+                os.close(fd)
 
     def truncate_after(self, step: int) -> int:
-        """Drop analyses of steps after ``step`` (a resumed run redoes them); returns how many."""
+        """Drop analyses of steps after ``step`` (a resumed run redoes them) and any torn or
+        unreadable line; returns how many lines were dropped. Atomic (a new file replaces the
+        old one), so a failure leaves the old file as it was."""
         with self._lock:
+            self._claim()
             if not self.path.exists():
                 return 0
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            data = self.path.read_bytes()
+            lines = [ln for ln in data.decode("utf-8", errors="replace").splitlines()
+                     if ln.strip()]
+            kept = []
+            for line in lines:
+                record = _parse(line)
+                if record is not None and record["step"] <= step:
+                    kept.append(line)
+            if len(kept) == len(lines) and (not data or data.endswith(b"\n")):
+                return 0  # nothing to drop: the file is left as it is
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            try:
+                tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+                os.replace(tmp, self.path)
+            finally:
+                tmp.unlink(missing_ok=True)
             return len(lines) - len(kept)
+
+    # ------------------------------------------------------------------ ownership
+
+    def open(self) -> None:
+        """Claim the folder now (the watcher does it when it is given the folder, so a second
+        watcher is warned at once); otherwise the first write does it."""
+        with self._lock:
+            self._claim(stacklevel=5)
+
+    def _claim(self, stacklevel: int = 6) -> None:
+        """Write the owner file once (lock held); warn if another live writer holds it."""
+        if self._claimed:
+            return
+        self._claimed = True
+        other = _read_owner(self.owner_path)
+        if other is not None and other.get("run_id") != self.writer["run_id"] and _live(other):
+            warnings.warn(
+                f"ww_callbacks: another watcher (run {other.get('run_id')}, pid {other.get('pid')}"
+                f" on {other.get('host')}) is writing to {self.path}; both append to it and each "
+                f"record's 'writer' says which wrote it. Give each run its own log_dir.",
+                WatcherWarning, stacklevel=stacklevel)
+            return  # the folder stays theirs; ours is told apart by "writer"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.owner_path.with_name(self.owner_path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.writer), encoding="utf-8")
+            os.replace(tmp, self.owner_path)
+            _OPEN_RUNS.add(self.writer["run_id"])
+        except OSError:
+            pass  # a full disk: the history write that follows reports it
+
+    def close(self) -> None:
+        """Release the folder (remove the owner file if it is ours). Safe to call twice."""
+        with self._lock:
+            _OPEN_RUNS.discard(self.writer["run_id"])
+            owner = _read_owner(self.owner_path)
+            if owner is not None and owner.get("run_id") == self.writer["run_id"]:
+                try:
+                    self.owner_path.unlink()
+                except OSError:
+                    pass
+            self._claimed = False
+
+
+OWNER_SUFFIX = ".owner"
+
+
+def _read_owner(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _live(owner: dict) -> bool:
+    """Is the writer named by an owner file still running? Another host's cannot be checked:
+    taken as live (one warning too many rather than none)."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname():
+        return True
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return False
+    if pid == os.getpid():
+        return owner.get("run_id") in _OPEN_RUNS
+    return True
+
+
+def _parse(line: str) -> dict | None:
+    """One record, or None for a torn or unreadable line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "step" in record else None
 
 
 def _history_path(path: str | os.PathLike) -> Path:
@@ -84,16 +228,14 @@ def _history_path(path: str | os.PathLike) -> Path:
 
 def read_records(path: str | os.PathLike) -> list[dict]:
     """All analysis records of a history file (or of the folder holding ``ww_history.jsonl``);
-    a torn last line (a crash mid-write) is ignored."""
+    torn or unreadable lines (a crash or a full disk mid-write) are ignored."""
     records = []
-    with open(_history_path(path), encoding="utf-8") as fh:
+    with open(_history_path(path), encoding="utf-8", errors="replace") as fh:
         for line in fh:
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+            if line.strip():
+                record = _parse(line)
+                if record is not None:
+                    records.append(record)
     return records
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
+import threading
 import time
 import warnings
 import weakref
@@ -24,7 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .analysis import analyze_layers
+from .analysis import NON_FINITE, AnalysisCancelled, analyze_layers
+from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
 from .options import MAX_EVALS, MAX_N, MIN_EVALS
@@ -33,7 +36,7 @@ from .policies.policy_set import PolicySet
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, MODEL_PREFIX, layer_scalars, model_summary
 from .snapshot import Snapshotter
-from .worker import BackgroundWorker
+from .worker import DEFAULT_MAX_DUTY, BackgroundWorker, resolve_max_duty
 
 
 class Sink(Protocol):
@@ -54,20 +57,23 @@ def _in_worker(sink: Sink) -> bool:
     return bool(getattr(sink, "in_worker", False))
 
 
-class WatcherWarning(UserWarning):
-    """A problem of the watcher (a failed analysis, a failing sink) that training survives."""
+#: How long ``close(final=False)`` (an exception, Ctrl-C) lets the analysis in flight finish
+#: before cancelling it, and how long it then waits for the worker to stop between two layers;
+#: together under 1 s. Past that the daemon thread is abandoned (it ends on its own; what it
+#: finished is kept). Measured: a 2000x2000 layer takes ~2 s on one core, so waiting for it
+#: made Ctrl-C take as long as the whole analysis (14 s in the issue).
+INTERRUPT_GRACE_S = 0.5
+INTERRUPT_STOP_S = 0.3
 
-
-#: Default share of wall time the analysis thread may use (see ``Watcher(max_duty=...)``).
-DEFAULT_MAX_DUTY = 0.02
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
 @atexit.register
 def _close_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    failed = getattr(sys, "last_type", None) is not None  # the script died of an exception
     for watcher in list(_LIVE):
-        watcher.close(timeout=5.0, deliver=False)
+        watcher.close(timeout=5.0, deliver=False, final=not failed)
 
 
 class Watcher:
@@ -76,10 +82,15 @@ class Watcher:
     ``log_dir``: where ``ww_history.jsonl`` is written (None: no file). ``traps_every``: every
     k-th analysis also randomises the weights to count correlation traps (0: never).
     ``strict``: re-raise a failed analysis on the training thread instead of warning.
-    ``blas_threads``: BLAS threads of the worker. ``max_duty``: the largest share of wall time
-    the worker may spend analysing (it rests in between; snapshots that arrive meanwhile replace
-    the pending one, except the first of a run, the initial weights, which is always analysed):
-    this bounds the cost to training. None: analyse back to back. Analysis
+    ``blas_threads``: BLAS threads of the worker. ``max_duty``: the largest share of time the
+    worker may spend analysing, in its own CPU time, its first analysis (one-time costs) not
+    counted; it rests in between, and a snapshot that arrives meanwhile waits for it, so runs
+    whose analyses fit in the cadence at that share are analysed entirely. The default
+    ``"auto"`` is 0.5 (half a core on average) when training runs on the CPU and no limit when
+    the weights are on a GPU; None: no limit. Whatever the limit, every requested snapshot is
+    analysed unless the analysis cannot keep up: then the newest wins and the others are
+    counted in ``ww/snapshots_dropped`` (without being copied, see :meth:`snapshot`); the first
+    (initial weights) and the last (final weights) are always analysed. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
     ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
 
@@ -94,7 +105,7 @@ class Watcher:
                  traps_every: int = 1,
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
-                 seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY,
+                 seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None):
         self.sinks = list(sinks)
         #: The policies, driven as one (:class:`~ww_callbacks.policies.policy_set.PolicySet`).
@@ -109,16 +120,24 @@ class Watcher:
         self.blas_threads = blas_threads
         self.max_duty = max_duty
         self.history: HistoryWriter | None = None
+        #: Failures of the history and the sinks, grouped by cause (see :mod:`.faults`).
+        self.faults = FaultReporter()
+        self._outputs: dict[int, Retrying] = {}
+        self._cancel = threading.Event()  # set by close(final=False): stop between layers
+        self._warned_nothing = False  # "no layer to analyse", once
+        self._warned_non_finite = False  # "NaN/Inf in the weights", once
         self.set_log_dir(log_dir)
         self._snapshotter: Snapshotter | None = None
         self._model_ref: Any = None
         self._worker: BackgroundWorker | None = None
-        self._failed_sinks: set[int] = set()
         self._sink_failures: deque[str] = deque()
         self.snapshots_taken = 0
         self.results_delivered = 0
         self._dropped_before = 0  # drops of earlier (resumed) runs
         self._snapshot_dropped = 0  # GPU snapshots with no free buffer
+        self._skipped = 0  # due snapshots not copied: the worker would not have got to them
+        self._skipped_call: tuple | None = None  # (model, step, epoch, randomize) of the last
+        self._last_due: float | None = None  # monotonic time of the last snapshot() call
         self.last_result: AnalysisResult | None = None
         self.last_step = -1
         self._last_snapshot_step: int | None = None
@@ -128,7 +147,11 @@ class Watcher:
 
     def set_log_dir(self, log_dir: str | os.PathLike | None) -> None:
         """Write the history into ``log_dir`` from now on (integrations learn it late)."""
+        if self.history is not None:
+            self.history.close()
         self.history = HistoryWriter(Path(log_dir) / HISTORY_FILE) if log_dir else None
+        if self.history is not None:
+            self.history.open()  # a second watcher on this folder is warned now
 
     @property
     def layer_selection(self) -> dict[str, Any]:
@@ -145,12 +168,14 @@ class Watcher:
     def dropped(self) -> int:
         """Snapshots dropped because the worker was busy (``ww/snapshots_dropped``)."""
         worker = self._worker.dropped if self._worker else 0
-        return self._dropped_before + worker + self._snapshot_dropped
+        return self._dropped_before + worker + self._snapshot_dropped + self._skipped
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
+            on_gpu = self._snapshotter is not None and self._snapshotter.uses_cuda
             self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads,
-                                            max_duty=self.max_duty)
+                                            max_duty=resolve_max_duty(self.max_duty,
+                                                                      on_gpu=on_gpu))
         return self._worker
 
     def _snapshotter_for(self, model: Any) -> Snapshotter:
@@ -161,10 +186,19 @@ class Watcher:
         if (is_torch and not is_keras and self._snapshotter is not None
                 and self._model_ref is not None and self._model_ref() is model):
             return self._snapshotter
-        found, _ = extract_layers(model)
-        kept, _ = select_layers(found, self._select["layers"],
-                                min_evals=self._select["min_evals"],
-                                max_evals=self._select["max_evals"], max_N=self._select["max_N"])
+        found, skipped = extract_layers(model)
+        kept, filtered = select_layers(found, self._select["layers"],
+                                       min_evals=self._select["min_evals"],
+                                       max_evals=self._select["max_evals"],
+                                       max_N=self._select["max_N"])
+        if not kept and not self._warned_nothing:
+            self._warned_nothing = True
+            passed = "; ".join(f"{s.longname}: {s.reason}" for s in (skipped + filtered)[:8])
+            warnings.warn(f"ww_callbacks: {type(model).__name__} has no layer to analyse (none "
+                          f"supported within the limits min_evals={self._select['min_evals']}, "
+                          f"max_evals={self._select['max_evals']}, max_N={self._select['max_N']}"
+                          f"{'; passed over: ' + passed if passed else ''}); its analyses "
+                          "have no layers and NaN means", WatcherWarning, stacklevel=4)
         snapshotter = Snapshotter(kept)
         if is_torch and not is_keras:
             self._snapshotter = snapshotter
@@ -176,15 +210,46 @@ class Watcher:
     def snapshot(self, model: Any, step: int, epoch: int | None = None, *,
                  randomize: bool | None = None) -> bool:
         """Copy the weights of ``model`` now and queue them for analysis; returns False when the
-        snapshot was not taken (the same step was just taken, or no free GPU buffer). Never
-        waits for the analysis."""
+        snapshot was not taken (the same step was just taken, no free GPU buffer, or the worker
+        would not get to it before the next due snapshot replaces it). Never waits for the
+        analysis.
+
+        Nothing is copied for a snapshot that would be dropped: the worker predicts from the
+        cost of its recent analyses (:meth:`BackgroundWorker.accepts`) and the time since the
+        previous call whether it is free before the next call; if not, this one is counted in
+        :attr:`dropped` at no cost to the training thread. While the run's first analysis is in
+        flight (its cost unknown) snapshots are copied and the newest wins. If the last call
+        of a run was skipped so, :meth:`close` (``final=True``) takes it after all: the final
+        weights are always analysed."""
         if not self.is_new_step(step):
-            return False
+            return False  # these weights are already queued or analysed (e.g. last epoch = end)
+        again = self._skipped_call is not None and self._skipped_call[1] == step
         if randomize is None:
-            randomize = bool(self.traps_every) and self.snapshots_taken % self.traps_every == 0
+            randomize = (self._skipped_call[3] if again else bool(self.traps_every)
+                         and self.snapshots_taken % self.traps_every == 0)
+        now = time.monotonic()
+        interval = None if self._last_due is None else now - self._last_due
+        self._last_due = now
+        self.last_step = max(self.last_step, step)
+        if (self.snapshots_taken and self._worker is not None
+                and not self._worker.accepts(interval)):
+            # the next due snapshot would replace this one before the worker gets to it: no copy
+            if not again:
+                self.snapshots_taken += 1
+                self._skipped += 1
+            self._skipped_call = (model, step, epoch, randomize)
+            return False
+        if again:  # a second call for a skipped step (e.g. last epoch = end): taken now
+            self.snapshots_taken -= 1
+            self._skipped -= 1
+        self._skipped_call = None
+        return self._copy_and_submit(model, step, epoch, randomize)
+
+    def _copy_and_submit(self, model: Any, step: int, epoch: int | None,
+                         randomize: bool) -> bool:
+        """Copy the weights and hand them to the worker (``snapshot`` decided it is worth it)."""
         snapshotter = self._snapshotter_for(model)
         snap = snapshotter.take(step, epoch, randomize)
-        self.last_step = max(self.last_step, step)
         if snap is None:
             self._snapshot_dropped += 1
             return False
@@ -224,6 +289,8 @@ class Watcher:
 
     def _handle(self, results: list[AnalysisResult], errors: list) -> list[AnalysisResult]:
         for err in errors:
+            if isinstance(err.error, AnalysisCancelled):
+                continue  # training was interrupted: nobody waits for this analysis
             message = f"ww_callbacks: the analysis of step {err.step} failed: {err.error!r}"
             if self.strict:
                 raise RuntimeError(message + "\n" + err.traceback) from err.error
@@ -248,21 +315,38 @@ class Watcher:
         return {k: float(v) for k, v in values.items()
                 if k.startswith(MODEL_PREFIX) and v is not None}
 
+    def _output(self, key: Any, name: str, reopen: Any = None, consequence: str = "") -> Retrying:
+        """The retrying wrapper of one output (the history or a sink), made on first use."""
+        output = self._outputs.get(id(key))
+        if output is None:
+            output = self._outputs[id(key)] = Retrying(name, self.faults, reopen=reopen,
+                                                       consequence=consequence)
+        return output
+
     def _write(self, sink: Sink, result: AnalysisResult, scalars: dict[str, float]) -> None:
-        """Write to one sink; a failure is reported once (as a warning on the training thread)
-        and never stops training nor loses data (the history has it)."""
-        try:
-            sink.write(result, scalars)
-        except Exception as err:
-            if id(sink) in self._failed_sinks:
-                return
-            self._failed_sinks.add(id(sink))
-            where = f" (the history in {self.history_path} has every result)" \
-                if self.history_path else ""
-            self._sink_failures.append(f"ww_callbacks: sink {type(sink).__name__} failed: "
-                                       f"{err!r}{where}; it will be retried silently")
+        """Write to one sink; a failure is reported once per cause (as a warning on the training
+        thread), retried at the next result (after ``sink.reopen()`` when the sink has one) and
+        never stops training nor loses data (the history has it)."""
+        where = f"the history in {self.history_path} has every result" \
+            if self.history_path else ""
+        self._output(sink, f"sink {type(sink).__name__}", getattr(sink, "reopen", None),
+                     where)(sink.write, result, scalars)
+
+    def _warn_non_finite(self, result: AnalysisResult) -> None:
+        """One warning, the first time weights with NaN or Inf are analysed: which layers, at
+        which step (their rows are ``failed``; later analyses say so in the history)."""
+        if self._warned_non_finite or "warning" not in result.details.columns:
+            return
+        bad = result.details.loc[result.details["warning"] == NON_FINITE, "longname"]
+        if len(bad):
+            self._warned_non_finite = True
+            names = ", ".join(map(str, bad.unique()[:10])) + (" ..." if bad.nunique() > 10 else "")
+            warnings.warn(f"ww_callbacks: the weights of {bad.nunique()} layer(s) contain NaN or "
+                          f"Inf at step {result.step}: {names}; training has diverged there (not "
+                          "reported again)", WatcherWarning, stacklevel=5)
 
     def _deliver(self, result: AnalysisResult) -> None:
+        self._warn_non_finite(result)
         scalars = result.scalars or self._scalars(result)
         for sink in self.sinks:
             if not _in_worker(sink):
@@ -274,6 +358,7 @@ class Watcher:
     def _report_sink_failures(self) -> None:
         self._sink_failures.extend(self.policies.failures)
         self.policies.failures.clear()
+        self._sink_failures.extend(self.faults.pop_messages())
         while self._sink_failures:
             warnings.warn(self._sink_failures.popleft(), WatcherWarning, stacklevel=4)
 
@@ -312,10 +397,22 @@ class Watcher:
         e.g. when training failed; the initial weights are analysed either way), deliver what is
         left, close the sinks. Safe to call twice."""
         worker = self._worker  # kept until it has finished: its last result counts its drops
+        skipped, self._skipped_call = self._skipped_call, None
+        if (final and deliver and skipped is not None and skipped[1] == self.last_step
+                and not self._cancel.is_set()):
+            # the run's last call was skipped: its weights are the final ones, analyse them
+            self._skipped -= 1
+            self.snapshots_taken -= 1
+            self._copy_and_submit(*skipped)
+            worker = self._worker
         if worker is not None:
-            if not final:
+            if not final:  # interrupted: return within ~1 s whatever the analysis in flight
                 worker.discard_pending()
-            if not worker.close(timeout):
+                grace = INTERRUPT_GRACE_S if timeout is None else min(timeout, INTERRUPT_GRACE_S)
+                if not worker.close(grace):
+                    self._cancel.set()
+                    worker.close(INTERRUPT_STOP_S)  # else abandoned: a daemon, ends by itself
+            elif not worker.close(timeout):
                 warnings.warn("ww_callbacks: the analysis did not finish in time; its thread is "
                               "left to end on its own", WatcherWarning, stacklevel=2)
             self._worker = None
@@ -335,6 +432,11 @@ class Watcher:
                                   f"{err!r}", WatcherWarning, stacklevel=2)
         if self._snapshotter is not None:
             self._snapshotter.close()
+        if self.history is not None:
+            self.history.close()
+        summary = self.faults.summary()
+        if summary and deliver:
+            LOG.warning(summary)
         _LIVE.discard(self)
 
     def __enter__(self) -> Watcher:
@@ -349,13 +451,15 @@ class Watcher:
         start = time.perf_counter()
         snapshot.ready()
         details = analyze_layers(snapshot.layers, randomize=snapshot.randomize,
-                                 progress=False, **self._analysis)
+                                 progress=False, cancelled=self._cancel.is_set, **self._analysis)
         spectra = details.attrs.pop("spectra", {})
         result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
                                 snapshot.wall_time, time.perf_counter() - start,
                                 snapshot.randomize, spectra)
-        if self.history is not None:
-            self.history.append(result)  # before any sink or policy sees it
+        if self.history is not None:  # before any sink or policy sees it; a failure stops neither
+            self._output(self.history, f"history {self.history.path}", None,
+                         "the results still reach the sinks and policies")(
+                self.history.append, result)
         self.policies.on_result(result)
         result.scalars = self._scalars(result)
         for sink in self.sinks:

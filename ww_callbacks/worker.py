@@ -6,10 +6,18 @@ there is one pending slot, and a snapshot that arrives while another is still pe
 number of steps. Results and errors wait in queues for the training thread to collect them
 (:meth:`drain`), so sinks and policies run where the training libraries expect them.
 
-``max_duty`` bounds the share of wall time the worker spends analysing: after an analysis that
-took d seconds it rests d * (1/max_duty - 1) seconds before the next one (snapshots arriving
-meanwhile replace the pending one, counted as dropped; closing skips the rest, so the final
-snapshot is always analysed). So the cost to training stays bounded however fast it snapshots.
+``max_duty`` (None: off) bounds the share of time the worker spends analysing, in the worker's
+own CPU time (``time.thread_time()``, so waiting for the CPU or for a GPU copy is not counted):
+after an analysis that used c CPU seconds it rests c * (1/max_duty - 1) seconds before the next
+one. The first analysis of a worker is exempt (it carries one-time costs: imports, allocator and
+BLAS warm-up). A rest delays the next analysis rather than dropping it: a snapshot that arrives
+meanwhile waits in the slot, so a run whose analyses fit in its cadence at that share is analysed
+entirely; only when the analyses (plus rests) cannot keep up does the newest snapshot win.
+Closing skips the rest, so the final snapshot is always analysed.
+
+:meth:`BackgroundWorker.accepts` tells the training thread, before it copies anything, whether a
+snapshot taken now would be analysed or replaced by the next one; the watcher skips the copy of a
+snapshot that would be replaced (see :meth:`~ww_callbacks.watcher.Watcher.snapshot`).
 
 The thread lives only while there is work: it ends ``linger`` seconds after its last analysis and
 a new one starts with the next snapshot. So a training run that dies without telling us (Keras
@@ -28,6 +36,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .results import AnalysisResult, Snapshot
+
+#: ``max_duty``'s default: :data:`CPU_MAX_DUTY` when training runs on the CPU, off (None) when the
+#: watched weights live on a GPU (the analysis then only competes with the data loaders).
+DEFAULT_MAX_DUTY = "auto"
+#: What ``"auto"`` means on the CPU: the worker uses at most half a core on average, in its own
+#: CPU time, beyond its first analysis. Analyses that fit in the cadence at that share (each
+#: needing at most half the time between two snapshots) are all done.
+CPU_MAX_DUTY = 0.5
+
+
+def resolve_max_duty(max_duty: float | str | None, *, on_gpu: bool) -> float | None:
+    """The share the worker is held to: ``"auto"`` becomes :data:`CPU_MAX_DUTY` on the CPU and
+    None (no limit) on a GPU; a number or None is taken as given."""
+    if max_duty == "auto":
+        return None if on_gpu else CPU_MAX_DUTY
+    if max_duty is not None and (isinstance(max_duty, str) or not 0 < max_duty <= 1):
+        raise ValueError(f"max_duty must be 'auto', None or in (0, 1], not {max_duty!r}")
+    return max_duty
+
+
+#: :meth:`BackgroundWorker.accepts` copies a snapshot when the worker is predicted free before
+#: this many intervals: training steps and analyses vary in time (a loaded 2-core machine showed
+#: intervals varying 3x), and a wasted copy costs less than a requested analysis lost.
+ACCEPT_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +101,10 @@ class BackgroundWorker:
         self._nice = nice
         self._max_duty = max_duty
         self._rest_until = 0.0
+        self._analyses = 0  # finished analyses (the first carries one-time costs)
+        self._busy_since = 0.0
+        self._wall_estimate: float | None = None  # wall time of the last analysis but the first
+        self._rest_estimate = 0.0  # the rest that followed it
         self._thread: threading.Thread | None = None
 
     def _start_thread(self) -> None:
@@ -96,6 +132,26 @@ class BackgroundWorker:
                     stale.done()
             self._start_thread()
             self._cond.notify()
+
+    def accepts(self, interval: float | None) -> bool:
+        """Would a snapshot submitted now be analysed, given that the next one comes in
+        ``interval`` seconds (None: unknown)? False when the worker is predicted to be still
+        busy (analysing, queued work, resting) when the next one arrives: that one would replace
+        this one, so this one need not be copied. While the worker has no estimate of an
+        analysis's cost (its first analysis is in flight) every snapshot is accepted."""
+        with self._cond:
+            if self._closing or interval is None:
+                return True
+            now = time.monotonic()
+            estimate = self._wall_estimate
+            queued = len(self._kept) + (1 if self._busy else 0)
+            if queued and estimate is None:
+                return True
+            free = now
+            if self._busy:
+                free = max(now, self._busy_since + estimate) + self._rest_estimate
+            free += len(self._kept) * ((estimate or 0.0) + self._rest_estimate)
+            return max(free, self._rest_until) < now + ACCEPT_MARGIN * interval
 
     def drain(self) -> tuple[list[AnalysisResult], list[WorkerError]]:
         """Results and errors produced since the last call."""
@@ -170,6 +226,7 @@ class BackgroundWorker:
                     snapshot, self._pending = self._pending, None
                 if snapshot is not None:  # (discard_pending may have emptied the slot)
                     self._busy = True
+                    self._busy_since = time.monotonic()
                     return snapshot
 
     def _lower_priority(self) -> None:
@@ -193,7 +250,7 @@ class BackgroundWorker:
             snapshot = self._next()
             if snapshot is None:
                 return
-            start = time.monotonic()
+            start, cpu_start = time.monotonic(), time.thread_time()
             try:
                 if limiter is not None:
                     with limiter.limit(limits=self._blas_threads, user_api="blas"):
@@ -210,9 +267,13 @@ class BackgroundWorker:
                     self.has_news = True
             finally:
                 snapshot.done()
+                cpu = time.thread_time() - cpu_start
                 with self._cond:
                     self._busy = False
-                    if self._max_duty is not None:
-                        spent = time.monotonic() - start
-                        self._rest_until = time.monotonic() + spent * (1 / self._max_duty - 1)
+                    self._analyses += 1
+                    if self._analyses > 1:  # the first one's one-time costs count nowhere
+                        self._wall_estimate = time.monotonic() - start
+                        if self._max_duty is not None:
+                            self._rest_estimate = cpu * (1 / self._max_duty - 1)
+                            self._rest_until = time.monotonic() + self._rest_estimate
                     self._cond.notify_all()
