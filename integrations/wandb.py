@@ -20,7 +20,7 @@ import warnings
 from typing import Any
 
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import LAYER_PREFIXES
+from ww_callbacks.tags import wandb_globs
 from ww_callbacks.watcher import WatcherWarning
 
 #: The per-layer table's key (bound to the step metric by the ``ww/*`` glob).
@@ -103,11 +103,12 @@ class WandbSink:
         return self.run
 
     def _define_metrics(self, run: Any) -> None:
-        """Bind every ``ww`` metric to the step metric (once per sink)."""
+        """Bind every tag family of :mod:`ww_callbacks.tags` (the core's and every policy's) to the
+        step metric (once per sink)."""
         if self.step_metric not in HOST_STEP_METRICS:
             run.define_metric(self.step_metric)
-        for prefix in ("ww", *LAYER_PREFIXES.values()):
-            run.define_metric(f"{prefix}/*", step_metric=self.step_metric)
+        for pattern in wandb_globs():
+            run.define_metric(pattern, step_metric=self.step_metric)
         self._defined = True
 
     def _check_thread(self) -> None:
