@@ -25,7 +25,12 @@ import pytest
 wandb = pytest.importorskip("wandb")
 torch = pytest.importorskip("torch")
 
-from ww_callbacks.integrations.wandb import TABLE_COLUMNS, TABLE_KEY, WandbSink  # noqa: E402
+from ww_callbacks.integrations.wandb import (  # noqa: E402
+    STEP_COLUMN,
+    TABLE_COLUMNS,
+    TABLE_KEY,
+    WandbSink,
+)
 from ww_callbacks.policies import (  # noqa: E402
     HTSREarlyStopping,
     LayerLRBalancer,
@@ -195,7 +200,7 @@ def table_files(root: Path) -> list[dict]:
 def test_offline_run_holds_every_result(wandb_offline):
     run = wandb.init(project="ww-test", dir=wandb_offline)
     recorder = Recorder()
-    sink = WandbSink(run, table_every=2)
+    sink = WandbSink(run, table_every=2, images_every=0)
     watcher = Watcher(sinks=[recorder, sink], traps_every=2)
     train_and_watch(watcher, mlp(), [0, 3, 6, 9], log=run.log)
     watcher.close()
@@ -234,7 +239,7 @@ def test_offline_run_holds_every_result(wandb_offline):
     assert len(tables) == 3
     expected = [recorder.delivered[i][0] for i in (0, 2, 3)]
     for table, result in zip(tables, expected, strict=True):
-        columns = [c for c in TABLE_COLUMNS if c in result.details.columns]
+        columns = [c for c in TABLE_COLUMNS if c in result.details.columns] + [STEP_COLUMN]
         assert table["columns"] == columns
         assert ("num_traps" in columns) == result.randomized
         assert [r[0] for r in table["data"]] == list(result.details["longname"])
@@ -249,7 +254,8 @@ def test_lightning_style_logs_only_the_table(wandb_offline):
     run = wandb.init(project="ww-test", dir=wandb_offline)
     run.define_metric("trainer/global_step")  # what Lightning's WandbLogger does
     run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
-    sink = WandbSink(run, scalars=False, step_metric="trainer/global_step", table_every=2)
+    sink = WandbSink(run, scalars=False, step_metric="trainer/global_step", table_every=2,
+                     images_every=0)
     watcher = Watcher(sinks=[sink], traps_every=0)
     train_and_watch(watcher, mlp(), [0, 2, 4])
     watcher.close()
@@ -268,7 +274,7 @@ def test_lightning_style_logs_only_the_table(wandb_offline):
 
 
 def test_run_none_uses_the_active_run(wandb_offline):
-    sink = WandbSink(table_every=0)
+    sink = WandbSink(table_every=0, images_every=0)
     watcher = Watcher(sinks=[sink], traps_every=0)
     model = mlp()
     with pytest.warns(WatcherWarning, match="no active W&B run"):
@@ -340,7 +346,7 @@ def test_table_cells_are_plain_values(wandb_offline):
     details.loc[0, "alpha"] = math.nan
     result.details = details
     table = WandbSink(FakeRun()).table(result)
-    assert table.columns == list(TABLE_COLUMNS)
+    assert table.columns == [*TABLE_COLUMNS, STEP_COLUMN]
     first = table.data[0]
     assert first[TABLE_COLUMNS.index("status")] == "failed"
     assert math.isnan(first[TABLE_COLUMNS.index("alpha")])

@@ -18,6 +18,7 @@ the sinks call it from the analysis thread (never the training thread).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,11 +99,16 @@ class Dashboard:
         self.first: AnalysisResult | None = None
         self.last: AnalysisResult | None = None
         self.last_drawn_step: int | None = None
+        self._lock = threading.Lock()  # update() on one thread, render() on another (W&B)
 
     # ------------------------------------------------------------------ decisions
 
     def update(self, result: AnalysisResult) -> Frame:
         """Record ``result`` and say what to show for it."""
+        with self._lock:
+            return self._update(result)
+
+    def _update(self, result: AnalysisResult) -> Frame:
         rows = _rows(result)
         alphas = {r["longname"]: _alpha(r) for r in rows}
         traps = {r["longname"]: _traps(r) for r in rows}
@@ -127,6 +133,8 @@ class Dashboard:
             frame.summary = True
             frame.esd_layers += [n for n in changed if n not in frame.esd_layers
                                  and n in result.spectra]
+        if frame.plots:
+            self.last_drawn_step = frame.step
         return frame
 
     def final(self) -> Frame | None:
@@ -136,6 +144,7 @@ class Dashboard:
             return None
         frame = Frame(int(self.last.step), summary=True)
         frame.esd_layers = self._scheduled(_rows(self.last), self.last)
+        self.last_drawn_step = frame.step
         return frame
 
     def _scheduled(self, rows: list[dict], result: AnalysisResult) -> list[str]:
@@ -185,13 +194,19 @@ class Dashboard:
 
     # ------------------------------------------------------------------ pictures
 
-    def heatmap(self) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
-        """Layers, steps, alphas and traps of every analysis seen."""
-        alphas = np.array([[col.get(n, math.nan) for col in self._alphas] for n in self.layers],
-                          dtype=np.float64).reshape(len(self.layers), len(self.steps))
-        traps = np.array([[col.get(n, 0) > 0 for col in self._trap_counts] for n in self.layers],
-                         dtype=bool).reshape(len(self.layers), len(self.steps))
-        return list(self.layers), list(self.steps), alphas, traps
+    def heatmap(self, until_step: int | None = None
+                ) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
+        """Layers, steps, alphas and traps of every analysis seen (up to ``until_step``)."""
+        with self._lock:
+            keep = [i for i, step in enumerate(self.steps)
+                    if until_step is None or step <= until_step]
+            layers, steps = list(self.layers), [self.steps[i] for i in keep]
+            columns = [(self._alphas[i], self._trap_counts[i]) for i in keep]
+        alphas = np.array([[a.get(n, math.nan) for a, _ in columns] for n in layers],
+                          dtype=np.float64).reshape(len(layers), len(steps))
+        traps = np.array([[t.get(n, 0) > 0 for _, t in columns] for n in layers],
+                         dtype=bool).reshape(len(layers), len(steps))
+        return layers, steps, alphas, traps
 
     def render(self, result: AnalysisResult, frame: Frame) -> dict[str, np.ndarray]:
         """``tag -> RGB array`` of the frame's figures (needs matplotlib)."""
@@ -201,7 +216,7 @@ class Dashboard:
         if frame.summary and result.details is not None and not result.details.empty:
             first = self.first if self.first is not None and self.first is not result else None
             images[ALPHA_HEATMAP] = figures.figure_to_rgb(
-                figures.alpha_heatmap_figure(*self.heatmap()))
+                figures.alpha_heatmap_figure(*self.heatmap(int(result.step))))
             images[CORRELATION_FLOW] = figures.figure_to_rgb(figures.correlation_flow_figure(
                 result.details, step=result.step,
                 first=None if first is None else first.details,
@@ -216,8 +231,6 @@ class Dashboard:
                                                    result.rand_spectra.get(name),
                                                    step=result.step)
                     images[layer_tag(ESD_PLOT, name)] = figures.figure_to_rgb(fig)
-        if images:
-            self.last_drawn_step = int(result.step)
         return images
 
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 #: Sizes (inches at :data:`DPI`): the ESD per layer and the model-level figures.
-ESD_SIZE = (6.4, 4.4)
+ESD_SIZE = (7.6, 4.4)
 SUMMARY_SIZE = (8.0, 4.4)
 DPI = 100
 
@@ -129,8 +129,9 @@ def esd_figure(evals: Any, alpha: float, xmin: float, xmax: float, title: str = 
     zero, one value) gives a figure saying so instead of raising.
     """
     fig = _figure(figsize, dpi)
-    # fixed margins: a layout engine would triple the rendering time
-    ax = fig.add_axes((0.13, 0.14, 0.84, 0.76))
+    # fixed margins (a layout engine would triple the rendering time); the legend sits to the
+    # right of the axes, never over the curves
+    ax = fig.add_axes((0.09, 0.12, 0.6, 0.78))
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("log10 eigenvalue λ", fontsize=8)
     ax.set_ylabel("log10 density", fontsize=8)
@@ -186,7 +187,7 @@ def esd_figure(evals: Any, alpha: float, xmin: float, xmax: float, title: str = 
     else:
         ax.text(0.5, 0.92, "power-law fit failed", ha="center", va="top",
                 transform=ax.transAxes, color=BAND_COLOURS[OVER])
-    ax.legend(fontsize=7, loc="upper right", framealpha=0.85)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
@@ -264,7 +265,6 @@ def correlation_flow_figure(details: pd.DataFrame, *, step: int | None = None,
     finite = np.isfinite(alphas)
     top = float(np.nanmax(alphas)) * 1.1 if finite.any() else UNDER_TRAINED_ALPHA + 2
     top = max(top, UNDER_TRAINED_ALPHA + 1)
-    _band_background(ax, top)
     if first is not None and len(first):
         ftable = _layer_table(first)
         fx = {name: i for i, name in enumerate(table["longname"])}
@@ -276,6 +276,7 @@ def correlation_flow_figure(details: pd.DataFrame, *, step: int | None = None,
                     label="first analysis" + (f" (step {first_step})" if first_step is not None
                                               else ""))
             top = max(top, max(py) * 1.1)
+    _band_background(ax, top)
     ax.plot(x[finite], alphas[finite], color="#333333", linewidth=1.0, alpha=0.7)
     colours = [BAND_COLOURS[band(a)] for a in alphas[finite]]
     ax.scatter(x[finite], alphas[finite], c=colours, s=28, zorder=3, label="alpha")
