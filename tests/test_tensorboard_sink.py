@@ -98,7 +98,7 @@ def test_scalars_histograms_images_layout(tmp_path):
         images = acc.Images(f"ww_esd_plot/{layer}")
         assert [im.step for im in images] == [10, 30]
         assert images[0].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (images[0].width, images[0].height) == (640, 440)
+        assert (images[0].width, images[0].height) == (760, 440)
 
     # the custom-scalars layout: a string tensor holding a serialized Layout proto, written once
     assert LAYOUT_TAG in tags["tensors"]
