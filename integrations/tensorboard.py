@@ -65,8 +65,7 @@ from ww_callbacks.watcher import WatcherWarning
 from .tensorboard_events import INSTALL_HINT, EventWriter
 
 __all__ = ["ESD_HISTOGRAM", "ESD_PLOT", "INSTALL_HINT", "EventWriter", "TensorBoardSink",
-           "default_writer",
-           "esd_figure", "figure_to_rgb", "ww_layout"]
+           "default_writer", "esd_figure", "figure_to_rgb", "hf_run_dir", "ww_layout"]
 
 #: Charts of the "ww model" category: title -> tag regexes (``re.match``, as the plugin does).
 MODEL_CHARTS: dict[str, list[str]] = {
@@ -86,6 +85,25 @@ def default_writer(log_dir: str | os.PathLike | None = None) -> EventWriter:
         log_dir = os.path.join("runs", datetime.now().strftime("%b%d_%H-%M-%S") + "_"
                                + socket.gethostname())
     return EventWriter(log_dir)
+
+
+def hf_run_dir(args: Any) -> str | None:
+    """The folder of Hugging Face's own TensorBoard run for these ``TrainingArguments``, so the
+    ww tags share it with ``train/loss``: ``args.logging_dir`` (transformers < 5),
+    ``$TENSORBOARD_LOGGING_DIR``, or the newest ``<output_dir>/runs/*`` holding event files
+    (transformers 5 names it by the time its ``TensorBoardCallback`` starts, which is before a
+    user's callback). None when none is found."""
+    chosen = getattr(args, "logging_dir", None) or os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if chosen:
+        return os.path.expanduser(str(chosen))
+    runs = os.path.join(str(getattr(args, "output_dir", None) or "."), "runs")
+    try:
+        folders = [os.path.join(runs, name) for name in os.listdir(runs)]
+    except OSError:
+        return None
+    with_events = [f for f in folders if os.path.isdir(f) and any(
+        name.startswith("events.out.tfevents.") for name in os.listdir(f))]
+    return max(with_events, key=os.path.getmtime) if with_events else None
 
 
 def ww_layout(extra_model_tags: Any = (), layer_prefixes: Any = None) -> dict[str, dict[str, list]]:

@@ -99,6 +99,7 @@ class Dashboard:
         self.first: AnalysisResult | None = None
         self.last: AnalysisResult | None = None
         self.last_drawn_step: int | None = None
+        self._drawn: Frame | None = None  # what was drawn of the analysis at last_drawn_step
         self._lock = threading.Lock()  # update() on one thread, render() on another (W&B)
 
     # ------------------------------------------------------------------ decisions
@@ -134,17 +135,24 @@ class Dashboard:
             frame.esd_layers += [n for n in changed if n not in frame.esd_layers
                                  and n in result.spectra]
         if frame.plots:
-            self.last_drawn_step = frame.step
+            self.last_drawn_step, self._drawn = frame.step, frame
         return frame
 
     def final(self) -> Frame | None:
         """The frame of the last analysis when it was not drawn yet (at close), else None."""
-        if (not self.images_every or self.last is None
-                or self.last_drawn_step == int(self.last.step)):
+        if not self.images_every or self.last is None:
             return None
         frame = Frame(int(self.last.step), summary=True)
         frame.esd_layers = self._scheduled(_rows(self.last), self.last)
+        drawn = self._drawn if self.last_drawn_step == frame.step else None
+        if drawn is not None:  # drawn already, perhaps only the layers that changed
+            frame.summary = not drawn.summary
+            frame.esd_layers = [n for n in frame.esd_layers if n not in drawn.esd_layers]
+        if not frame.plots:
+            return None
         self.last_drawn_step = frame.step
+        self._drawn = Frame(frame.step, summary=True,
+                            esd_layers=frame.esd_layers + (drawn.esd_layers if drawn else []))
         return frame
 
     def _scheduled(self, rows: list[dict], result: AnalysisResult) -> list[str]:
