@@ -125,12 +125,16 @@ def test_tensorboard_draws_when_a_layer_gains_a_trap(tmp_path):
             watcher.snapshot(model, step)
             watcher.wait_idle()
             watcher.poll()
+        acc = accumulator(tmp_path)  # before close: what the trap alone made the sink draw
+        assert [im.step for im in acc.Images("ww_esd_plot/2")] == [1]
+        assert [im.step for im in acc.Images(tags.CORRELATION_FLOW)] == [1]
+        assert "ww_esd_plot/0" not in acc.Tags()["images"]  # no change there, not on schedule
     traps = [r.details.set_index("longname").rand_num_spikes["2"] for r in recorder.results]
     assert traps[0] == 0 and traps[1] >= 1
-    acc = accumulator(tmp_path)
+    acc = accumulator(tmp_path)  # close drew the final analysis' other layers, once
+    assert [im.step for im in acc.Images("ww_esd_plot/0")] == [1]
     assert [im.step for im in acc.Images("ww_esd_plot/2")] == [1]
     assert [im.step for im in acc.Images(tags.CORRELATION_FLOW)] == [1]
-    assert "ww_esd_plot/0" not in acc.Tags()["images"]  # no change there, not on schedule
 
 
 def test_layout_has_policy_charts_only_when_used(tmp_path):
