@@ -9,6 +9,14 @@ replaced before they are analysed). Fits alternate without/with the callback aft
 prints the median wall times, their ratio (target <= 1.05), the training-thread time of the
 callback's hooks per snapshot, and how many snapshots were analysed.
 
+Dashboards (CPU):
+    python bench/training_overhead.py --only cpu-dashboards
+The same Lightning fits, alternating three variants: without the callback, with the callback but
+no pictures or alerts (``TensorBoardSink(images_every=0, alerts=False)``), and with the default
+dashboards (pictures every 5th analysis, on a new trap or band change, and at the final analysis;
+alerts). Prints the medians, the extra wall time of the dashboards relative to the fit without the
+callback (target <= 1%), and the CPU time the analysis thread spent drawing.
+
 GPU (one H100; skipped without CUDA):
     python bench/training_overhead.py --only gpu-gpt2
 A GPT-2-small-sized transformer (12 layers, d=768, 12 heads, vocab 50257, context 256) trained
@@ -96,6 +104,70 @@ def cpu_lightning(epochs: int, repeats: int) -> None:
     print(f"training-thread time of the hooks: {hooks / max(snaps, 1) * 1e3:.2f} ms per snapshot "
           f"({snaps} snapshots, all hooks and the final analysis included)")
     print(f"analysed {analysed} of {snaps} snapshots (the rest replaced while the worker rested)")
+
+
+# ----------------------------------------------------------------------------- CPU: dashboards
+
+
+def cpu_dashboards(epochs: int, repeats: int) -> None:
+    """Lightning fits without the callback, with it minus the pictures, and with it."""
+    import logging
+    import threading
+
+    import ww_callbacks.integrations.tensorboard as tb  # where Lightning's sink factory looks
+    from ww_callbacks.dashboard import Dashboard
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    default_sink = tb.TensorBoardSink
+
+    class NoPictures(default_sink):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "images_every": 0, "alerts": False})
+
+    drawing: dict = {"cpu": 0.0, "frames": 0, "threads": set()}
+    render = Dashboard.render
+
+    def timed_render(self, result, frame):
+        start = time.thread_time()  # this thread's CPU time: the worker's
+        try:
+            return render(self, result, frame)
+        finally:
+            drawing["cpu"] += time.thread_time() - start
+            drawing["frames"] += 1
+            drawing["threads"].add(threading.current_thread().name)
+
+    Dashboard.render = timed_render
+    print(f"== cpu-dashboards: DigitsMLP(hidden=512), {epochs} epochs, {repeats} repeats, "
+          f"torch threads {torch.get_num_threads()}")
+    runs: dict[str, list[float]] = {"without": [], "no pictures": [], "dashboards": []}
+    analysed = 0
+    with tempfile.TemporaryDirectory() as root:
+        _lightning_fit(1, False, root)
+        _lightning_fit(1, True, root)  # warm-up (imports, matplotlib's font cache)
+        drawing.update(cpu=0.0, frames=0, threads=set())
+        for _ in range(repeats):
+            runs["without"].append(_lightning_fit(epochs, False, root)[0])
+            tb.TensorBoardSink = NoPictures
+            try:
+                runs["no pictures"].append(_lightning_fit(epochs, True, root)[0])
+            finally:
+                tb.TensorBoardSink = default_sink
+            wall, _, _, done = _lightning_fit(epochs, True, root)
+            runs["dashboards"].append(wall)
+            analysed += done
+    Dashboard.render = render
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    for name, times in runs.items():
+        print(f"{name:12s}: median {medians[name]:.2f} s  runs {[round(t, 2) for t in times]}")
+    extra = (medians["dashboards"] - medians["no pictures"]) / medians["without"]
+    print(f"dashboards' extra wall time: {extra * 100:+.2f}% of the fit without the callback "
+          f"(target <= 1%); callback with dashboards / without: "
+          f"{medians['dashboards'] / medians['without']:.3f}")
+    per_fit = drawing["cpu"] / repeats
+    print(f"drawing: {drawing['frames'] / repeats:.1f} frames per fit, {per_fit:.2f} s CPU of "
+          f"the analysis thread per fit = {per_fit / medians['without'] * 100:.2f}% of the fit's "
+          f"wall time ({analysed / repeats:.1f} analyses per fit; drawn in the threads "
+          f"{sorted(drawing['threads'])})")
 
 
 # ----------------------------------------------------------------------------- GPU: GPT-2 small
@@ -198,6 +270,8 @@ def main() -> None:
     sections = args.only.split(",")
     if "cpu-lightning" in sections:
         cpu_lightning(args.epochs, args.repeats)
+    if "cpu-dashboards" in sections:
+        cpu_dashboards(args.epochs, args.repeats)
     if "gpu-gpt2" in sections:
         gpu_gpt2(args.steps)
 
