@@ -188,7 +188,7 @@ def test_live_tensorboard_in_headless_chromium(example, tmp_path):
     browser = None
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 420  # TensorBoard starts slowly on a loaded 2-core machine
         tags: dict = {}
         while time.monotonic() < deadline:
             try:
@@ -225,6 +225,22 @@ def test_live_tensorboard_in_headless_chromium(example, tmp_path):
             assert tag in seen["texts"], f"{tag} not on the Images tab"
         loaded = [im for im in seen["images"] if "individualImage" in im["src"]]
         assert loaded and all(im["complete"] and im["w"] > 0 for im in loaded), loaded
+        # the model-level pictures first (TensorBoard sorts ww_esd_plot before ww_plots), in a
+        # taller window
+        browser.call("Emulation.setDeviceMetricsOverride", session=True, width=1400,
+                     height=1600, deviceScaleFactor=1, mobile=False)
+        browser.open(f"{base}/#images&tagFilter=ww_plots")
+        for _ in range(30):
+            time.sleep(2)
+            seen = json.loads(browser.evaluate(COLLECT))
+            shown = [im for im in seen["images"] if "individualImage" in im["src"]
+                     and im["complete"] and im["w"] > 0]
+            if len(shown) >= len(expected):
+                break
+        browser.screenshot(out / f"{example}_plots.png")
+        assert all(tag in seen["texts"] for tag in expected)
+        browser.call("Emulation.setDeviceMetricsOverride", session=True, width=1400,
+                     height=1000, deviceScaleFactor=1, mobile=False)
 
         browser.open(f"{base}/#custom_scalars&_smoothingWeight=0")
         for _ in range(30):
