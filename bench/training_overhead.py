@@ -17,6 +17,12 @@ dashboards (pictures every 5th analysis, on a new trap or band change, and at th
 alerts). Prints the medians, the extra wall time of the dashboards relative to the fit without the
 callback (target <= 1%), and the CPU time the analysis thread spent drawing.
 
+The drawing alone (CPU, seconds; for machines too loaded to time fits to 1%):
+    python bench/training_overhead.py --only cpu-drawing
+The analysis-thread CPU time (``time.thread_time``) of one full dashboard frame (heatmap,
+correlation flow, histogram, and the ESD of each of the 3 layers with its randomized ESD) of the
+same MLP, and of writing it to an event file; median of 5.
+
 GPU (one H100; skipped without CUDA):
     python bench/training_overhead.py --only gpu-gpt2
 A GPT-2-small-sized transformer (12 layers, d=768, 12 heads, vocab 50257, context 256) trained
@@ -170,6 +176,51 @@ def cpu_dashboards(epochs: int, repeats: int) -> None:
           f"{sorted(drawing['threads'])})")
 
 
+def cpu_drawing(repeats: int = 5) -> None:
+    """CPU time of one dashboard frame of DigitsMLP(hidden=512), drawn and written."""
+    from lightning_digits import DigitsMLP
+
+    from ww_callbacks.dashboard import Dashboard
+    from ww_callbacks.integrations.tensorboard_events import EventWriter
+    from ww_callbacks.watcher import Watcher
+
+    class Keep:
+        results: list = []
+
+        def write(self, result, scalars):
+            self.results.append(result)
+
+        def close(self):
+            pass
+
+    torch.manual_seed(0)
+    model = DigitsMLP(hidden=512)
+    keep = Keep()
+    with Watcher(sinks=[keep]) as watcher:  # traps on: the randomized ESDs are drawn too
+        watcher.snapshot(model, 0)
+    (result,) = keep.results
+    dashboard = Dashboard(images_every=1)
+    frame = dashboard.update(result)
+    dashboard.render(result, frame)  # warm-up: imports, font cache
+    draw, write = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = EventWriter(tmp)
+        for _ in range(repeats):
+            start = time.thread_time()
+            images = dashboard.render(result, frame)
+            draw.append(time.thread_time() - start)
+            start = time.thread_time()
+            for tag, image in images.items():
+                writer.add_image(tag, image, global_step=0)
+            writer.flush()
+            write.append(time.thread_time() - start)
+        writer.close()
+    print(f"== cpu-drawing: DigitsMLP(hidden=512), {len(images)} pictures per frame "
+          f"({', '.join(sorted(images))})")
+    print(f"drawing: median {statistics.median(draw):.3f} s CPU per frame {sorted(draw)}")
+    print(f"PNG + event file: median {statistics.median(write):.3f} s CPU per frame")
+
+
 # ----------------------------------------------------------------------------- GPU: GPT-2 small
 
 
@@ -270,6 +321,8 @@ def main() -> None:
     sections = args.only.split(",")
     if "cpu-lightning" in sections:
         cpu_lightning(args.epochs, args.repeats)
+    if "cpu-drawing" in sections:
+        cpu_drawing()
     if "cpu-dashboards" in sections:
         cpu_dashboards(args.epochs, args.repeats)
     if "gpu-gpt2" in sections:
