@@ -255,3 +255,22 @@ def test_wandb_pictures_alerts_and_table(wandb_offline):
             if not k.startswith("_")}
     assert all(any(k.startswith(g) for g in globs) for k in keys if k != "ww/step"), keys
     assert np.isfinite([r["ww/alpha_mean"] for r in rows if "ww/alpha_mean" in r]).all()
+
+
+def test_hf_run_dir_finds_hugging_faces_own_run(tmp_path, monkeypatch):
+    """The folder Hugging Face's TensorBoardCallback writes to, so the ww tags can share it."""
+    from types import SimpleNamespace
+
+    from ww_callbacks.integrations.tensorboard import hf_run_dir
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    assert hf_run_dir(args) is None  # HF has not started its run
+    run = tmp_path / "runs" / "Dec02_01-00-00_host"
+    run.mkdir(parents=True)
+    (tmp_path / "runs" / "empty").mkdir()
+    (run / "events.out.tfevents.1.host").write_bytes(b"")
+    assert hf_run_dir(args) == str(run)
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "chosen"))
+    assert hf_run_dir(args) == str(tmp_path / "chosen")
+    assert hf_run_dir(SimpleNamespace(output_dir="x", logging_dir="/given")) == "/given"
