@@ -10,6 +10,20 @@ the callback after a warm-up; prints the median wall times, their ratio (target 
 training-thread time of the callback's hooks per snapshot, and how many of the requested
 snapshots were analysed (the cadence honoured).
 
+Dashboards (CPU):
+    python bench/training_overhead.py --only cpu-dashboards
+The same Lightning fits, alternating three variants: without the callback, with the callback but
+no pictures or alerts (``TensorBoardSink(images_every=0, alerts=False)``), and with the default
+dashboards (pictures every 5th analysis, on a new trap or band change, and at the final analysis;
+alerts). Prints the medians, the extra wall time of the dashboards relative to the fit without the
+callback (target <= 1%), and the CPU time the analysis thread spent drawing.
+
+The drawing alone (CPU, seconds; for machines too loaded to time fits to 1%):
+    python bench/training_overhead.py --only cpu-drawing
+The analysis-thread CPU time (``time.thread_time``) of one full dashboard frame (heatmap,
+correlation flow, histogram, and the ESD of each of the 3 layers with its randomized ESD) of the
+same MLP, and of writing it to an event file; median of 5.
+
 GPU (one H100; skipped without CUDA):
     python bench/training_overhead.py --only gpu-gpt2
 A GPT-2-small-sized transformer (12 layers, d=768, 12 heads, vocab 50257, context 256) trained
@@ -98,6 +112,115 @@ def cpu_lightning(epochs: int, repeats: int) -> None:
           f"({snaps} snapshots, all hooks and the final analysis included)")
     print(f"analysed {analysed} of {snaps} requested snapshots (the rest dropped: the analysis "
           f"could not keep up)")
+
+
+# ----------------------------------------------------------------------------- CPU: dashboards
+
+
+def cpu_dashboards(epochs: int, repeats: int) -> None:
+    """Lightning fits without the callback, with it minus the pictures, and with it."""
+    import logging
+    import threading
+
+    import ww_callbacks.integrations.tensorboard as tb  # where Lightning's sink factory looks
+    from ww_callbacks.dashboard import Dashboard
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    default_sink = tb.TensorBoardSink
+
+    class NoPictures(default_sink):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "images_every": 0, "alerts": False})
+
+    drawing: dict = {"cpu": 0.0, "frames": 0, "threads": set()}
+    render = Dashboard.render
+
+    def timed_render(self, result, frame):
+        start = time.thread_time()  # this thread's CPU time: the worker's
+        try:
+            return render(self, result, frame)
+        finally:
+            drawing["cpu"] += time.thread_time() - start
+            drawing["frames"] += 1
+            drawing["threads"].add(threading.current_thread().name)
+
+    Dashboard.render = timed_render
+    print(f"== cpu-dashboards: DigitsMLP(hidden=512), {epochs} epochs, {repeats} repeats, "
+          f"torch threads {torch.get_num_threads()}")
+    runs: dict[str, list[float]] = {"without": [], "no pictures": [], "dashboards": []}
+    analysed = 0
+    with tempfile.TemporaryDirectory() as root:
+        _lightning_fit(1, False, root)
+        _lightning_fit(1, True, root)  # warm-up (imports, matplotlib's font cache)
+        drawing.update(cpu=0.0, frames=0, threads=set())
+        for _ in range(repeats):
+            runs["without"].append(_lightning_fit(epochs, False, root)[0])
+            tb.TensorBoardSink = NoPictures
+            try:
+                runs["no pictures"].append(_lightning_fit(epochs, True, root)[0])
+            finally:
+                tb.TensorBoardSink = default_sink
+            wall, _, _, done = _lightning_fit(epochs, True, root)
+            runs["dashboards"].append(wall)
+            analysed += done
+    Dashboard.render = render
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    for name, times in runs.items():
+        print(f"{name:12s}: median {medians[name]:.2f} s  runs {[round(t, 2) for t in times]}")
+    extra = (medians["dashboards"] - medians["no pictures"]) / medians["without"]
+    print(f"dashboards' extra wall time: {extra * 100:+.2f}% of the fit without the callback "
+          f"(target <= 1%); callback with dashboards / without: "
+          f"{medians['dashboards'] / medians['without']:.3f}")
+    per_fit = drawing["cpu"] / repeats
+    print(f"drawing: {drawing['frames'] / repeats:.1f} frames per fit, {per_fit:.2f} s CPU of "
+          f"the analysis thread per fit = {per_fit / medians['without'] * 100:.2f}% of the fit's "
+          f"wall time ({analysed / repeats:.1f} analyses per fit; drawn in the threads "
+          f"{sorted(drawing['threads'])})")
+
+
+def cpu_drawing(repeats: int = 5) -> None:
+    """CPU time of one dashboard frame of DigitsMLP(hidden=512), drawn and written."""
+    from lightning_digits import DigitsMLP
+
+    from ww_callbacks.dashboard import Dashboard
+    from ww_callbacks.integrations.tensorboard_events import EventWriter
+    from ww_callbacks.watcher import Watcher
+
+    class Keep:
+        results: list = []
+
+        def write(self, result, scalars):
+            self.results.append(result)
+
+        def close(self):
+            pass
+
+    torch.manual_seed(0)
+    model = DigitsMLP(hidden=512)
+    keep = Keep()
+    with Watcher(sinks=[keep]) as watcher:  # traps on: the randomized ESDs are drawn too
+        watcher.snapshot(model, 0)
+    (result,) = keep.results
+    dashboard = Dashboard(images_every=1)
+    frame = dashboard.update(result)
+    dashboard.render(result, frame)  # warm-up: imports, font cache
+    draw, write = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = EventWriter(tmp)
+        for _ in range(repeats):
+            start = time.thread_time()
+            images = dashboard.render(result, frame)
+            draw.append(time.thread_time() - start)
+            start = time.thread_time()
+            for tag, image in images.items():
+                writer.add_image(tag, image, global_step=0)
+            writer.flush()
+            write.append(time.thread_time() - start)
+        writer.close()
+    print(f"== cpu-drawing: DigitsMLP(hidden=512), {len(images)} pictures per frame "
+          f"({', '.join(sorted(images))})")
+    print(f"drawing: median {statistics.median(draw):.3f} s CPU per frame {sorted(draw)}")
+    print(f"PNG + event file: median {statistics.median(write):.3f} s CPU per frame")
 
 
 # ----------------------------------------------------------------------------- GPU: GPT-2 small
@@ -200,6 +323,10 @@ def main() -> None:
     sections = args.only.split(",")
     if "cpu-lightning" in sections:
         cpu_lightning(args.epochs, args.repeats)
+    if "cpu-drawing" in sections:
+        cpu_drawing()
+    if "cpu-dashboards" in sections:
+        cpu_dashboards(args.epochs, args.repeats)
     if "gpu-gpt2" in sections:
         gpu_gpt2(args.steps)
 

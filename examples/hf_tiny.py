@@ -7,7 +7,10 @@ thread and writes the results to TensorBoard and to ``ww_history.jsonl``. Under 
 CPU::
 
     python examples/hf_tiny.py                 # --out ww_logs/hf_tiny --epochs 3
-    tensorboard --logdir ww_logs/hf_tiny       # ww_alpha/<layer>, ww/alpha_mean, ESD plots
+    tensorboard --logdir ww_logs/hf_tiny       # train/loss next to ww_alpha/<layer>, pictures
+
+The ww tags, the history and Hugging Face's own ``train/loss`` share one TensorBoard run
+(``<out>/runs/hf_tiny``: ``TENSORBOARD_LOGGING_DIR`` names it for both), so they overlay.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class MajorityTask(torch.utils.data.Dataset):
 def main(out: str = "ww_logs/hf_tiny", epochs: int = 3, seed: int = 0) -> None:
     """Train, then print the analyses recorded during training."""
     torch.manual_seed(seed)
+    run_dir = os.path.join(out, "runs", "hf_tiny")  # Hugging Face's TensorBoard run and ours
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", run_dir)
+    run_dir = os.environ["TENSORBOARD_LOGGING_DIR"]
     config = BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=128,
                         max_position_embeddings=32, num_labels=2)
@@ -55,17 +61,17 @@ def main(out: str = "ww_logs/hf_tiny", epochs: int = 3, seed: int = 0) -> None:
                              save_strategy="no", disable_tqdm=True, seed=seed)
     # A model this small trains faster than it is analysed: wait="always" keeps every
     # snapshot (in real training leave it False; analyses then never slow training down).
-    callback = WeightWatcherCallback(every_n_steps=10, every_n_epochs=None, log_dir=out,
+    callback = WeightWatcherCallback(every_n_steps=10, every_n_epochs=None, log_dir=run_dir,
                                      wait="always")
     trainer = Trainer(model=model, args=args, train_dataset=MajorityTask(seed=seed),
                       eval_dataset=MajorityTask(256, seed=seed + 1), callbacks=[callback])
     trainer.train()
     print("eval:", {k: round(v, 3) for k, v in trainer.evaluate().items()})
 
-    runs = load_history(out, level="model")
+    runs = load_history(run_dir, level="model")
     print(runs[["step", "epoch", "ww/alpha_mean", "ww/alpha_weighted_mean",
                 "ww/layers_under_trained", "duration_s"]].round(3).to_string(index=False))
-    layers = load_history(out)
+    layers = load_history(run_dir)
     last = layers[layers["step"] == layers["step"].max()]
     print(last[["longname", "N", "M", "alpha", "alpha_weighted", "num_traps", "warning"]]
           .round(3).to_string(index=False))

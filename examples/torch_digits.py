@@ -1,8 +1,8 @@
 """Watch an MLP train on scikit-learn's digits in a plain PyTorch loop, live in TensorBoard.
 
 Runs in well under a minute on a CPU; nothing is downloaded (the digits ship with scikit-learn).
-    python examples/torch_digits.py            # writes ww_logs/
-    tensorboard --logdir ww_logs               # Scalars, Custom Scalars, Histograms, Images
+    python examples/torch_digits.py            # writes ww_logs/torch_digits/
+    tensorboard --logdir ww_logs               # Scalars (smoothing 0), Custom Scalars, Images
 
 Every ``--every`` optimizer steps the watcher copies the weights and analyses them in a background
 thread (power-law alpha per layer, correlation traps); the loop never waits for it. The history
@@ -22,7 +22,8 @@ from ww_callbacks.history import load_history
 from ww_callbacks.integrations.torch import Watcher
 
 
-def main(log_dir: str = "ww_logs", epochs: int = 20, every: int = 50, seed: int = 0) -> None:
+def main(log_dir: str = "ww_logs/torch_digits", epochs: int = 20, every: int = 50,
+         seed: int = 0) -> None:
     """Train for ``epochs`` epochs, analysing every ``every`` steps; print the last analysis."""
     torch.manual_seed(seed)
     digits = load_digits()
@@ -54,13 +55,14 @@ def main(log_dir: str = "ww_logs", epochs: int = 20, every: int = 50, seed: int 
     print(last[["step", "longname", "alpha", "alpha_weighted", "num_traps", "warning"]]
           .to_string(index=False))
     print(f"\nhistory: {watcher.history_path}\nopen TensorBoard with:  tensorboard --logdir "
-          f"{log_dir}   then http://localhost:6006 (Custom Scalars: every layer's alpha in one "
-          "chart; Images: the ESD plots)")
+          f"{log_dir}   then http://localhost:6006 (Images: alpha heatmap, correlation flow, "
+          "alpha histogram and ESD per layer; Custom Scalars: every layer's alpha in one chart; "
+          "Text: ww/alerts; set the Scalars' smoothing to 0)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log-dir", default="ww_logs")
+    parser.add_argument("--log-dir", default="ww_logs/torch_digits")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--every", type=int, default=50, help="analyse every N optimizer steps")
     args = parser.parse_args()

@@ -1,23 +1,35 @@
-"""TensorBoard sink: ww scalars, a custom-scalars layout, ESD histograms and ESD plots.
+"""TensorBoard sink: the ww scalars, a custom-scalars layout, ESD histograms, the HTSR pictures
+and alerts.
 
 :class:`TensorBoardSink` is a :class:`~ww_callbacks.watcher.Sink`: the watcher calls
 ``write(result, scalars)`` for every finished analysis, in its background thread (the sink sets
-``in_worker``: rendering plots there never holds up training). It writes
+``in_worker``: rendering pictures there never holds up training). It writes
 
-- ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``, ``ww_traps/<layer>`` and the ``ww/``
-  model scalars (``scalars=True``) at ``global_step=result.step``;
-- once, a custom-scalars layout (TensorBoard's *Custom Scalars* tab) putting every layer's alpha
-  in one chart, likewise alpha_weighted and traps, plus a "ww model" category;
+- ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``, ``ww_traps/<layer>``, the policies'
+  families and the ``ww/`` model scalars (``scalars=True``) at ``global_step=result.step``;
+- a custom-scalars layout (*Custom Scalars* tab) with one chart per per-layer tag family of
+  :mod:`ww_callbacks.tags` that has data (a policy that is not used gets no empty chart; the
+  layout is written again when a new family appears) and a "ww model" category;
 - ``ww_esd/<layer>``: the spectrum as a histogram of log10 eigenvalues (*Histograms* tab);
-- ``ww_esd_plot/<layer>``: a log-log plot of the ESD with its fitted power law (*Images* tab;
-  needs matplotlib, rendered off-screen without pyplot).
+- *Images* tab, drawn by :mod:`ww_callbacks.figures` at the :class:`~ww_callbacks.dashboard.
+  Dashboard`'s cadence (every ``images_every``-th analysis, when a layer gains a trap or leaves
+  the 2-6 band, and the final analysis at :meth:`TensorBoardSink.close`):
+  ``ww_plots/alpha_heatmap``, ``ww_plots/correlation_flow``, ``ww_plots/alpha_histogram`` and
+  ``ww_esd_plot/<layer>`` (log-log ESD, fitted power law, randomized ESD with MP edge and traps);
+- ``ww/alerts`` (*Text* tab) and a console line when a trap appears, a layer crosses alpha 2 or
+  6, or NaN/Inf appears.
 
-The writer is duck-typed, so a ``torch.utils.tensorboard.SummaryWriter`` (what Lightning's
-``TensorBoardLogger.experiment`` is), a ``tensorboardX.SummaryWriter`` or any adapter works if it
-has ``add_scalar(tag, value, global_step, walltime=)``, ``add_histogram(tag, values,
-global_step, walltime=)``, ``add_image(tag, hwc_uint8, global_step, walltime=,
-dataformats="HWC")``, ``add_custom_scalars(layout)`` and ``flush()`` (``close()`` only when the
-sink created it).
+Set the Scalars' smoothing to 0 in TensorBoard's settings panel: the default 0.6 hides the
+step-0 alpha and turns counts into fractions (the layout format cannot set it).
+
+The writer is duck-typed: the default is :class:`~.tensorboard_events.EventWriter` (no torch, no
+TensorFlow, so creating a sink never changes the global random state); a
+``torch.utils.tensorboard.SummaryWriter`` (what Lightning's ``TensorBoardLogger.experiment`` is),
+a ``tensorboardX.SummaryWriter`` or any adapter works if it has ``add_scalar(tag, value,
+global_step, walltime=)``, ``add_histogram(tag, values, global_step, walltime=)``,
+``add_image(tag, hwc_uint8, global_step, walltime=, dataformats="HWC")``,
+``add_custom_scalars(layout)``, ``flush()`` and optionally ``add_text(tag, text, global_step)``
+(``close()`` only when the sink created it).
 
 Example::
 
@@ -34,28 +46,27 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
+import sys
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 
-from ww_callbacks.policies.lr_balance import LR_SCALE_PREFIX
-from ww_callbacks.policies.traps import REMOVED_PREFIX
-from ww_callbacks.powerlaw import SUCCESS
+from ww_callbacks.dashboard import Dashboard, Frame
+from ww_callbacks.figures import esd_figure, figure_to_rgb
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import LAYER_PREFIXES, MODEL_PREFIX, layer_tag
+from ww_callbacks.scalars import MODEL_PREFIX, layer_tag
+from ww_callbacks.tags import ALERTS, ESD_HISTOGRAM, ESD_PLOT, SCALAR, families, family_of
 from ww_callbacks.watcher import WatcherWarning
 
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
+from .tensorboard_events import INSTALL_HINT, EventWriter
 
-__all__ = ["EventWriter", "TensorBoardSink", "esd_figure", "figure_to_rgb", "ww_layout"]
+__all__ = ["ESD_HISTOGRAM", "ESD_PLOT", "INSTALL_HINT", "EventWriter", "TensorBoardSink",
+           "default_writer", "esd_figure", "figure_to_rgb", "hf_run_dir", "ww_layout"]
 
-INSTALL_HINT = "pip install ww_callbacks[tensorboard]"
-#: Tag prefixes of the spectra.
-ESD_HISTOGRAM = "ww_esd"
-ESD_PLOT = "ww_esd_plot"
 #: Charts of the "ww model" category: title -> tag regexes (``re.match``, as the plugin does).
 MODEL_CHARTS: dict[str, list[str]] = {
     "alpha mean": [r"ww/alpha_mean$"],
@@ -65,230 +76,74 @@ MODEL_CHARTS: dict[str, list[str]] = {
     "correlation traps": [r"ww/num_traps$"],
     "snapshots dropped": [r"ww/snapshots_dropped$"],
 }
-LAYER_CHARTS: dict[str, str] = {  # title -> tag prefix
-    "alpha (all layers)": LAYER_PREFIXES["alpha"],
-    "alpha_weighted (all layers)": LAYER_PREFIXES["alpha_weighted"],
-    "correlation traps (all layers)": LAYER_PREFIXES["rand_num_spikes"],
-    "learning-rate multipliers (LayerLRBalancer)": LR_SCALE_PREFIX,
-    "trap components removed (TrapRemoval)": REMOVED_PREFIX,
-}
 
 
-def default_writer(log_dir: str | os.PathLike | None = None) -> Any:
-    """A new ``torch.utils.tensorboard.SummaryWriter`` in ``log_dir`` (``tensorboardX``'s when
-    torch's cannot be imported). ``log_dir=None``: the writer's default (``runs/<date>...``)."""
+def default_writer(log_dir: str | os.PathLike | None = None) -> EventWriter:
+    """A new :class:`~.tensorboard_events.EventWriter` in ``log_dir``; None: TensorBoard's usual
+    ``runs/<date>_<host>``."""
+    if log_dir is None:
+        log_dir = os.path.join("runs", datetime.now().strftime("%b%d_%H-%M-%S") + "_"
+                               + socket.gethostname())
+    return EventWriter(log_dir)
+
+
+def hf_run_dir(args: Any) -> str | None:
+    """The folder of Hugging Face's own TensorBoard run for these ``TrainingArguments``, so the
+    ww tags share it with ``train/loss``: ``args.logging_dir`` (transformers < 5),
+    ``$TENSORBOARD_LOGGING_DIR``, or the newest ``<output_dir>/runs/*`` holding event files
+    (transformers 5 names it by the time its ``TensorBoardCallback`` starts, which is before a
+    user's callback). None when none is found."""
+    chosen = getattr(args, "logging_dir", None) or os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if chosen:
+        return os.path.expanduser(str(chosen))
+    runs = os.path.join(str(getattr(args, "output_dir", None) or "."), "runs")
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as torch_error:
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise ImportError(
-                "TensorBoardSink needs torch.utils.tensorboard (torch and tensorboard) or "
-                f"tensorboardX to create a writer: {INSTALL_HINT} (or pass writer=...)"
-            ) from torch_error
-    return SummaryWriter(log_dir=None if log_dir is None else os.fspath(log_dir))
+        folders = [os.path.join(runs, name) for name in os.listdir(runs)]
+    except OSError:
+        return None
+    with_events = [f for f in folders if os.path.isdir(f) and any(
+        name.startswith("events.out.tfevents.") for name in os.listdir(f))]
+    return max(with_events, key=os.path.getmtime) if with_events else None
 
 
-class EventWriter:
-    """The writer interface :class:`TensorBoardSink` uses, written with TensorBoard's own event
-    file writer and protocol buffers: no torch, and no TensorFlow ops (which, run from the
-    analysis thread, would compete with a TensorFlow training loop). The Keras callback writes
-    with it on every backend."""
-
-    def __init__(self, log_dir: str | os.PathLike):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        os.makedirs(log_dir, exist_ok=True)
-        self._writer = EventFileWriter(os.fspath(log_dir))
-
-    def _add(self, summary: Any, global_step: int | None, walltime: float | None) -> None:
-        import time
-
-        from tensorboard.compat.proto import event_pb2
-
-        event = event_pb2.Event(summary=summary, wall_time=walltime or time.time())
-        if global_step is not None:
-            event.step = int(global_step)
-        self._writer.add_event(event)
-
-    def add_scalar(self, tag: str, value: float, global_step: int | None = None,
-                   walltime: float | None = None) -> None:
-        from tensorboard.compat.proto import summary_pb2
-
-        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-            tag=tag, simple_value=float(value))]), global_step, walltime)
-
-    def add_histogram(self, tag: str, values: Any, global_step: int | None = None,
-                      walltime: float | None = None, bins: int = 30, **_: Any) -> None:
-        from tensorboard.compat.proto import summary_pb2
-
-        v = np.asarray(values, dtype=np.float64).ravel()
-        counts, edges = np.histogram(v, bins=bins)
-        hist = summary_pb2.HistogramProto(
-            min=float(v.min()), max=float(v.max()), num=float(v.size), sum=float(v.sum()),
-            sum_squares=float(np.dot(v, v)), bucket_limit=[float(e) for e in edges[1:]],
-            bucket=[float(c) for c in counts])
-        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, histo=hist)]),
-                  global_step, walltime)
-
-    def add_image(self, tag: str, image: Any, global_step: int | None = None,
-                  walltime: float | None = None, dataformats: str = "HWC") -> None:
-        import io
-
-        from PIL import Image
-        from tensorboard.compat.proto import summary_pb2
-
-        if dataformats != "HWC":
-            raise ValueError("EventWriter.add_image takes HWC images")
-        array = np.asarray(image, dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        img = summary_pb2.Summary.Image(height=array.shape[0], width=array.shape[1],
-                                        colorspace=array.shape[2],
-                                        encoded_image_string=buffer.getvalue())
-        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=img)]),
-                  global_step, walltime)
-
-    def add_custom_scalars(self, layout: dict[str, dict[str, list]]) -> None:
-        from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-
-        # what the custom-scalars plugin reads: one string tensor holding the layout proto
-        tensor = tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_STRING, string_val=[_layout_proto(layout).SerializeToString()],
-            tensor_shape=tensor_shape_pb2.TensorShapeProto())
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="custom_scalars"))
-        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-            tag="custom_scalars__config__", tensor=tensor, metadata=metadata)]), 0, None)
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-def _layout_proto(layout: dict[str, dict[str, list]]) -> Any:
-    """The ``layout_pb2.Layout`` of an ``add_custom_scalars``-style dict."""
-    from tensorboard.plugins.custom_scalar import layout_pb2
-
-    return layout_pb2.Layout(category=[
-        layout_pb2.Category(title=category, chart=[
-            layout_pb2.Chart(title=title,
-                             multiline=layout_pb2.MultilineChartContent(tag=list(spec[1])))
-            for title, spec in charts.items()])
-        for category, charts in layout.items()])
-
-
-def ww_layout(extra_model_tags: Sequence[str] = ()) -> dict[str, dict[str, list]]:
+def ww_layout(extra_model_tags: Any = (), layer_prefixes: Any = None) -> dict[str, dict[str, list]]:
     """The custom-scalars layout (``add_custom_scalars`` format): a "ww layers" category with one
-    Multiline chart per per-layer metric (regex ``ww_alpha/.*`` etc.: all layers in one chart) and
-    a "ww model" category with the ``ww/`` scalars. ``extra_model_tags``: ``ww/`` tags not
-    covered by the built-in charts, each given its own chart."""
-    layers = {title: ["Multiline", [f"{prefix}/.*"]] for title, prefix in LAYER_CHARTS.items()}
+    Multiline chart per per-layer scalar family of :mod:`ww_callbacks.tags` (regex
+    ``ww_alpha/.*`` etc.: all layers in one chart), limited to ``layer_prefixes`` when given
+    (the families that have data), and a "ww model" category with the ``ww/`` scalars.
+    ``extra_model_tags``: ``ww/`` tags not covered by the built-in charts, each given its own
+    chart (titled by its family when declared)."""
+    layers = {f.title: ["Multiline", [f"{re.escape(f.prefix)}/.*"]]
+              for f in families(SCALAR, per_layer=True)
+              if layer_prefixes is None or f.prefix in layer_prefixes}
     model = {title: ["Multiline", list(regexes)] for title, regexes in MODEL_CHARTS.items()}
     for tag in extra_model_tags:
         if not any(re.match(rx, tag) for regexes in MODEL_CHARTS.values() for rx in regexes):
-            model[tag.split("/", 1)[-1]] = ["Multiline", [re.escape(tag) + "$"]]
+            family = family_of(tag)
+            title = family.title if family is not None and family.prefix == tag \
+                else tag.split("/", 1)[-1]
+            model[title] = ["Multiline", [re.escape(tag) + "$"]]
     return {"ww layers": layers, "ww model": model}
-
-
-def _positive(evals: Any) -> np.ndarray:
-    ev = np.asarray(evals, dtype=np.float64).ravel()
-    return ev[np.isfinite(ev) & (ev > 0)]
-
-
-def esd_figure(evals: Any, alpha: float, xmin: float, xmax: float, title: str = "", *,
-               bins: int = 80, figsize: tuple[float, float] = (5.0, 3.6),
-               dpi: int = 80) -> Figure:
-    """A log-log plot of an empirical spectral density with its fitted power law.
-
-    ``evals``: the eigenvalues of one layer; ``alpha``, ``xmin``, ``xmax``: its fit (as in the
-    ``analyze`` columns). Draws log10 of the histogram density of the positive eigenvalues on
-    log-spaced bins (about 2 sqrt(n), at most ``bins``) against log10 of the eigenvalue, the
-    power law ``x^-alpha`` from ``xmin`` to ``xmax`` (a straight line of slope -alpha, scaled to
-    the histogram at ``xmin``), and ``xmin`` as a vertical line. The axes are linear in log10
-    units: matplotlib's log-scale ticks would double the rendering time. A failed fit
-    (``alpha=-1``, NaN) or a degenerate spectrum (empty, all zero, one value) gives a figure
-    saying so instead of raising.
-
-    The figure is a bare ``matplotlib.figure.Figure`` with an Agg canvas: pyplot is not imported
-    and the user's backend is left alone. Render it with :func:`figure_to_rgb` or ``savefig``.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)
-    # fixed margins: a layout engine would triple the rendering time
-    ax = fig.add_axes((0.15, 0.15, 0.8, 0.75))
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("log10 eigenvalue λ")
-    ax.set_ylabel("log10 density")
-    ev = _positive(evals)
-    if ev.size == 0:
-        ax.text(0.5, 0.5, "no positive eigenvalues", ha="center", va="center",
-                transform=ax.transAxes)
-        return fig
-    lo, hi = float(ev.min()), float(ev.max())
-    if hi <= lo * (1 + 1e-9):  # a single distinct value: give the bins some width
-        lo, hi = lo / 1.5, hi * 1.5
-    bins = int(np.clip(2 * math.sqrt(ev.size), 10, bins))  # ~2 sqrt(n): few empty bins
-    log_edges = np.linspace(math.log10(lo), math.log10(hi), bins + 1)
-    edges = 10.0 ** log_edges
-    counts, _ = np.histogram(ev, bins=edges)
-    density = counts / (ev.size * np.diff(edges))
-    with np.errstate(divide="ignore"):
-        log_density = np.log10(density)
-    shown = np.isfinite(log_density)
-    floor = float(log_density[shown].min()) - 0.5 if shown.any() else 0.0
-    ax.stairs(np.where(shown, log_density, floor), log_edges, baseline=floor, fill=True,
-              alpha=0.5, color="tab:blue", label=f"ESD ({ev.size} eigenvalues)")
-    fit_ok = all(math.isfinite(v) for v in (alpha, xmin)) and alpha > 0 and xmin > 0
-    if fit_ok:
-        end = xmax if math.isfinite(xmax) and xmax > xmin else hi
-        start = int(np.clip(np.searchsorted(edges, xmin, side="right") - 1, 0, bins - 1))
-        nonzero = np.flatnonzero(density[start:] > 0)
-        if nonzero.size:
-            height = math.log10(float(density[start + nonzero[0]]))
-            x = np.array([math.log10(xmin), math.log10(end)])
-            ax.plot(x, height - alpha * (x - x[0]), color="tab:red", linestyle="--",
-                    label=f"power law α={alpha:.2f}")
-        ax.axvline(math.log10(xmin), color="tab:green", linestyle=":",
-                   label=f"xmin={xmin:.3g}")
-    else:
-        ax.text(0.5, 0.92, "power-law fit failed", ha="center", va="top",
-                transform=ax.transAxes, color="tab:red")
-    ax.legend(fontsize=7, loc="lower left")
-    return fig
-
-
-def figure_to_rgb(fig: Figure) -> np.ndarray:
-    """Render a figure with Agg into an ``(height, width, 3)`` uint8 array (no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 class TensorBoardSink:
     """Writes ww results to TensorBoard.
 
-    ``writer``: a ``SummaryWriter`` (torch's, tensorboardX's, Lightning's
-    ``TensorBoardLogger.experiment``) or any object with the same methods; None creates a
-    torch ``SummaryWriter(log_dir)``. The sink closes only a writer it created (or one handed
-    over with ``owns_writer=True``).
+    ``writer``: an :class:`~.tensorboard_events.EventWriter`, a ``SummaryWriter`` (torch's,
+    tensorboardX's, Lightning's ``TensorBoardLogger.experiment``) or any object with the same
+    methods; None creates an ``EventWriter(log_dir)`` (TensorBoard's own format, no TensorFlow).
+    The sink closes only a writer it created (or one handed over with ``owns_writer=True``).
     ``scalars``: log the ww scalars (False when another logger already does, as in Lightning).
     ``histograms_every``: ESD histograms at every k-th write from the first; ``images_every``:
-    ESD plots at the k-th, 2k-th, ... write (the initial weights are not plotted); 0: never.
-    ``max_images``: ESD plots per write, the layers with the lowest alpha first (failed fits
-    last). ``layout``: write the custom-scalars layout once.
+    pictures at the k-th, 2k-th, ... write (the initial weights are not drawn on schedule), when
+    a layer gains a trap or leaves the 2-6 band (``plot_on_change``) and the final analysis at
+    :meth:`close`; 0: no pictures. ``max_images``: ESD plots per scheduled write, the layers with
+    the lowest alpha first (failed fits last). ``layout``: write the custom-scalars layout.
+    ``alerts``: write each analysis' alerts to the Text tab (``ww/alerts``) and, with
+    ``console_alerts``, print them on stderr.
     ``in_worker``: let the watcher call :meth:`write` in its background thread, right after the
-    history, so histograms and plots never hold up training (torch's and tensorboardX's writers
-    are thread-safe: they queue events); pass False for a writer that must stay on the training
-    thread.
+    history, so histograms and pictures never hold up training (the writers are thread-safe);
+    pass False for a writer that must stay on the training thread.
 
     Example::
 
@@ -306,7 +161,8 @@ class TensorBoardSink:
     def __init__(self, writer: Any = None, *, log_dir: str | os.PathLike | None = None,
                  scalars: bool = True, histograms_every: int = 1, images_every: int = 5,
                  layout: bool = True, max_images: int = 16, in_worker: bool = True,
-                 owns_writer: bool | None = None):
+                 owns_writer: bool | None = None, plot_on_change: bool = True,
+                 alerts: bool = True, console_alerts: bool = True):
         for name, value in (("histograms_every", histograms_every),
                             ("images_every", images_every), ("max_images", max_images)):
             if not isinstance(value, int) or value < 0:
@@ -318,11 +174,25 @@ class TensorBoardSink:
         self.images_every = images_every
         self.max_images = max_images
         self.layout = layout
+        self.alerts = alerts
+        self.console_alerts = console_alerts
         self.in_worker = in_worker  # read by the Watcher: which thread calls write()
+        self.dashboard = Dashboard(images_every, max_images, plot_on_change)
         self.writes = 0
-        self._layout_written = False
+        self._layout: dict | None = None
+        self._seen_tags: set[str] = set()
         self._matplotlib_missing = False
         self._closed = False
+
+    @property
+    def log_dir(self) -> str | None:
+        """The writer's folder, when it says."""
+        for name in ("log_dir", "logdir"):
+            value = getattr(self.writer, name, None)
+            if isinstance(value, str):
+                return value
+        getter = getattr(self.writer, "get_logdir", None)
+        return getter() if callable(getter) else None
 
     # ------------------------------------------------------------------ Sink protocol
 
@@ -331,27 +201,34 @@ class TensorBoardSink:
         thread at a time (the worker's with ``in_worker``, else the training thread)."""
         n, self.writes = self.writes, self.writes + 1
         try:
+            frame = self.dashboard.update(result)
             if self.scalars:
                 self._write_scalars(result, scalars)
-            if self.layout and not self._layout_written:
-                tags = [t for t in scalars if t.startswith(MODEL_PREFIX)]
-                self.writer.add_custom_scalars(ww_layout(tags))
-                self._layout_written = True
+            if self.layout:
+                self._write_layout(result, scalars)
             if self.histograms_every and n % self.histograms_every == 0:
                 self._write_histograms(result)
-            if self.images_every and (n + 1) % self.images_every == 0:
-                self._write_images(result)
+            if self.alerts and frame.alerts:
+                self._write_alerts(result, frame)
+            if frame.plots:
+                self._write_images(result, frame)
         finally:
             self.writer.flush()
 
     def close(self) -> None:
-        """Flush; close the writer if this sink created it. Safe to call twice."""
+        """Draw the final analysis if it was not drawn yet, flush, and close the writer if this
+        sink created it. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self.writer.flush()
-        if self._owns_writer:
-            self.writer.close()
+        try:
+            frame = self.dashboard.final()
+            if frame is not None and self.dashboard.last is not None:
+                self._write_images(self.dashboard.last, frame)
+        finally:
+            self.writer.flush()
+            if self._owns_writer:
+                self.writer.close()
 
     # ------------------------------------------------------------------ parts
 
@@ -362,59 +239,47 @@ class TensorBoardSink:
                 self.writer.add_scalar(tag, value, global_step=result.step,
                                        walltime=result.wall_time)
 
+    def _write_layout(self, result: AnalysisResult, scalars: Mapping[str, float]) -> None:
+        """(Re)write the layout when the tags seen so far need another one."""
+        self._seen_tags.update(scalars)
+        prefixes = {tag.split("/", 1)[0] for tag in self._seen_tags}
+        model_tags = sorted(t for t in self._seen_tags if t.startswith(MODEL_PREFIX))
+        layout = ww_layout(model_tags, prefixes)
+        if layout == self._layout:
+            return
+        if isinstance(self.writer, EventWriter):
+            self.writer.add_custom_scalars(layout, global_step=result.step)
+        else:
+            self.writer.add_custom_scalars(layout)
+        self._layout = layout
+
     def _write_histograms(self, result: AnalysisResult) -> None:
         for longname, evals in result.spectra.items():
-            ev = _positive(evals)
+            ev = np.asarray(evals, dtype=np.float64)
+            ev = ev[np.isfinite(ev) & (ev > 0)]
             if ev.size:
                 self.writer.add_histogram(layer_tag(ESD_HISTOGRAM, longname), np.log10(ev),
                                           global_step=result.step, walltime=result.wall_time)
 
-    def _image_rows(self, result: AnalysisResult) -> list[dict]:
-        """Rows of the layers to plot: lowest alpha first, failed fits last, at most
-        ``max_images``."""
-        details = result.details
-        if details is None or details.empty or not result.spectra:
-            return []
-        rows = [row for row in details.to_dict(orient="records")
-                if row.get("longname") in result.spectra]
+    def _write_alerts(self, result: AnalysisResult, frame: Frame) -> None:
+        if self.console_alerts:
+            for alert in frame.alerts:
+                print(f"ww_callbacks alert: {alert}", file=sys.stderr, flush=True)
+        add_text = getattr(self.writer, "add_text", None)
+        if add_text is not None:
+            add_text(ALERTS, "\n\n".join(f"- {alert}" for alert in frame.alerts),
+                     global_step=result.step, walltime=result.wall_time)
 
-        def key(row: dict) -> tuple[int, float]:
-            alpha = row.get("alpha", math.nan)
-            ok = row.get("status") == SUCCESS and alpha is not None and math.isfinite(alpha)
-            return (0, float(alpha)) if ok else (1, 0.0)
-
-        seen: set[str] = set()
-        chosen = []
-        for row in sorted(rows, key=key):
-            if row["longname"] not in seen:  # pool=False would give one row per slice
-                seen.add(row["longname"])
-                chosen.append(row)
-        return chosen[: self.max_images]
-
-    def _write_images(self, result: AnalysisResult) -> None:
-        rows = self._image_rows(result)
-        if not rows or self._matplotlib_missing:
+    def _write_images(self, result: AnalysisResult, frame: Frame) -> None:
+        if self._matplotlib_missing:
             return
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             self._matplotlib_missing = True
-            warnings.warn("ww_callbacks: matplotlib is not installed, so TensorBoardSink writes "
-                          "no ESD plots (pip install matplotlib)", WatcherWarning, stacklevel=3)
+            warnings.warn("ww_callbacks: matplotlib is not installed, so TensorBoardSink draws "
+                          "no pictures (pip install matplotlib)", WatcherWarning, stacklevel=3)
             return
-        for row in rows:
-            longname = row["longname"]
-            alpha = _float(row.get("alpha"))
-            title = f"{longname or 'root'}  step {result.step}  α={alpha:.2f}"
-            fig = esd_figure(result.spectra[longname], alpha, _float(row.get("xmin")),
-                             _float(row.get("xmax")), title)
-            self.writer.add_image(layer_tag(ESD_PLOT, longname), figure_to_rgb(fig),
-                                  global_step=result.step, walltime=result.wall_time,
-                                  dataformats="HWC")
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+        for tag, image in self.dashboard.render(result, frame).items():
+            self.writer.add_image(tag, image, global_step=result.step,
+                                  walltime=result.wall_time, dataformats="HWC")

@@ -1,4 +1,5 @@
-"""Weights & Biases sink: the ww scalars and a per-layer table, logged into a W&B run.
+"""Weights & Biases sink: the ww scalars, a per-layer table, the HTSR pictures and alerts, logged
+into a W&B run.
 
 Results arrive after the run's own step has moved on (the analysis runs in the background), and
 W&B drops rows whose ``step=`` goes backwards. So the sink never passes ``step=``: every row
@@ -10,31 +11,51 @@ bound to it with ``define_metric``::
 
 W&B's ``run.log`` is not thread-safe: the :class:`~ww_callbacks.watcher.Watcher` calls sinks
 on the training thread, and the sink warns if it is called from another thread than the main one.
+The pictures (the same as TensorBoard's, from :mod:`ww_callbacks.figures`, under the same keys:
+``ww_plots/alpha_heatmap``, ``ww_plots/correlation_flow``, ``ww_plots/alpha_histogram``,
+``ww_esd_plot/<layer>``) are drawn in a background thread of the sink and logged, as
+``wandb.Image``, by the next ``write`` or ``close`` on the training thread, each row with its
+analysed step as step metric.
+
+The x-axis: every tag family of :mod:`ww_callbacks.tags` is bound to ``step_metric``. To see the
+ww keys on the same axis as your own metrics, log that key in your rows too (e.g.
+``run.log({"loss": loss, "ww/step": step})``) or pass the step metric you already log
+(``step_metric="trainer/global_step"`` is what Lightning's logger uses).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
 import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ww_callbacks.dashboard import Dashboard, Frame
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import LAYER_PREFIXES
+from ww_callbacks.tags import ALERTS, wandb_globs
 from ww_callbacks.watcher import WatcherWarning
 
 #: The per-layer table's key (bound to the step metric by the ``ww/*`` glob).
 TABLE_KEY = "ww/layers"
 
-#: The table's columns, in order; ``num_traps`` only when the analysis counted traps.
-TABLE_COLUMNS = ("longname", "layer_type", "N", "M", "alpha", "alpha_weighted", "log_norm",
-                 "log_spectral_norm", "stable_rank", "num_traps", "status", "warning")
+#: The table's columns from the analysis, in order (``layer_id``: the layer's index in model
+#: order; ``xmin``, ``D``, ``num_pl_spikes``, ``lambda_max``: the quality of the fit);
+#: ``num_traps`` only when the analysis counted traps. :data:`STEP_COLUMN` follows them.
+TABLE_COLUMNS = ("longname", "layer_id", "layer_type", "N", "M", "alpha", "alpha_weighted",
+                 "log_norm", "log_spectral_norm", "stable_rank", "xmin", "D", "num_pl_spikes",
+                 "lambda_max", "num_traps", "status", "warning")
+#: The last column: the analysed step of every row (tables of several steps can be joined).
+STEP_COLUMN = "step"
 
 #: Step metrics that a host logger defines itself (Lightning's ``WandbLogger``, Hugging Face's
 #: ``WandbCallback``): the sink binds the ``ww`` metrics to them but does not redefine them.
 HOST_STEP_METRICS = frozenset({"trainer/global_step", "train/global_step"})
 
-_INT_COLUMNS = frozenset({"N", "M", "num_traps"})
+_INT_COLUMNS = frozenset({"N", "M", "num_traps", "layer_id", "num_pl_spikes", STEP_COLUMN})
 _STR_COLUMNS = frozenset({"longname", "layer_type", "status", "warning"})
 
 
@@ -72,13 +93,23 @@ class WandbSink:
     row as the analysed step. ``table_every``: log the per-layer table ``ww/layers`` at the
     first write and every ``table_every``-th one after it, and the last result's at
     :meth:`close` (0 or None: never).
+    ``images_every``, ``max_images``, ``plot_on_change``: the pictures' cadence, as for
+    :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (0: no pictures).
+    ``alerts``: also raise each analysis' alerts (a trap appeared, a layer crossed alpha 2 or 6,
+    NaN/Inf) with ``run.alert`` (opt-in: W&B may e-mail them); they are always logged as text
+    under ``ww/alerts``. ``console_alerts``: print them on stderr.
     """
 
     def __init__(self, run: Any = None, *, scalars: bool = True, step_metric: str = "ww/step",
-                 table_every: int | None = 5):
+                 table_every: int | None = 5, images_every: int = 5, max_images: int = 16,
+                 plot_on_change: bool = True, alerts: bool = False,
+                 console_alerts: bool = False):
         if table_every is not None and (not isinstance(table_every, int) or table_every < 0):
             raise ValueError(f"table_every must be a non-negative int or None, not "
                              f"{table_every!r}")
+        for name, value in (("images_every", images_every), ("max_images", max_images)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, not {value!r}")
         self.run = run
         self.scalars = scalars
         self.step_metric = step_metric
@@ -88,6 +119,14 @@ class WandbSink:
         self._defined = False
         self._warned_thread = False
         self._untabled: AnalysisResult | None = None  # last result whose table is not logged
+        self.images_every = images_every
+        self.alerts = alerts
+        self.console_alerts = console_alerts
+        self.dashboard = Dashboard(images_every, max_images, plot_on_change)
+        self._renderer: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[int, Future]] = []  # (step, future of {tag: png path})
+        self._image_dir: tempfile.TemporaryDirectory | None = None
+        self._matplotlib_missing = False
 
     # ------------------------------------------------------------------ setup
 
@@ -103,11 +142,12 @@ class WandbSink:
         return self.run
 
     def _define_metrics(self, run: Any) -> None:
-        """Bind every ``ww`` metric to the step metric (once per sink)."""
+        """Bind every tag family of :mod:`ww_callbacks.tags` (the core's and every policy's) to the
+        step metric (once per sink)."""
         if self.step_metric not in HOST_STEP_METRICS:
             run.define_metric(self.step_metric)
-        for prefix in ("ww", *LAYER_PREFIXES.values()):
-            run.define_metric(f"{prefix}/*", step_metric=self.step_metric)
+        for pattern in wandb_globs():
+            run.define_metric(pattern, step_metric=self.step_metric)
         self._defined = True
 
     def _check_thread(self) -> None:
@@ -125,9 +165,10 @@ class WandbSink:
             self._wandb = _import_wandb()
         details = result.details
         columns = [c for c in TABLE_COLUMNS if c in details.columns]
-        data = [[_cell(c, v) for c, v in zip(columns, row, strict=True)]
+        step = int(result.step)
+        data = [[*(_cell(c, v) for c, v in zip(columns, row, strict=True)), step]
                 for row in details[columns].itertuples(index=False, name=None)]
-        return self._wandb.Table(columns=columns, data=data)
+        return self._wandb.Table(columns=[*columns, STEP_COLUMN], data=data)
 
     def _table_due(self) -> bool:
         return bool(self.table_every) and self.writes % self.table_every == 0
@@ -139,24 +180,105 @@ class WandbSink:
         run = self._resolve_run()
         if not self._defined:
             self._define_metrics(run)
+        self._log_images(run, wait=False)  # pictures of earlier results that are ready
         row: dict[str, Any] = {self.step_metric: int(result.step)}
         if self.scalars:
             row.update(scalars)
         table_due = self._table_due()
         if table_due:
             row[TABLE_KEY] = self.table(result)
-        if self.scalars or table_due:
+        if self.dashboard.last is not result:  # not a retry of a failed write
+            frame = self.dashboard.update(result)
+            if frame.alerts:
+                row[ALERTS] = self._alert(run, frame)
+            if frame.plots:
+                self._render(result, frame)
+        if len(row) > 1:
             run.log(row)
         self.writes += 1  # after a successful log: a failed write is retried with the next one
         self._untabled = None if table_due else result
 
     def close(self) -> None:
-        """Log the last result's table if it was not logged yet. Never finishes the run: the
-        run belongs to whoever started it."""
-        result, self._untabled = self._untabled, None
+        """Draw the final analysis if it was not drawn yet, log the pictures still pending and
+        the last result's table if it was not logged yet. Never finishes the run: the run
+        belongs to whoever started it."""
         run = self.run
-        if (result is None or not self.table_every or run is None
-                or getattr(run, "_is_finished", False)):
+        try:
+            if run is not None and not getattr(run, "_is_finished", False):
+                final = self.dashboard.final()
+                if final is not None and self.dashboard.last is not None:
+                    self._render(self.dashboard.last, final)
+                self._log_images(run, wait=True)
+            result, self._untabled = self._untabled, None
+            if (result is None or not self.table_every or run is None
+                    or getattr(run, "_is_finished", False)):
+                return
+            self._check_thread()
+            run.log({self.step_metric: int(result.step), TABLE_KEY: self.table(result)})
+        finally:
+            if self._renderer is not None:
+                self._renderer.shutdown(wait=True)
+                self._renderer = None
+            if self._image_dir is not None:
+                self._image_dir.cleanup()
+                self._image_dir = None
+
+    # ------------------------------------------------------------------ alerts and pictures
+
+    def _alert(self, run: Any, frame: Frame) -> str:
+        """The alerts' text (logged under ``ww/alerts``); raised with ``run.alert`` when asked."""
+        text = "\n".join(frame.alerts)
+        if self.console_alerts:
+            for alert in frame.alerts:
+                print(f"ww_callbacks alert: {alert}", file=sys.stderr, flush=True)
+        if self.alerts:
+            run.alert(title=f"ww_callbacks: step {frame.step}", text=text,
+                      level=self._wandb.AlertLevel.WARN)
+        return text
+
+    def _render(self, result: AnalysisResult, frame: Frame) -> None:
+        """Draw the frame's pictures in the sink's background thread, as PNG files."""
+        if self._matplotlib_missing:
             return
-        self._check_thread()
-        run.log({self.step_metric: int(result.step), TABLE_KEY: self.table(result)})
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self._matplotlib_missing = True
+            warnings.warn("ww_callbacks: matplotlib is not installed, so WandbSink logs no "
+                          "pictures (pip install matplotlib)", WatcherWarning, stacklevel=4)
+            return
+        if self._renderer is None:
+            self._renderer = ThreadPoolExecutor(1, thread_name_prefix="ww-wandb-plots")
+            self._image_dir = tempfile.TemporaryDirectory(prefix="ww_wandb_")
+        folder = os.path.join(self._image_dir.name, str(len(self._pending)) + f"_{frame.step}")
+        self._pending.append((frame.step, self._renderer.submit(
+            _draw, self.dashboard, result, frame, folder)))
+
+    def _log_images(self, run: Any, *, wait: bool) -> None:
+        """Log the pictures that are drawn (all of them, waiting, with ``wait``), in order."""
+        while self._pending and (wait or self._pending[0][1].done()):
+            step, future = self._pending.pop(0)
+            try:
+                paths = future.result()
+            except Exception as err:  # a picture never stops training nor the scalars
+                warnings.warn(f"ww_callbacks: drawing the pictures of step {step} failed: "
+                              f"{err!r}", WatcherWarning, stacklevel=4)
+                continue
+            if paths:
+                run.log({self.step_metric: step,
+                         **{tag: self._wandb.Image(path) for tag, path in paths.items()}})
+
+
+def _draw(dashboard: Dashboard, result: AnalysisResult, frame: Frame,
+          folder: str) -> dict[str, str]:
+    """Render the frame's pictures into PNG files in ``folder``: ``tag -> path``."""
+    from ww_callbacks.figures import rgb_to_png
+
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for i, (tag, image) in enumerate(dashboard.render(result, frame).items()):
+        path = os.path.join(folder, f"{i}.png")
+        with open(path, "wb") as file:
+            file.write(rgb_to_png(image))
+        paths[tag] = path
+    return paths

@@ -25,7 +25,20 @@ import pytest
 wandb = pytest.importorskip("wandb")
 torch = pytest.importorskip("torch")
 
-from ww_callbacks.integrations.wandb import TABLE_COLUMNS, TABLE_KEY, WandbSink  # noqa: E402
+from ww_callbacks.integrations.wandb import (  # noqa: E402
+    STEP_COLUMN,
+    TABLE_COLUMNS,
+    TABLE_KEY,
+    WandbSink,
+)
+from ww_callbacks.policies import (  # noqa: E402
+    HTSREarlyStopping,
+    LayerLRBalancer,
+    TorchTarget,
+    TrapRemoval,
+    param_groups_per_layer,
+)
+from ww_callbacks.tags import wandb_globs  # noqa: E402
 from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
 # ---------------------------------------------------------------------------------- helpers
@@ -187,7 +200,7 @@ def table_files(root: Path) -> list[dict]:
 def test_offline_run_holds_every_result(wandb_offline):
     run = wandb.init(project="ww-test", dir=wandb_offline)
     recorder = Recorder()
-    sink = WandbSink(run, table_every=2)
+    sink = WandbSink(run, table_every=2, images_every=0)
     watcher = Watcher(sinks=[recorder, sink], traps_every=2)
     train_and_watch(watcher, mlp(), [0, 3, 6, 9], log=run.log)
     watcher.close()
@@ -218,14 +231,16 @@ def test_offline_run_holds_every_result(wandb_offline):
     metrics = [r["metric"] for r in records if r["type"] == "metric"]
     assert {"name": "ww/step", "options": {"defined": True}} in metrics
     globs = {m["glob_name"]: m["step_metric"] for m in metrics if "glob_name" in m}
-    assert globs == {"ww/*": "ww/step", "ww_alpha/*": "ww/step",
-                     "ww_alpha_weighted/*": "ww/step", "ww_traps/*": "ww/step"}
+    # every tag family of the registry, the policies' included (issue 9 item 5)
+    assert globs == {glob: "ww/step" for glob in wandb_globs()}
+    assert {"ww/*", "ww_alpha/*", "ww_alpha_weighted/*", "ww_traps/*", "ww_lr_scale/*",
+            "ww_traps_removed/*"} <= set(globs)
 
     tables = table_files(wandb_offline)
     assert len(tables) == 3
     expected = [recorder.delivered[i][0] for i in (0, 2, 3)]
     for table, result in zip(tables, expected, strict=True):
-        columns = [c for c in TABLE_COLUMNS if c in result.details.columns]
+        columns = [c for c in TABLE_COLUMNS if c in result.details.columns] + [STEP_COLUMN]
         assert table["columns"] == columns
         assert ("num_traps" in columns) == result.randomized
         assert [r[0] for r in table["data"]] == list(result.details["longname"])
@@ -240,7 +255,8 @@ def test_lightning_style_logs_only_the_table(wandb_offline):
     run = wandb.init(project="ww-test", dir=wandb_offline)
     run.define_metric("trainer/global_step")  # what Lightning's WandbLogger does
     run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
-    sink = WandbSink(run, scalars=False, step_metric="trainer/global_step", table_every=2)
+    sink = WandbSink(run, scalars=False, step_metric="trainer/global_step", table_every=2,
+                     images_every=0)
     watcher = Watcher(sinks=[sink], traps_every=0)
     train_and_watch(watcher, mlp(), [0, 2, 4])
     watcher.close()
@@ -254,14 +270,12 @@ def test_lightning_style_logs_only_the_table(wandb_offline):
     metrics = [r["metric"] for r in records if r["type"] == "metric"]
     assert sum(m.get("name") == "trainer/global_step" for m in metrics) == 1  # the host's
     assert {m["glob_name"]: m["step_metric"] for m in metrics if "glob_name" in m} == {
-        "*": "trainer/global_step", "ww/*": "trainer/global_step",
-        "ww_alpha/*": "trainer/global_step", "ww_alpha_weighted/*": "trainer/global_step",
-        "ww_traps/*": "trainer/global_step"}
+        "*": "trainer/global_step", **{glob: "trainer/global_step" for glob in wandb_globs()}}
     assert len(table_files(wandb_offline)) == 2
 
 
 def test_run_none_uses_the_active_run(wandb_offline):
-    sink = WandbSink(table_every=0)
+    sink = WandbSink(table_every=0, images_every=0)
     watcher = Watcher(sinks=[sink], traps_every=0)
     model = mlp()
     with pytest.warns(WatcherWarning, match="no active W&B run"):
@@ -333,7 +347,7 @@ def test_table_cells_are_plain_values(wandb_offline):
     details.loc[0, "alpha"] = math.nan
     result.details = details
     table = WandbSink(FakeRun()).table(result)
-    assert table.columns == list(TABLE_COLUMNS)
+    assert table.columns == [*TABLE_COLUMNS, STEP_COLUMN]
     first = table.data[0]
     assert first[TABLE_COLUMNS.index("status")] == "failed"
     assert math.isnan(first[TABLE_COLUMNS.index("alpha")])
@@ -343,3 +357,36 @@ def test_table_cells_are_plain_values(wandb_offline):
 def test_options_are_checked():
     with pytest.raises(ValueError, match="table_every"):
         WandbSink(FakeRun(), table_every=-1)
+
+
+def _bound(key: str, globs: dict[str, str]) -> str | None:
+    """The step metric W&B binds ``key`` to through a ``prefix/*`` glob."""
+    for glob, step_metric in globs.items():
+        if glob.endswith("/*") and key.startswith(glob[:-1]):
+            return step_metric
+    return None
+
+
+def test_every_ww_key_of_every_policy_is_on_the_step_metric(wandb_offline):
+    """With the three policies at work, every ww key logged (the policies' ``ww_lr_scale/*``,
+    ``ww_traps_removed/*`` and ``ww/stop_reason`` included) is bound to ``ww/step``: read back
+    from the offline run's metric records."""
+    run = wandb.init(project="ww-test", dir=wandb_offline)
+    model = mlp()
+    opt = torch.optim.SGD(param_groups_per_layer(model), lr=0.05)
+    policies = [LayerLRBalancer(), TrapRemoval(verbose=False), HTSREarlyStopping()]
+    watcher = Watcher(sinks=[WandbSink(run, table_every=0)], policies=policies, traps_every=1,
+                      target=TorchTarget(model, [opt]))
+    train_and_watch(watcher, model, [0, 2, 4])
+    watcher.close()
+    run.finish()
+
+    records = wandb_records(run_file(wandb_offline))
+    metrics = [r["metric"] for r in records if r["type"] == "metric"]
+    globs = {m["glob_name"]: m["step_metric"] for m in metrics if "glob_name" in m}
+    keys = {k for row in history_rows(records) for k in row if not k.startswith("_")}
+    keys = {k.split(".", 1)[0] if "._" in k or k.endswith("._type") else k for k in keys}
+    assert any(k.startswith("ww_lr_scale/") for k in keys)
+    assert "ww/stop_reason" in keys
+    unbound = sorted(k for k in keys if k != "ww/step" and _bound(k, globs) != "ww/step")
+    assert unbound == []

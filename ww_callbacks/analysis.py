@@ -192,6 +192,7 @@ def _random_columns(engine, stack: Any, evals: np.ndarray, N: int, M: int, rf: i
     mp = _mp_columns(rand_evals, N, M, "rand_")
     row.update(mp)
     row["num_traps"] = row["rand_num_spikes"]
+    row["_rand_evals"] = rand_evals  # for the pictures: the randomized ESD and its trap spikes
     return row
 
 
@@ -268,7 +269,10 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
                    cancelled: Callable[[], bool] | None = None) -> pd.DataFrame:
     """Analyse already extracted and selected layers (what :func:`analyze` does after choosing
     them; the background worker calls this on weight snapshots). With ``keep_spectra`` the
-    eigenvalues are kept in ``df.attrs["spectra"]`` (longname -> ascending array).
+    eigenvalues are kept in ``df.attrs["spectra"]`` (longname -> ascending array) and, for the
+    layers that were randomized, the randomized ones in ``df.attrs["rand_spectra"]`` (what the
+    trap pictures draw: the shuffled ESD, its MP bulk edge ``rand_bulk_max`` and its
+    ``rand_num_spikes`` largest eigenvalues, the traps).
     ``cancelled``: checked before each layer; when it returns True the analysis stops there
     with :class:`AnalysisCancelled` (so an interrupted run waits for one layer at most)."""
     if fix_fingers not in (None, False, "clip_xmax"):
@@ -277,6 +281,7 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
     columns = columns_for(randomize=randomize, mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool)
     rows: list[dict] = []
     spectra: dict[str, np.ndarray] = {}
+    rand_spectra: dict[str, np.ndarray] = {}
     if layers:
         engine = _pick_engine(layers, device, dtype, seed)
         for layer in _progress_bar(layers, progress, "analyze"):
@@ -284,13 +289,18 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
                 raise AnalysisCancelled(f"cancelled before layer {layer.longname}")
             for row in _layer_rows(engine, layer, options):
                 evals = row.pop("_evals", None)
+                rand_evals = row.pop("_rand_evals", None)
                 if keep_spectra and evals is not None:
                     spectra[layer.longname] = evals
+                if keep_spectra and rand_evals is not None:
+                    rand_spectra[layer.longname] = np.sort(np.asarray(rand_evals))
                 rows.append(row)
     df = pd.DataFrame(rows, columns=columns)
     df.attrs["skipped"] = [s.as_dict() for s in skipped]
     if keep_spectra:
         df.attrs["spectra"] = spectra
+        if rand_spectra:
+            df.attrs["rand_spectra"] = rand_spectra
     return df
 
 

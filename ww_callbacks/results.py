@@ -54,3 +54,13 @@ class AnalysisResult:
     #: Everything logged for this analysis (model, per-layer and policy scalars), set by the
     #: watcher once the policies have decided on it.
     scalars: dict[str, float] = field(default_factory=dict, repr=False)
+    #: The randomized (shuffled) eigenvalues of the layers whose traps were counted, ascending
+    #: (longname -> array): what the ESD pictures overlay with the MP bulk edge and trap spikes.
+    rand_spectra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # analyze_layers(keep_spectra=True) leaves them in the table's attrs; they move here so
+        # that pandas does not copy them along with every filtered view of ``details``
+        kept = self.details.attrs.pop("rand_spectra", None) if self.details is not None else None
+        if kept and not self.rand_spectra:
+            self.rand_spectra = kept

@@ -14,11 +14,12 @@ import pandas as pd
 
 from .analysis import summarize
 from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
+from .tags import ALPHA, ALPHA_WEIGHTED, MODEL, TRAPS
 
-LAYER_PREFIXES = {"alpha": "ww_alpha", "alpha_weighted": "ww_alpha_weighted",
-                  "rand_num_spikes": "ww_traps"}
+#: Column of the analysis -> prefix of its per-layer tags (families of :mod:`.tags`).
+LAYER_PREFIXES = {"alpha": ALPHA, "alpha_weighted": ALPHA_WEIGHTED, "rand_num_spikes": TRAPS}
 #: Prefix of the model-level scalars (monitorable: ``ww/alpha_mean``, ...).
-MODEL_PREFIX = "ww/"
+MODEL_PREFIX = MODEL + "/"
 ALPHA_MEAN = "ww/alpha_mean"
 NUM_TRAPS = "ww/num_traps"
 DROPPED = "ww/snapshots_dropped"

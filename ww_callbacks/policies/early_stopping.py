@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..powerlaw import OVER_TRAINED_ALPHA, SUCCESS
 from ..results import AnalysisResult
+from ..tags import declare
 from .base import Policy, Target
 
 log = logging.getLogger("ww_callbacks.policies")
@@ -25,7 +26,8 @@ log = logging.getLogger("ww_callbacks.policies")
 #: ``ww/stop_reason`` is logged as a number (scalar loggers take no text): 0 while training goes
 #: on, else the code of the rule that stopped it.
 STOP_CODES = {"trap_alpha": 1, "fraction": 2, "traps": 3, "plateau": 4}
-STOP_REASON = "ww/stop_reason"
+STOP_REASON = declare("ww/stop_reason", "stop reason (HTSREarlyStopping)", per_layer=False,
+                      owner="HTSREarlyStopping")
 
 
 def _ok(details: pd.DataFrame) -> pd.DataFrame:

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from ..powerlaw import SUCCESS
 from ..results import AnalysisResult
 from ..scalars import layer_tag
+from ..tags import declare
 from .base import Policy, Target
 
-LR_SCALE_PREFIX = "ww_lr_scale"
+LR_SCALE_PREFIX = declare("ww_lr_scale", "learning-rate multipliers (LayerLRBalancer)",
+                          owner="LayerLRBalancer")
 
 
 def tempbalance_scales(alphas: Mapping[str, float], s1: float = 0.5,

@@ -20,11 +20,13 @@ from ..mp_fit import fit_mp
 from ..results import AnalysisResult
 from ..scalars import layer_tag
 from ..spectra import shuffled_spectrum
+from ..tags import declare
 from .base import Policy, Target
 
 log = logging.getLogger("ww_callbacks.policies")
 
-REMOVED_PREFIX = "ww_traps_removed"
+REMOVED_PREFIX = declare("ww_traps_removed", "trap components removed (TrapRemoval)",
+                         owner="TrapRemoval")
 
 
 def count_traps(layer: LayerWeights, rng: np.random.Generator) -> int:
