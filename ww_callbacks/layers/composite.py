@@ -39,19 +39,22 @@ def is_frozen(part: Any) -> bool:
 
 
 class FrozenCopies:
-    """A cache of host copies of frozen parts, keyed by the tensor and torch's in-place version
-    counter (``tensor._version``): a frozen tensor is copied again only when something wrote into
-    it (e.g. ``merge_and_unload`` or a user unfreezing and training it)."""
+    """A cache of host copies of frozen parts, keyed by the tensor, torch's in-place version
+    counter (``tensor._version``) and its storage address: a frozen tensor is copied again when
+    something wrote into it in place or gave it new storage (a user unfreezing and training it,
+    ``param.data = ...``). Writes through ``param.data`` in place bypass the version counter and
+    are not seen."""
 
     def __init__(self) -> None:
-        self._copies: dict[int, tuple[Any, int, Any]] = {}
+        self._copies: dict[int, tuple[Any, tuple[int, int], Any]] = {}
         self._lock = threading.Lock()
 
     def copy(self, part: Any, copy: Callable[[Any], Any]) -> Any:
         """``copy(part)``, reused for a frozen part whose version did not change."""
         if not is_frozen(part):
             return copy(part)
-        version = int(getattr(part, "_version", 0))
+        version = (int(getattr(part, "_version", 0)),
+                   int(part.data_ptr()) if hasattr(part, "data_ptr") else 0)
         with self._lock:
             cached = self._copies.get(id(part))
             if cached is not None and cached[0] is part and cached[1] == version:
