@@ -313,8 +313,9 @@ def keras_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
     order ``(out, in, *k)``), with LoRA merged and int8/int4 quantization undone, and the
     recurrent cells of ``LSTM``/``GRU``/``SimpleRNN`` (one row per gate, see
     :mod:`.keras_recurrent`). Skipped with a reason: depthwise and separable convolutions, other
-    layers holding a ``kernel`` (ConvLSTM cells, ...), unbuilt layers, unreadable (GPTQ/AWQ-packed) kernels, 1-D kernels and einsum kernels
-    that do not split into input and output axes. Not listed: normalisation layers and layers
+    layers holding a ``kernel`` (ConvLSTM cells, ...), unbuilt layers, unreadable
+    (GPTQ/AWQ-packed) kernels, 1-D kernels and einsum kernels that do not split into input and
+    output axes. Not listed: normalisation layers and layers
     without a kernel.
     """
     layers: list[LayerWeights] = []
