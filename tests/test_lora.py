@@ -133,7 +133,8 @@ def test_adapters_only_is_the_scaled_update(lora_model):
     effective = analyze(lora_model, min_evals=1)
     updates = both[both.longname.str.contains(".lora_BA.default", regex=False)]
     assert list(updates.longname) == list(only[only.layer_type == "lora"].longname)
-    assert len(both[both.layer_type == "lora"]) == 2 * len(effective[effective.layer_type == "lora"])
+    n_lora = len(effective[effective.layer_type == "lora"])
+    assert len(both[both.layer_type == "lora"]) == 2 * n_lora
     rows, skipped = extract_layers(lora_model, adapters="only")
     merged = _merged_state(lora_model)
     originals = {k: v.detach().numpy() for k, v in lora_model.state_dict().items()}
