@@ -202,6 +202,13 @@ def _spectrum_row(engine, stack: Any, N: int, M: int, rf: int, options: _Options
         return _failed_row("weights contain NaN or Inf", options)
     spec = engine.spectrum(stack)
     evals = spec.evals
+    if not evals.size or float(evals.max()) <= 0.0:
+        # a LoRA update before B has moved, a layer equal to its base: nothing to fit, and the
+        # norms and randomisation of an all-zero spectrum are undefined (division by zero)
+        row = _failed_row("zero matrix: every eigenvalue is 0", options)
+        row.update(num_evals=len(evals), lambda_max=0.0, sv_max=0.0, sv_min=0.0,
+                   rank_loss=spec.rank_loss)
+        return row
     fit = fit_powerlaw(evals, fix_fingers=options.fix_fingers)
     row = {
         "num_evals": len(evals), "has_esd": True, "lambda_max": float(evals.max()),

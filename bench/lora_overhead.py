@@ -1,0 +1,122 @@
+"""What watching a LoRA fine-tune costs: the fine-tune of ``examples/lora_finetune.py`` (tiny
+BERT, rank-8 LoRA on query/value, Hugging Face ``Trainer``) with and without
+``WeightWatcherCallback(every_n_steps=5, adapters="both", max_duty=None)`` (every requested
+snapshot analysed: the worst case for training), measured in one run.
+
+    python bench/lora_overhead.py                  # --epochs 1 --pairs 2
+
+Fits alternate without/with the callback after a warm-up fit of each; every fit starts from a
+copy of the same LoRA model. Prints each fit's wall time (``Trainer`` built and ``train()``),
+the median and the best of each side and their ratios (target <= 1.05), and how many snapshots
+were analysed. Then the training thread's cost of one snapshot of a larger LoRA BERT (d=512,
+4 layers, vocab 8000; frozen base copied once, adapters every time) against the same model with
+every parameter trainable (everything copied every time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+
+def _fit(template: torch.nn.Module, epochs: int, with_callback: bool, root: str) -> tuple[float,
+                                                                                          int]:
+    from lora_finetune import finetune
+
+    from ww_callbacks.integrations.transformers import WeightWatcherCallback
+
+    callback = None
+    if with_callback:
+        callback = WeightWatcherCallback(every_n_steps=5, every_n_epochs=None, log_dir=root,
+                                         tensorboard=False, adapters="both", max_duty=None)
+    model = copy.deepcopy(template)
+    start = time.perf_counter()
+    finetune(root, epochs, 0, callback, model=model)
+    wall = time.perf_counter() - start  # (trainer construction included on both sides)
+    analysed = callback.watcher.results_delivered if callback is not None else 0
+    return wall, analysed
+
+
+def _large_lora() -> torch.nn.Module:
+    """A larger LoRA BERT (not trained) for the snapshot cost: d=512, 4 layers, vocab 8000."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=8000, hidden_size=512, num_hidden_layers=4,
+                        num_attention_heads=8, intermediate_size=2048)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return get_peft_model(BertModel(config), LoraConfig(r=8, lora_alpha=16,
+                                                            target_modules=["query", "value"]))
+
+
+def _snapshot_cost(template: torch.nn.Module, repeats: int = 20) -> tuple[float, float, int]:
+    """Median seconds of one snapshot: LoRA model as is / with every parameter trainable; and
+    the number of watched rows."""
+    from ww_callbacks.layers import extract_layers, select_layers
+    from ww_callbacks.snapshot import Snapshotter
+
+    out = []
+    for trainable in (False, True):
+        model = copy.deepcopy(template)
+        if trainable:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        kept, _ = select_layers(extract_layers(model, adapters="both")[0])
+        snapshotter = Snapshotter(kept)
+        snapshotter.take(0, None, False)  # the first copies everything
+        times = []
+        for step in range(1, repeats + 1):
+            start = time.perf_counter()
+            snapshotter.take(step, None, False)
+            times.append(time.perf_counter() - start)
+        out.append(statistics.median(times))
+    return out[0], out[1], len(kept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--pairs", type=int, default=2)
+    options = parser.parse_args()
+    from lora_finetune import lora_model
+
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; torch threads "
+          f"{torch.get_num_threads()}")
+    template = lora_model(0)
+    walls: dict[bool, list[float]] = {False: [], True: []}
+    analysed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(options.pairs + 1):  # the first pair warms up (imports, caches)
+            for with_cb in (False, True):
+                wall, n = _fit(template, options.epochs, with_cb, f"{tmp}/run{i}{int(with_cb)}")
+                tag = "warm-up " if i == 0 else ""
+                print(f"{tag}fit {'with' if with_cb else 'without'} callback: {wall:.2f} s"
+                      + (f" ({n} analyses)" if with_cb else ""))
+                if i:
+                    walls[with_cb].append(wall)
+                    if with_cb:
+                        analysed.append(n)
+    base, ours = statistics.median(walls[False]), statistics.median(walls[True])
+    print(f"median without: {base:.2f} s, with: {ours:.2f} s, ratio {ours / base:.3f}; best "
+          f"without {min(walls[False]):.2f} s, with {min(walls[True]):.2f} s, ratio "
+          f"{min(walls[True]) / min(walls[False]):.3f} (target <= 1.05); analyses per fit: "
+          f"{analysed}")
+    lora, full, rows = _snapshot_cost(_large_lora())
+    print(f"one snapshot on the training thread ({rows} watched rows): LoRA model "
+          f"{lora * 1e3:.3f} ms (frozen base copied once), all parameters trainable "
+          f"{full * 1e3:.3f} ms, ratio {lora / full:.3f}")
+
+
+if __name__ == "__main__":
+    main()
