@@ -75,7 +75,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     ``log_dir`` holds ``ww_history.jsonl`` and, with ``tensorboard=True``, TensorBoard events;
     ``wandb_run``: a W&B run (or ``True`` for ``wandb.run``). Analysis options (``layers``,
     ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``strict``,
-    ``blas_threads``, ``max_duty``) are those of :class:`ww_callbacks.watcher.Watcher`.
+    ``blas_threads``, ``max_duty``, ``base="initial"``: the update since the start) are those of
+    :class:`ww_callbacks.watcher.Watcher`.
     ``policies``: :mod:`ww_callbacks.policies` that act on the model (see the module docstring;
     the same ``layers`` and limits select the layers they act on).
     """
@@ -86,7 +87,8 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                  min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
                  mp_fit: bool = False, fix_fingers: str | None = None, strict: bool = False,
                  blas_threads: int | None = 1, max_duty: float | None = DEFAULT_MAX_DUTY,
-                 policies: Sequence[Policy] = (), sinks: Sequence[Sink] = ()):
+                 policies: Sequence[Policy] = (), sinks: Sequence[Sink] = (),
+                 base: str | None = None):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_batches, every_n_epochs=every_n_epochs)
         self.log_dir = log_dir
@@ -95,7 +97,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._watcher_kwargs = dict(
             layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
             traps_every=traps_every, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, max_duty=max_duty, policies=policies)
+            blas_threads=blas_threads, max_duty=max_duty, policies=policies, base=base)
         self._extra_sinks = list(sinks)
         self.watcher: Watcher | None = None
         self._finalizer: weakref.finalize | None = None

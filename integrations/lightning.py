@@ -182,6 +182,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     ``max_duty``: the largest share of wall time the analysis thread may use (default 2%; it
     rests in between and snapshots arriving meanwhile replace the pending one); None: no limit.
+    ``adapters`` (peft LoRA layers: ``"effective"``, ``"only"``, ``"both"``) and
+    ``base="initial"`` (the update since the start) are those of
+    :class:`ww_callbacks.watcher.Watcher`.
 
     ``strict=True`` raises a failed analysis on the training thread instead of warning
     (:class:`~ww_callbacks.watcher.WatcherWarning`).
@@ -222,7 +225,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                  blas_threads: int | None = 1, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), log_per_layer: bool = True,
                  wait_for_epoch: bool | None = None, log_epoch_metrics: bool | None = None,
-                 max_duty: float | None = DEFAULT_MAX_DUTY):
+                 max_duty: float | None = DEFAULT_MAX_DUTY, adapters: str = "effective",
+                 base: str | None = None):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
         self.every_n_train_steps = every_n_train_steps
@@ -237,7 +241,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self._watcher_options = dict(
             traps_every=traps_every, layers=layers, min_evals=min_evals, max_evals=max_evals,
             max_N=max_N, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, max_duty=max_duty)
+            blas_threads=blas_threads, max_duty=max_duty, adapters=adapters, base=base)
         #: Set to True (rank 0) to stop training on every rank at the next epoch end.
         self.should_stop = False
         #: The last decision applied on this rank (what ``_decision`` returned on rank 0).

@@ -197,6 +197,56 @@ def test_snapshot_copies_the_frozen_base_once(lora_model):
     snapshotter.close()
 
 
+def test_hf_trainer_watches_the_adapters(tmp_path, one_torch_thread):
+    """A real LoRA fine-tune with the Hugging Face ``Trainer``: the callback records the
+    effective weights and the updates, the updates start at zero (peft's B = 0) and grow, and
+    the last analysis is of the final weights."""
+    from ww_callbacks.history import load_history
+    from ww_callbacks.integrations.transformers import WeightWatcherCallback
+
+    model = peft.get_peft_model(_tiny_bert(), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0))
+    model = model.float()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 96, (64, 12), generator=g)
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": ids[i]}
+
+    class Head(nn.Module):  # a regression loss on the pooled output, to train the adapters
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, input_ids):
+            pooled = self.body(input_ids=input_ids).last_hidden_state.mean(dim=(1, 2))
+            return {"loss": ((pooled - input_ids.float().mean(1) / 96) ** 2).mean()}
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=6,
+                                          per_device_train_batch_size=16, learning_rate=1e-2,
+                                          report_to=[], use_cpu=True, save_strategy="no",
+                                          disable_tqdm=True, logging_steps=50)
+    callback = WeightWatcherCallback(every_n_steps=2, every_n_epochs=None, log_dir=tmp_path,
+                                     tensorboard=False, adapters="both", traps_every=0,
+                                     wait_for_analysis=True, min_evals=1)
+    transformers.Trainer(model=Head(model), args=args, train_dataset=Data(),
+                         callbacks=[callback]).train()
+    history = load_history(tmp_path)
+    updates = history[history.longname.str.contains(".lora_BA.default", regex=False)]
+    assert sorted(set(updates.step)) == [0, 2, 4, 6]
+    first = updates[updates.step == 0]
+    assert (first.lambda_max == 0).all() and (first.status == "failed").all()
+    last = history[history.step == 6].set_index("longname")
+    direct = analyze(model, adapters="both", min_evals=1).set_index("longname")
+    lora = direct[direct.layer_type == "lora"]
+    assert len(lora) == 8 and (lora.lambda_max > 0).all()
+    np.testing.assert_allclose(last.loc[lora.index].lambda_max, lora.lambda_max, rtol=1e-9)
+
+
 def test_frozen_base_written_in_place_is_copied_again():
     model = _peft(ConvEmbed().double(), ["fc"])
     rows, _ = extract_layers(model)
