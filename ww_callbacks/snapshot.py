@@ -6,11 +6,13 @@
   the copy before the next optimizer step (``before_optimizer_step``), so a snapshot is never
   torn, and the host never blocks: the worker waits for the copy's event itself. When both buffer
   sets are busy the new snapshot is dropped (and counted by the caller).
-- Frozen torch weights (``requires_grad=False``: a LoRA fine-tune's base model) are copied once
-  and reused while torch's version counter and storage say they did not change; composite weights
-  (a LoRA layer's ``W0 + s * B @ A``) copy their trainable parts (the adapters) every time and
-  their frozen ``W0`` once (:class:`~ww_callbacks.layers.composite.FrozenCopies`). A frozen tensor
-  rewritten through ``.data`` (which bypasses the version counter) is not seen.
+- Frozen torch weights (``requires_grad=False``: a LoRA fine-tune's base model) on the CPU are
+  copied once and reused while torch's version counter and storage say they did not change
+  (on a GPU they go through the pinned buffers like the others: asynchronous copies). Composite
+  weights (a LoRA layer's ``W0 + s * B @ A``) copy their trainable parts (the adapters) at every
+  snapshot and their frozen ``W0`` once, on either path, synchronously
+  (:class:`~ww_callbacks.layers.composite.FrozenCopies`). A frozen tensor rewritten in place
+  through ``.data`` (which bypasses the version counter) is not seen.
 """
 
 from __future__ import annotations
