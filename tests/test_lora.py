@@ -233,7 +233,8 @@ def test_hf_trainer_watches_the_adapters(tmp_path, one_torch_thread):
     callback = WeightWatcherCallback(every_n_steps=2, every_n_epochs=None, log_dir=tmp_path,
                                      tensorboard=False, adapters="both", traps_every=0,
                                      wait_for_analysis=True, min_evals=1)
-    transformers.Trainer(model=Head(model), args=args, train_dataset=Data(),
+    wrapped = Head(model)
+    transformers.Trainer(model=wrapped, args=args, train_dataset=Data(),
                          callbacks=[callback]).train()
     history = load_history(tmp_path)
     updates = history[history.longname.str.contains(".lora_BA.default", regex=False)]
@@ -241,7 +242,7 @@ def test_hf_trainer_watches_the_adapters(tmp_path, one_torch_thread):
     first = updates[updates.step == 0]
     assert (first.lambda_max == 0).all() and (first.status == "failed").all()
     last = history[history.step == 6].set_index("longname")
-    direct = analyze(model, adapters="both", min_evals=1).set_index("longname")
+    direct = analyze(wrapped, adapters="both", min_evals=1).set_index("longname")
     lora = direct[direct.layer_type == "lora"]
     assert len(lora) == 8 and (lora.lambda_max > 0).all()
     np.testing.assert_allclose(last.loc[lora.index].lambda_max, lora.lambda_max, rtol=1e-9)
