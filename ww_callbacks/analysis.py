@@ -178,7 +178,10 @@ def _random_columns(engine, stack: Any, evals: np.ndarray, N: int, M: int, rf: i
     second = rand_evals if replicas == 1 else engine.shuffled(stack, 1)
     row = {
         "max_rand_eval": float(rand_evals.max()),
-        "rand_distance": jensen_shannon_distance(evals, second),
+        # (undefined for an all-zero matrix: a LoRA update before B moved, a layer equal to its
+        # base; the distance divides by the spectra's sums)
+        "rand_distance": jensen_shannon_distance(evals, second)
+        if evals.sum() > 0 and second.sum() > 0 else math.nan,
         "ww_softrank": float(second.max() / evals.max()) if evals.max() > 0 else math.nan,
         "ww_maxdist": float(evals.max() - second.max()),
     }
@@ -202,13 +205,6 @@ def _spectrum_row(engine, stack: Any, N: int, M: int, rf: int, options: _Options
         return _failed_row("weights contain NaN or Inf", options)
     spec = engine.spectrum(stack)
     evals = spec.evals
-    if not evals.size or float(evals.max()) <= 0.0:
-        # a LoRA update before B has moved, a layer equal to its base: nothing to fit, and the
-        # norms and randomisation of an all-zero spectrum are undefined (division by zero)
-        row = _failed_row("zero matrix: every eigenvalue is 0", options)
-        row.update(num_evals=len(evals), lambda_max=0.0, sv_max=0.0, sv_min=0.0,
-                   rank_loss=spec.rank_loss)
-        return row
     fit = fit_powerlaw(evals, fix_fingers=options.fix_fingers)
     row = {
         "num_evals": len(evals), "has_esd": True, "lambda_max": float(evals.max()),
