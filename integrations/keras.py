@@ -83,12 +83,12 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     TensorBoard events; ``wandb``: a W&B run (or ``True`` for ``wandb.run``);
     ``tensorboard_options`` / ``wandb_options``: keyword arguments of those sinks. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
-    ``strict``, ``blas_threads``, ``max_duty``) are those of
-    :class:`ww_callbacks.watcher.Watcher`. ``policies``: :mod:`ww_callbacks.policies` that act
-    on the model (see the module docstring; the same ``layers`` and limits select the layers
-    they act on). ``wait``: ``"never"`` (default; the first epoch's logs still wait for the
-    analysis of the initial weights), ``"epoch"`` or ``"always"``
-    (:data:`ww_callbacks.options.Wait`). ``backup_dir``: the folder of a
+    ``strict``, ``blas_threads``, ``max_duty``, ``base="initial"``: the update since the start)
+    are those of :class:`ww_callbacks.watcher.Watcher`. ``policies``:
+    :mod:`ww_callbacks.policies` that act on the model (see the module docstring; the same
+    ``layers`` and limits select the layers they act on). ``wait``: ``"never"`` (default; the
+    first epoch's logs still wait for the analysis of the initial weights), ``"epoch"`` or
+    ``"always"`` (:data:`ww_callbacks.options.Wait`). ``backup_dir``: the folder of a
     ``BackupAndRestore`` callback, to resume the policies with it (module docstring).
     ``every_n_batches`` and ``wandb_run`` are the old names of ``every_n_steps`` and ``wandb``
     (deprecated).
@@ -104,6 +104,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                  max_duty: float | str | None = DEFAULT_MAX_DUTY, policies: Sequence[Policy] = (),
                  sinks: Sequence[Sink] = (), wait: Wait = "never",
                  backup_dir: str | os.PathLike | None = None,
+                 base: str | None = None,
                  every_n_batches: int | None = None, wandb_run: Any = None):
         super().__init__()
         if every_n_batches is not None:
@@ -123,7 +124,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._watcher_kwargs = dict(
             layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
             traps_every=traps_every, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, max_duty=max_duty, policies=policies)
+            blas_threads=blas_threads, max_duty=max_duty, policies=policies, base=base)
         self._extra_sinks = list(sinks)
         self.watcher: WatchSession | None = None
         self._step = 0

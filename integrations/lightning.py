@@ -187,6 +187,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     ``tensorboard_options`` / ``wandb_options``: keyword arguments of the TensorBoard / W&B
     extras made for a ``TensorBoardLogger`` / ``WandbLogger``.
+    ``adapters`` (peft LoRA layers: ``"effective"``, ``"only"``, ``"both"``) and
+    ``base="initial"`` (the update since the start) are those of
+    :class:`ww_callbacks.watcher.Watcher`.
 
     ``strict=True`` raises a failed analysis on the training thread instead of warning
     (:class:`~ww_callbacks.watcher.WatcherWarning`).
@@ -229,6 +232,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
                  wait: Wait | None = None, log_epoch_metrics: bool | None = None,
                  max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  tensorboard_options: dict | None = None, wandb_options: dict | None = None,
+                 adapters: str = "effective", base: str | None = None,
                  wait_for_epoch: bool | None = None):
         super().__init__()
         self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
@@ -249,7 +253,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self._watcher_options = dict(
             traps_every=traps_every, layers=layers, min_evals=min_evals, max_evals=max_evals,
             max_N=max_N, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, max_duty=max_duty)
+            blas_threads=blas_threads, max_duty=max_duty, adapters=adapters, base=base)
         #: Set to True (rank 0) to stop training on every rank at the next epoch end.
         self.should_stop = False
         #: The last decision applied on this rank (what ``_decision`` returned on rank 0).

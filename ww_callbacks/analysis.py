@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,8 @@ import pandas as pd
 
 from .layers import LayerWeights, Skip, extract_layers, select_layers
 from .layers.base import CONV
-from .matrices import is_torch_tensor, layer_stack
+from .layers.delta import base_weights, subtract_base
+from .matrices import is_torch_tensor, layer_stack, to_numpy
 from .metrics import detx_metrics, jensen_shannon_distance, norm_metrics
 from .options import MAX_EVALS, MAX_N, MIN_EVALS
 from .powerlaw import FAILED, PowerLawFit, failed_fit, fit_powerlaw
@@ -185,7 +186,10 @@ def _random_columns(engine, stack: Any, evals: np.ndarray, N: int, M: int, rf: i
     second = rand_evals if replicas == 1 else engine.shuffled(stack, 1)
     row = {
         "max_rand_eval": float(rand_evals.max()),
-        "rand_distance": jensen_shannon_distance(evals, second),
+        # (undefined for an all-zero matrix: a LoRA update before B moved, a layer equal to its
+        # base; the distance divides by the spectra's sums)
+        "rand_distance": jensen_shannon_distance(evals, second)
+        if evals.sum() > 0 and second.sum() > 0 else math.nan,
         "ww_softrank": float(second.max() / evals.max()) if evals.max() > 0 else math.nan,
         "ww_maxdist": float(evals.max() - second.max()),
     }
@@ -266,7 +270,8 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
                    pool: bool = True, device: Any = None, progress: bool | None = False,
                    dtype: str = "float64", seed: int | None = DEFAULT_SEED,
                    keep_spectra: bool = False,
-                   cancelled: Callable[[], bool] | None = None) -> pd.DataFrame:
+                   cancelled: Callable[[], bool] | None = None,
+                   base: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Analyse already extracted and selected layers (what :func:`analyze` does after choosing
     them; the background worker calls this on weight snapshots). With ``keep_spectra`` the
     eigenvalues are kept in ``df.attrs["spectra"]`` (longname -> ascending array) and, for the
@@ -274,7 +279,12 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
     trap pictures draw: the shuffled ESD, its MP bulk edge ``rand_bulk_max`` and its
     ``rand_num_spikes`` largest eigenvalues, the traps).
     ``cancelled``: checked before each layer; when it returns True the analysis stops there
-    with :class:`AnalysisCancelled` (so an interrupted run waits for one layer at most)."""
+    with :class:`AnalysisCancelled` (so an interrupted run waits for one layer at most). ``base``:
+    ``longname -> weight`` (same layout as the layer's); each layer is analysed as
+    ``weight - base[longname]`` (see :mod:`ww_callbacks.layers.delta`)."""
+    if base is not None:
+        layers, unmatched = subtract_base(list(layers), base)
+        skipped = [*skipped, *unmatched]
     if fix_fingers not in (None, False, "clip_xmax"):
         raise ValueError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
     options = _Options(randomize, mp_fit, fix_fingers or None, pool)
@@ -309,7 +319,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
             mp_fit: bool = False, fix_fingers: str | None = None, pool: bool = True,
             device: Any = None,
             progress: bool | None = None, dtype: str = "float64",
-            seed: int | None = DEFAULT_SEED) -> pd.DataFrame:
+            seed: int | None = DEFAULT_SEED, base: Any = None,
+            adapters: str = "effective") -> pd.DataFrame:
     """Analyse every selected layer of ``model``; one row per layer (per slice with pool=False).
 
     ``model``: a torch module, a Keras 3 model, a mapping ``name -> array`` or a checkpoint path.
@@ -320,8 +331,16 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     on it. ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
     the private generator of the shuffles (the global random state is never touched).
     Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``.
+
+    ``base`` (a model, state dict or checkpoint path like ``model``, WeightWatcher's
+    ``base_model``): analyse ``W - W_base`` per layer, layers paired by longname.
+    ``adapters`` (peft LoRA layers): ``"effective"`` (default) analyses ``W0 + scaling * B @ A``,
+    ``"only"`` the update ``scaling * B @ A``, ``"both"`` both (rows of ``layer_type="lora"``).
     """
-    found, skipped = extract_layers(model)
+    found, skipped = extract_layers(model, adapters=adapters)
+    if base is not None:
+        found, unmatched = subtract_base(found, base_weights(extract_layers(base)[0]))
+        skipped = skipped + unmatched
     kept, filtered = select_layers(found, layers, min_evals=min_evals, max_evals=max_evals,
                                    max_N=max_N, pool=pool)
     if not kept:
@@ -332,6 +351,24 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                           dtype=dtype, seed=seed)
 
 
+class InitialBase:
+    """``Watcher(base="initial")``: the weights of the first analysed snapshot (a run's initial
+    weights), kept as host copies for the rest of the run and subtracted from every later
+    snapshot, so the analysis watches the update since the start of training. Costs one copy of
+    the watched weights; the first analysis itself is of a zero update (its fits fail). A resumed
+    run starts from the weights it resumes with."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, np.ndarray] | None = None
+
+    def for_layers(self, layers: list[LayerWeights]) -> dict[str, np.ndarray]:
+        """The base mapping; taken from ``layers`` (copied) the first time it is asked for."""
+        if self.weights is None:
+            self.weights = {layer.longname: np.array(to_numpy(layer.weight), copy=True)
+                            for layer in layers}
+        return self.weights
+
+
 def summarize(details: pd.DataFrame) -> dict[str, float]:
     """Model-level means of the reference's summary metrics over the layers whose fit succeeded
     (the reference averages failed fits' alpha = -1 too; this does not)."""
@@ -340,4 +377,5 @@ def summarize(details: pd.DataFrame) -> dict[str, float]:
     return {m: float(details[m].mean()) for m in SUMMARY_METRICS if m in details.columns}
 
 
-__all__ = ["analyze", "analyze_layers", "summarize", "columns_for", "Skip", "AnalysisCancelled"]
+__all__ = ["analyze", "analyze_layers", "summarize", "columns_for", "AnalysisCancelled",
+           "InitialBase", "Skip"]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .layers.base import CONV, LayerWeights
+from .layers.composite import is_composite
 
 
 def conv_scale(rf: int, pool: bool) -> float:
@@ -39,7 +40,10 @@ def torch_to_float(weight: Any) -> Any:
 
 
 def to_numpy(weight: Any) -> np.ndarray:
-    """The weight as a numpy float32/float64 array; float16 and bfloat16 are upcast to float32."""
+    """The weight as a numpy float32/float64 array; float16 and bfloat16 are upcast to float32.
+    A composite weight (LoRA, a difference from a base) is combined here, in float64."""
+    if is_composite(weight):
+        return weight.to_numpy()
     if is_torch_tensor(weight):
         return torch_to_float(weight).cpu().numpy()
     arr = np.asarray(weight)

@@ -6,6 +6,13 @@
   the copy before the next optimizer step (``before_optimizer_step``), so a snapshot is never
   torn, and the host never blocks: the worker waits for the copy's event itself. When both buffer
   sets are busy the new snapshot is dropped (and counted by the caller).
+- Frozen torch weights (``requires_grad=False``: a LoRA fine-tune's base model) on the CPU are
+  copied once and reused while torch's version counter and storage say they did not change
+  (on a GPU they go through the pinned buffers like the others: asynchronous copies). Composite
+  weights (a LoRA layer's ``W0 + s * B @ A``) copy their trainable parts (the adapters) at every
+  snapshot and their frozen ``W0`` once, on either path, synchronously
+  (:class:`~ww_callbacks.layers.composite.FrozenCopies`). A frozen tensor rewritten in place
+  through ``.data`` (which bypasses the version counter) is not seen.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .layers import LayerWeights
+from .layers.composite import FrozenCopies, is_composite
 from .matrices import is_torch_tensor
 from .results import Snapshot
 
@@ -35,7 +43,8 @@ class _PinnedBuffers:
     def __init__(self, layers: list[LayerWeights]):
         import torch
 
-        self.buffers = [torch.empty(tuple(layer.weight.shape), dtype=layer.weight.dtype,
+        self.buffers = [None if is_composite(layer.weight) else  # copied by host_copy
+                        torch.empty(tuple(layer.weight.shape), dtype=layer.weight.dtype,
                                     device="cpu", pin_memory=True) for layer in layers]
         self.event = torch.cuda.Event()
         self.shapes = [tuple(layer.weight.shape) for layer in layers]
@@ -55,6 +64,15 @@ class Snapshotter:
         self._buffer_sets = buffer_sets
         self._made = 0
         self._side_stream: Any = None
+        self._frozen = FrozenCopies()
+
+    def _host(self, weight: Any) -> Any:
+        """A host copy of one weight; frozen torch tensors and frozen parts copied once."""
+        if is_composite(weight):
+            return weight.host_copy(_copy_host)
+        if is_torch_tensor(weight):
+            return self._frozen.copy(weight, _copy_host)
+        return _copy_host(weight)
 
     @property
     def uses_cuda(self) -> bool:
@@ -65,7 +83,7 @@ class Snapshotter:
         """Snapshot the weights now; None when no buffer is free (GPU path only)."""
         if self._cuda:
             return self._take_cuda(step, epoch, randomize)
-        layers = [replace(layer, weight=_copy_host(layer.weight)) for layer in self.layers]
+        layers = [replace(layer, weight=self._host(layer.weight)) for layer in self.layers]
         return Snapshot(step, epoch, layers, randomize, time.time())
 
     # ------------------------------------------------------------------ CUDA path
@@ -95,10 +113,11 @@ class Snapshotter:
         self._side_stream.wait_stream(main)  # copy the weights as of now
         with torch.cuda.stream(self._side_stream), torch.no_grad():
             for buf, layer in zip(buffers.buffers, self.layers, strict=True):
-                buf.copy_(layer.weight.detach(), non_blocking=True)
+                if buf is not None:
+                    buf.copy_(layer.weight.detach(), non_blocking=True)
             buffers.event.record(self._side_stream)
         self._pending_event = buffers.event
-        layers = [replace(layer, weight=buf)
+        layers = [replace(layer, weight=buf if buf is not None else self._host(layer.weight))
                   for layer, buf in zip(self.layers, buffers.buffers, strict=True)]
         return Snapshot(step, epoch, layers, randomize, time.time(),
                         wait=buffers.event.synchronize,
@@ -118,5 +137,6 @@ class Snapshotter:
         with self._lock:
             self._free.clear()
             self._made = 0
+        self._frozen.clear()
         self._pending_event = None
         self._side_stream = None

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .layers.base import CONV, LayerWeights
+from .layers.composite import is_composite
 from .matrices import conv_scale, oriented_stack, torch_to_float
 from .spectra import GRAM_RCOND, Spectrum, summarize_singular_values
 
@@ -38,7 +39,9 @@ def torch_layer_stack(layer: LayerWeights, device: Any, dtype: Any, *, pool: boo
     import torch
 
     weight = layer.weight
-    if not hasattr(weight, "detach"):
+    if is_composite(weight):  # LoRA or a difference from a base: combined on the device
+        weight = weight.to_torch(device)
+    elif not hasattr(weight, "detach"):
         weight = torch.as_tensor(np.asarray(weight))
     weight = torch_to_float(weight).to(device=device)
     stack = oriented_stack(weight, layer.layout).to(dtype)

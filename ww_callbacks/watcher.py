@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .analysis import NON_FINITE, AnalysisCancelled, analyze_layers
+from .analysis import NON_FINITE, AnalysisCancelled, InitialBase, analyze_layers
 from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
@@ -92,7 +92,9 @@ class Watcher:
     counted in ``ww/snapshots_dropped`` (without being copied, see :meth:`snapshot`); the first
     (initial weights) and the last (final weights) are always analysed. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
-    ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
+    ``analysis_device``, ``seed``, ``adapters``) are those of :func:`ww_callbacks.analyze`.
+    ``base="initial"``: analyse ``W - W_initial``, the update since the first snapshot (see
+    :class:`~ww_callbacks.analysis.InitialBase`); None: the weights themselves.
 
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
@@ -106,7 +108,10 @@ class Watcher:
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
                  seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
-                 target: Target | None = None):
+                 target: Target | None = None, adapters: str = "effective",
+                 base: str | None = None):
+        if base not in (None, "initial"):
+            raise ValueError(f"base must be None or 'initial', not {base!r}")
         self.sinks = list(sinks)
         #: The policies, driven as one (:class:`~ww_callbacks.policies.policy_set.PolicySet`).
         self.policies = PolicySet(policies, strict=strict)
@@ -117,6 +122,9 @@ class Watcher:
         self._select = dict(layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N)
         self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=analysis_device,
                               seed=seed, keep_spectra=keep_spectra)
+        self._adapters = adapters
+        self._base = InitialBase() if base == "initial" else None
+        self.skipped: list = []  # the Skip records of the watched model (what is not analysed)
         self.blas_threads = blas_threads
         self.max_duty = max_duty
         self.history: HistoryWriter | None = None
@@ -186,7 +194,7 @@ class Watcher:
         if (is_torch and not is_keras and self._snapshotter is not None
                 and self._model_ref is not None and self._model_ref() is model):
             return self._snapshotter
-        found, skipped = extract_layers(model)
+        found, skipped = extract_layers(model, adapters=self._adapters)
         kept, filtered = select_layers(found, self._select["layers"],
                                        min_evals=self._select["min_evals"],
                                        max_evals=self._select["max_evals"],
@@ -199,6 +207,7 @@ class Watcher:
                           f"max_evals={self._select['max_evals']}, max_N={self._select['max_N']}"
                           f"{'; passed over: ' + passed if passed else ''}); its analyses "
                           "have no layers and NaN means", WatcherWarning, stacklevel=4)
+        self.skipped = skipped + filtered
         snapshotter = Snapshotter(kept)
         if is_torch and not is_keras:
             self._snapshotter = snapshotter
@@ -450,8 +459,10 @@ class Watcher:
     def _analyse(self, snapshot: Snapshot) -> AnalysisResult:
         start = time.perf_counter()
         snapshot.ready()
+        base = self._base.for_layers(snapshot.layers) if self._base is not None else None
         details = analyze_layers(snapshot.layers, randomize=snapshot.randomize,
-                                 progress=False, cancelled=self._cancel.is_set, **self._analysis)
+                                 progress=False, skipped=self.skipped, base=base,
+                                 cancelled=self._cancel.is_set, **self._analysis)
         spectra = details.attrs.pop("spectra", {})
         result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
                                 snapshot.wall_time, time.perf_counter() - start,

@@ -37,10 +37,13 @@ def _is_keras(model: Any) -> bool:
     return keras is not None and isinstance(model, keras.layers.Layer)
 
 
-def extract_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
+def extract_layers(model: Any, *, adapters: str = "effective") -> tuple[list[LayerWeights],
+                                                                         list[Skip]]:
     """Every analysable weight of ``model`` and the layers passed over (with reasons).
 
-    Raises ``TypeError`` naming what is accepted when ``model`` is none of those.
+    ``adapters`` (torch modules with peft LoRA layers): ``"effective"`` analyses each LoRA
+    layer's effective weight, ``"only"`` its update alone, ``"both"`` both (see
+    :mod:`.lora`). Raises ``TypeError`` naming what is accepted when ``model`` is none of those.
     """
     if _is_keras(model):  # first: on Keras's torch backend a Keras layer is an nn.Module too
         from .keras_models import keras_layers
@@ -49,7 +52,7 @@ def extract_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
     if _is_torch_module(model):
         from .torch_modules import torch_layers
 
-        return torch_layers(model)
+        return torch_layers(model, adapters=adapters)
     from .mappings import load_weight_files, mapping_layers
 
     if isinstance(model, Mapping):

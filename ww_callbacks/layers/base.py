@@ -17,7 +17,11 @@ CONV1D = "conv1d"
 CONV2D = "conv2d"
 CONV3D = "conv3d"
 EMBEDDING = "embedding"
-LAYER_TYPES = (DENSE, CONV1D, CONV2D, CONV3D, EMBEDDING)
+LSTM = "lstm"
+GRU = "gru"
+RNN = "rnn"
+LORA = "lora"
+LAYER_TYPES = (DENSE, CONV1D, CONV2D, CONV3D, EMBEDDING, LSTM, GRU, RNN, LORA)
 CONV_TYPES = (CONV1D, CONV2D, CONV3D)
 
 #: ``layout`` values. ``"matrix"``: a 2-D array in any orientation. ``"conv"``: a convolution
@@ -33,6 +37,11 @@ class LayerWeights:
     ``weight`` is the framework's own array (numpy array or torch tensor), never copied here.
     ``layer_id`` follows the reference's numbering (torch: index in ``named_modules()``, root = 0).
     ``name`` is the last dotted part of ``longname``; ``longname`` is unique within a model.
+    ``params``: the names of the model's parameters this row reads (torch: as
+    ``named_parameters()`` lists them; mappings: the keys), so that every parameter not read by
+    any row can be listed as skipped. ``weight`` may also be a composite (a LoRA layer's
+    ``W0 + scaling * B @ A``, a difference from a base model, see :mod:`.composite`), turned into
+    one array only when the matrices are built.
     """
 
     layer_id: int
@@ -41,6 +50,7 @@ class LayerWeights:
     layer_type: str
     weight: Any
     layout: str = MATRIX
+    params: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:

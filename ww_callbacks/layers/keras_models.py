@@ -402,16 +402,27 @@ def keras_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
     Supported: ``Dense``, ``EinsumDense`` (kernel reshaped to ``(contracted, output)``, which
     covers the ``query``/``key``/``value``/``attention_output`` projections of
     ``MultiHeadAttention``), ``Embedding``, ``Conv1D/2D/3D`` and ``Conv1D/2D/3DTranspose`` (torch
-    order ``(out, in, *k)``), with LoRA merged and int8/int4 quantization undone. Skipped with a
-    reason: depthwise and separable convolutions, other layers holding a ``kernel`` (RNN cells,
-    ...), unbuilt layers, unreadable (GPTQ/AWQ-packed) kernels, 1-D kernels and einsum kernels
-    that do not split into input and output axes. Not listed: normalisation layers and layers
+    order ``(out, in, *k)``), with LoRA merged and int8/int4 quantization undone, and the
+    recurrent cells of ``LSTM``/``GRU``/``SimpleRNN`` (one row per gate, see
+    :mod:`.keras_recurrent`). Skipped with a reason: depthwise and separable convolutions, other
+    layers holding a ``kernel`` (ConvLSTM cells, ...), unbuilt layers, unreadable
+    (GPTQ/AWQ-packed) kernels, 1-D kernels and einsum kernels that do not split into input and
+    output axes. Not listed: normalisation layers and layers
     without a kernel.
     """
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
+    from .keras_recurrent import keras_cell_rows
+
     for layer_id, longname, layer in walk_layers(model):
         name = str(getattr(layer, "name", ""))
+        cell = keras_cell_rows(layer, layer_id, name, longname or name)
+        if cell is not None:  # LSTM/GRU/SimpleRNN cells: one row per gate
+            if isinstance(cell, Skip):
+                skipped.append(cell)
+            else:
+                layers.extend(cell)
+            continue
         row = layer_row(layer, layer_id, name, longname or name)
         if isinstance(row, LayerWeights):
             layers.append(row)

@@ -1,10 +1,13 @@
 """Find the analysable weights of a plain mapping ``name -> array`` (a state dict, the contents of
 safetensors files) or of checkpoint files on disk.
 
-Rules: 1-D entries (biases, norms) and names containing ``norm`` or ``bias`` are passed over;
-2-D entries are dense matrices (``embedding`` when the name says ``embed``), a packed
-``in_proj_weight`` is split into Q, K and V; 3-, 4- and 5-D entries are torch-ordered
-convolution kernels. ``layer_id`` is the entry's position in the mapping, counted from 0.
+Rules: 1-D entries (biases, norms) and names containing ``norm`` or ``bias`` are passed over
+(and listed as skipped with the reason); 2-D entries are dense matrices (``embedding`` when the
+name says ``embed``), a packed ``in_proj_weight`` is split into Q, K and V, torch recurrent
+weights ``*.weight_{ih,hh,hr}_l{k}[_reverse]`` into their gates (:mod:`.recurrent`, the same rows
+as the module gives); 3-, 4- and 5-D entries are torch-ordered convolution kernels (a transposed
+convolution's state dict cannot be told from a convolution's: both give the same matrices).
+``layer_id`` is the entry's position in the mapping, counted from 0.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .base import CONV, CONV1D, CONV2D, CONV3D, DENSE, EMBEDDING, MATRIX, LayerWeights
+from .recurrent import RECURRENT_KEY, mapping_recurrent_rows
 from .skips import Skip
 from .torch_modules import _split_qkv
 
@@ -39,23 +44,35 @@ def mapping_layers(weights: Mapping[str, Any]) -> tuple[list[LayerWeights], list
         name = longname.split(".")[-1]
         shape = getattr(value, "shape", None)
         if shape is None:
+            skipped.append(Skip(layer_id, name, longname,
+                                f"not an array ({type(value).__name__})", (key,)))
             continue
         lowered = key.lower()
-        if "norm" in lowered or "bias" in lowered:
-            continue
         ndim = len(shape)
         if ndim < 2:
-            skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter"))
+            skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter", (key,)))
+        elif "norm" in lowered or "bias" in lowered:
+            skipped.append(Skip(layer_id, name, longname,
+                                f"{ndim}-D entry named as a normalisation or bias", (key,)))
+        elif ndim == 2 and RECURRENT_KEY.match(key):
+            rows = mapping_recurrent_rows(weights, key, layer_id)
+            if isinstance(rows, str):
+                skipped.append(Skip(layer_id, name, longname, rows, (key,)))
+            else:
+                layers.extend(rows)
         elif ndim == 2 and key.endswith("in_proj_weight") and shape[0] == 3 * shape[1]:
             prefix = key[: -len(".in_proj_weight")] if "." in key else ""
-            layers.extend(_split_qkv(value, prefix, prefix.split(".")[-1], layer_id))
+            layers.extend(replace(row, params=(key,))
+                          for row in _split_qkv(value, prefix, prefix.split(".")[-1], layer_id))
         elif ndim == 2:
             kind = EMBEDDING if "embed" in lowered else DENSE
-            layers.append(LayerWeights(layer_id, name, longname, kind, value, MATRIX))
+            layers.append(LayerWeights(layer_id, name, longname, kind, value, MATRIX, (key,)))
         elif ndim in _CONV_BY_NDIM:
-            layers.append(LayerWeights(layer_id, name, longname, _CONV_BY_NDIM[ndim], value, CONV))
+            layers.append(LayerWeights(layer_id, name, longname, _CONV_BY_NDIM[ndim], value, CONV,
+                                       (key,)))
         else:
-            skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter is not supported"))
+            skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter is not supported",
+                                (key,)))
     return layers, skipped
 
 

@@ -76,7 +76,8 @@ def select_layers(layers: Sequence[LayerWeights], spec=None, *, min_evals: int |
     skipped: list[Skip] = []
     for layer in layers:
         if not _passes(layer, parsed):
-            skipped.append(Skip(layer.layer_id, layer.name, layer.longname, "excluded by layers="))
+            skipped.append(Skip(layer.layer_id, layer.name, layer.longname, "excluded by layers=",
+                                layer.params))
             continue
         try:
             problem = size_problem(layer, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
@@ -84,7 +85,7 @@ def select_layers(layers: Sequence[LayerWeights], spec=None, *, min_evals: int |
         except ValueError as err:
             problem = str(err)
         if problem:
-            skipped.append(Skip(layer.layer_id, layer.name, layer.longname, problem))
+            skipped.append(Skip(layer.layer_id, layer.name, layer.longname, problem, layer.params))
         else:
             kept.append(layer)
     return kept, skipped

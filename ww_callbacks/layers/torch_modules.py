@@ -3,11 +3,14 @@
 Numbering and types follow WeightWatcher 0.7.7 (``layer_id`` = index in ``named_modules()``,
 type by ``isinstance`` or class-name substring), plus what the reference misses:
 ``nn.MultiheadAttention`` input projections (split into Q, K and V), ``Conv1d``/``Conv3d``
-(per kernel-position slices) and HF GPT-2 ``Conv1D`` (a 2-D dense matrix).
+(per kernel-position slices), HF GPT-2 ``Conv1D`` (a 2-D dense matrix), recurrent layers
+(:mod:`.recurrent`), transposed convolutions (:mod:`.transposed`) and peft LoRA layers
+(:mod:`.lora`). Every parameter no row reads is listed as skipped with its reason.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .base import CONV, CONV1D, CONV2D, CONV3D, DENSE, EMBEDDING, MATRIX, LayerWeights
@@ -69,34 +72,100 @@ def _attention_weights(module: Any, longname: str, name: str, layer_id: int) -> 
     return out
 
 
-def torch_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
-    """All analysable weights of a torch module, and the modules passed over with the reason."""
+def _unread_reason(module: Any, pname: str, param: Any) -> str:
+    """Why a parameter no row reads is passed over, in words."""
+    cls = type(module).__name__
+    shape = tuple(int(d) for d in param.shape)
+    if len(shape) < 2:
+        what = "bias" if "bias" in pname else "normalisation scale" \
+            if "norm" in cls.lower() else "vector"
+        return f"{len(shape)}-D parameter ({what} of {cls})"
+    if "norm" in cls.lower():
+        return f"parameter of normalisation layer {cls}"
+    return f"{cls}.{pname} of shape {shape}: layer type not supported"
+
+
+def torch_layers(model: Any, *, adapters: str = "effective") -> tuple[list[LayerWeights],
+                                                                      list[Skip]]:
+    """All analysable weights of a torch module, and everything passed over with the reason.
+
+    Every entry of ``model.named_parameters()`` ends up either in a row's ``params`` or in a
+    :class:`Skip` (biases, normalisation scales and other 1-D parameters included), so nothing
+    is dropped silently. ``adapters``: how peft LoRA layers are analysed (see
+    :mod:`ww_callbacks.layers.lora`).
+    """
     import torch.nn as nn
 
+    from .lora import check_adapters, is_lora_layer, lora_rows
+    from .recurrent import torch_recurrent_rows
+    from .transposed import is_transposed_conv, transposed_conv_row
+
+    check_adapters(adapters)
+    param_names = {id(p): n for n, p in model.named_parameters()}
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
+    inside_lora: set[int] = set()  # modules a LoRA layer owns (base_layer, lora_A.x, ...)
+    owner: dict[int, tuple[int, str, Any]] = {}  # id(param) -> (layer_id, param name, module)
+
+    def names(*tensors: Any) -> tuple[str, ...]:
+        return tuple(param_names[id(t)] for t in tensors if id(t) in param_names)
+
     for layer_id, (longname, module) in enumerate(model.named_modules()):
+        for pname, param in module.named_parameters(recurse=False):
+            owner.setdefault(id(param), (layer_id, pname, module))
+        if id(module) in inside_lora:
+            continue
         name = longname.split(".")[-1] if longname else ""
+        if is_lora_layer(module):
+            inside_lora.update(id(m) for m in module.modules())
+            rows, skips = lora_rows(module, longname, name, layer_id, adapters, param_names)
+            layers.extend(rows)
+            skipped.extend(skips)
+            continue
         if isinstance(module, nn.MultiheadAttention):
-            layers.extend(_attention_weights(module, longname, name, layer_id))
+            packed = getattr(module, "in_proj_weight", None)
+            for row in _attention_weights(module, longname, name, layer_id):
+                part = row.longname.rsplit(".", 1)[-1][0]  # "q_proj" -> "q"
+                tensor = packed if packed is not None else getattr(module, f"{part}_proj_weight")
+                layers.append(replace(row, params=names(tensor)))
+            continue
+        if isinstance(module, nn.RNNBase):
+            layers.extend(torch_recurrent_rows(module, longname, name, layer_id, param_names))
+            continue
+        if is_transposed_conv(module):
+            row = transposed_conv_row(module, longname, name, layer_id, names(module.weight))
+            if isinstance(row, str):
+                skipped.append(Skip(layer_id, name, longname, row, names(module.weight)))
+            else:
+                layers.append(row)
             continue
         the_type = _type_of(module)
         if the_type is None:
             continue
         weight = _weight_of(module)
+        raw = getattr(module, "weight", None)
+        params = names(raw) if hasattr(raw, "shape") else ()
         if weight is None:
-            if getattr(module, "weight", None) is not None:
-                skipped.append(Skip(layer_id, name, longname, "weight could not be read"))
+            if raw is not None:
+                skipped.append(Skip(layer_id, name, longname, "weight could not be read", params))
             continue
         ndim = len(weight.shape)
         if the_type in _CONV_NDIM and ndim == 2:
             # HF GPT-2 ``Conv1D`` stores a plain (in, out) dense matrix.
-            layers.append(LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX))
+            layers.append(LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX, params))
         elif the_type in _CONV_NDIM and ndim == _CONV_NDIM[the_type]:
-            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, CONV))
+            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, CONV, params))
         elif the_type in (DENSE, EMBEDDING) and ndim == 2:
-            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, MATRIX))
+            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, MATRIX,
+                                       params))
         else:
             reason = f"{the_type} weight of shape {tuple(weight.shape)} is not supported"
-            skipped.append(Skip(layer_id, name, longname, reason))
+            skipped.append(Skip(layer_id, name, longname, reason, params))
+    listed = {p for row in layers for p in row.params} | {p for s in skipped for p in s.params}
+    for full, param in model.named_parameters():
+        if full in listed:
+            continue
+        layer_id, pname, module = owner[id(param)]
+        short = full.split(".")[-1]
+        skipped.append(Skip(layer_id, short, full, _unread_reason(module, pname, param), (full,)))
     return layers, skipped
