@@ -1,0 +1,154 @@
+"""The ``ww-callbacks`` command line: memory, report size, and what the command line adds.
+
+Usage: ``python bench/cli_bench.py [--only memory,report,gpt2] [--gb 1.0]``
+
+- ``memory``: ``ww-callbacks analyze`` on a generated ~1 GB safetensors file (32 float32 matrices
+  of 8192 x 1024 by default) in a temporary folder, deleted afterwards. Prints the command
+  line's peak RSS (``ru_maxrss`` of the child), the peak RSS of a child that only imports what the
+  command line imports (the interpreter, numpy, pandas, ww_callbacks), the largest layer's
+  float64 working set (stack ``N*M*8`` + Gram ``M*M*8`` + eigenvalues ``M*8``) and the claim:
+  peak RSS <= working set + 200 MB. Baseline in the same run: ``ww_callbacks.analyze(path)``
+  in a child, which loads every tensor first.
+- ``report``: size and build time of the report of a synthetic history of 100 layers x 200
+  analyses (every 4th randomised), against ``load_history`` of the same file.
+- ``gpt2``: ``ww-callbacks analyze`` on GPT-2-small-shaped safetensors (124M float32 weights,
+  ~500 MB) against ``ww_callbacks.analyze`` in Python on the same weights already in memory; the
+  claim: the command line adds <= 1 s (process start, imports, reading the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from _models import best_time, gpt2_small, print_header  # noqa: E402
+
+import ww_callbacks  # noqa: E402
+from ww_callbacks.checkpoints import open_checkpoint  # noqa: E402
+
+MB = 1e6
+CLI = [sys.executable, "-m", "ww_callbacks"]
+
+
+def child_peak_rss(cmd: list[str]) -> tuple[float, float]:
+    """Peak RSS (bytes) and wall time of one child process run to completion."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, _, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if proc.stderr is not None:
+        err = proc.stderr.read().decode()
+        if "error" in err.lower():
+            raise RuntimeError(err)
+    return usage.ru_maxrss * 1024, wall
+
+
+def bench_memory(gb: float) -> None:
+    from safetensors.numpy import save_file
+
+    n, m = 8192, 1024
+    count = max(1, round(gb * 1e9 / (n * m * 4)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.safetensors"
+        rng = np.random.default_rng(0)
+        save_file({f"layers.{i}.weight": (rng.standard_normal((n, m), dtype=np.float32) * 0.02)
+                   for i in range(count)}, str(path))
+        size = path.stat().st_size
+        working = n * m * 8 + m * m * 8 + m * 8
+        imports, _ = child_peak_rss([sys.executable, "-c", "import ww_callbacks.cli, "
+                                     "ww_callbacks.checkpoints, ww_callbacks.analysis"])
+        peak, wall = child_peak_rss(CLI + ["analyze", str(path), "--format", "csv",
+                                           "--out", str(Path(tmp) / "out.csv")])
+        eager, eager_wall = child_peak_rss([sys.executable, "-c",
+                                            f"import ww_callbacks; ww_callbacks.analyze("
+                                            f"{str(path)!r}, progress=False)"])
+    print(f"\n## memory: {count} layers of {n} x {m} float32, file {size / MB:.0f} MB")
+    print(f"largest layer's float64 working set: {working / MB:.1f} MB")
+    print(f"imports only (interpreter, numpy, pandas, ww_callbacks): peak RSS {imports / MB:.0f} "
+          "MB")
+    print(f"ww-callbacks analyze: peak RSS {peak / MB:.0f} MB (growth over imports "
+          f"{(peak - imports) / MB:.0f} MB) in {wall:.1f} s")
+    print(f"baseline ww_callbacks.analyze(path) (loads every tensor first): peak RSS "
+          f"{eager / MB:.0f} MB in {eager_wall:.1f} s; ratio CLI / baseline "
+          f"{peak / eager:.3f}")
+    limit = working + 200 * MB
+    print(f"claim peak RSS <= working set + 200 MB = {limit / MB:.0f} MB: "
+          f"{'pass' if peak <= limit else 'FAIL'}")
+
+
+def bench_report() -> None:
+    from test_report import _big_history
+
+    from ww_callbacks.history import load_history
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _big_history(folder)
+        load_s, _ = best_time(lambda: load_history(folder), 3)
+        build_s, out = best_time(lambda: ww_callbacks.write_report(folder, folder / "r.html"),
+                                 3)
+        size = out.stat().st_size
+    print("\n## report: 100 layers x 200 analyses (every 4th randomised)")
+    print(f"size {size / MB:.3f} MB (limit 1.5 MB): {'pass' if size <= 1.5e6 else 'FAIL'}")
+    print(f"build time {build_s:.3f} s (best of 3); load_history of the same file "
+          f"{load_s:.3f} s; ratio {build_s / load_s:.2f}")
+
+
+def bench_gpt2(repeats: int) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    model = gpt2_small(seed=0)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    del model
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gpt2.safetensors"
+        save_file(state, str(path))
+        ordered = open_checkpoint(path)  # the CLI's order
+        weights = {k: state[k] for k in ordered}
+        py_s, df = best_time(lambda: ww_callbacks.analyze(weights, progress=False), repeats)
+        cli_times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(CLI + ["analyze", str(path), "--format", "csv", "--out",
+                                  str(Path(tmp) / "o.csv")], check=True,
+                           stderr=subprocess.DEVNULL)
+            cli_times.append(time.perf_counter() - start)
+    cli_s = min(cli_times)
+    print(f"\n## gpt2: GPT-2-small-shaped safetensors, {len(df)} layers analysed, torch "
+          f"{torch.__version__}")
+    print(f"ww_callbacks.analyze (weights in memory) {py_s:.3f} s; ww-callbacks analyze "
+          f"{cli_s:.3f} s (best of {repeats}); the command line adds {cli_s - py_s:.3f} s "
+          f"(limit 1 s): {'pass' if cli_s - py_s <= 1.0 else 'FAIL'}; ratio {cli_s / py_s:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="memory,report,gpt2")
+    parser.add_argument("--gb", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print_header(f"numpy {np.__version__}, ww_callbacks {ww_callbacks.__version__}")
+    sections = args.only.split(",")
+    if "memory" in sections:
+        bench_memory(args.gb)
+    if "report" in sections:
+        bench_report()
+    if "gpt2" in sections:
+        bench_gpt2(args.repeats)
+    print(f"\n(parent peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
