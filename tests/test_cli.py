@@ -347,3 +347,50 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
 
 class _Pickled:
     """An object only full unpickling could restore."""
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file(_weights(seed=7, n_blocks=3), str(path))
+    proc = run_cli("analyze", path)  # stderr is a pipe: no bar
+    assert proc.returncode == 0 and "layer/s" not in proc.stderr and "it/s" not in proc.stderr
+    leader, follower = pty.openpty()
+    # a terminal of 80 columns (a fresh pty has 0, and tqdm draws nothing in 0 columns)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    try:
+        done = subprocess.run([sys.executable, "-m", "ww_callbacks", "analyze", str(path),
+                               "--out", str(tmp_path / "t.txt")], stderr=follower,
+                              stdout=subprocess.DEVNULL, timeout=300)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"analyze" in seen and b"layer" in seen, seen[-500:]
+
+
+def test_device_option_uses_the_torch_path(tmp_path):
+    pytest.importorskip("torch")
+    from safetensors.numpy import save_file
+
+    weights = _weights(seed=8, n_blocks=3)
+    path = tmp_path / "m.safetensors"
+    save_file(weights, str(path))
+    (result,) = cli_json(path, "--device", "cpu")
+    expected = ww_callbacks.analyze(_natural(weights), device="cpu", progress=False)
+    assert_same(result["layers"], expected)

@@ -285,7 +285,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
             max_N: int = 50000, randomize: bool = False, mp_fit: bool = False,
             fix_fingers: str | None = None, pool: bool = True, device: Any = None,
             progress: bool | None = None, dtype: str = "float64",
-            seed: int | None = DEFAULT_SEED) -> pd.DataFrame:
+            seed: int | None = DEFAULT_SEED, keep_spectra: bool = False) -> pd.DataFrame:
     """Analyse every selected layer of ``model``; one row per layer (per slice with pool=False).
 
     ``model``: a torch module, a Keras 3 model, a mapping ``name -> array`` or a checkpoint path.
@@ -295,7 +295,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
     ``torch.device``) computes spectra with torch there; weights already on a GPU are analysed
     on it. ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
     the private generator of the shuffles (the global random state is never touched).
-    Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``.
+    Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``; with
+    ``keep_spectra`` the eigenvalues are in ``df.attrs["spectra"]`` (longname -> array).
     """
     found, skipped = extract_layers(model)
     kept, filtered = select_layers(found, layers, min_evals=min_evals, max_evals=max_evals,
@@ -305,7 +306,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
                       stacklevel=2)
     return analyze_layers(kept, skipped=skipped + filtered, randomize=randomize, mp_fit=mp_fit,
                           fix_fingers=fix_fingers, pool=pool, device=device, progress=progress,
-                          dtype=dtype, seed=seed)
+                          dtype=dtype, seed=seed, keep_spectra=keep_spectra)
 
 
 def summarize(details: pd.DataFrame) -> dict[str, float]:

@@ -108,7 +108,8 @@ def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
             details = analyze(weights, layers=_layers_spec(args.layers),
                               randomize=getattr(args, "randomize", False),
                               mp_fit=getattr(args, "mp_fit", False),
-                              device=getattr(args, "device", None), progress=None)
+                              device=getattr(args, "device", None), progress=None,
+                              keep_spectra=bool(getattr(args, "plots", None)))
         except (TypeError, ValueError) as err:
             if type(err).__name__ == "CheckpointError":
                 raise
@@ -151,7 +152,8 @@ def _save_plots(details: pd.DataFrame, out_dir: Path) -> list[Path]:
         raise InputError(f"--plots needs ww_callbacks.figures and matplotlib "
                          f"(pip install 'ww_callbacks[plot]'): {err}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    return list(save_analysis_figures(details, out_dir))
+    return list(save_analysis_figures(details, out_dir,
+                                      spectra=details.attrs.get("spectra")))
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
