@@ -196,9 +196,12 @@ def _torch_entries(path: Path) -> dict[str, Any]:
                 raise
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a weights-only torch checkpoint (ww-callbacks never "
-                              f"unpickles arbitrary objects): {first}") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"it holds a pickled {found.group(1)}" if found else "it holds pickled objects"
+        raise CheckpointError(f"{path}: not a weights-only torch checkpoint ({what}; "
+                              "ww-callbacks loads tensors only and never unpickles arbitrary "
+                              "objects: save the state dict, or convert to .safetensors)") \
+            from None
     except (RuntimeError, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {first}") from None

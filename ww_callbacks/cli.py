@@ -94,14 +94,13 @@ def _layers_spec(items: list[str] | None) -> list[int | str] | None:
     return out
 
 
-def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
-    """``ww_callbacks.analyze`` on the checkpoint at ``path`` with the command line's options."""
+def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.DataFrame:
+    """``ww_callbacks.analyze`` on a ``name -> tensor`` mapping with the command line's
+    options; ``label`` names the input in messages."""
     import warnings
 
     from .analysis import analyze
-    from .checkpoints import open_checkpoint
 
-    weights = open_checkpoint(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no layer to analyse" is reported below instead
         try:
@@ -113,11 +112,18 @@ def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
         except (TypeError, ValueError) as err:
             if type(err).__name__ == "CheckpointError":
                 raise
-            raise InputError(f"{path}: {err}") from None
+            raise InputError(f"{label}: {err}") from None
     if details.empty:
-        print(f"ww-callbacks: {path}: no layer to analyse (no 2-D or convolution weights within "
-              "the size limits)", file=sys.stderr)
+        print(f"ww-callbacks: {label}: no layer to analyse (no 2-D or convolution weights "
+              "within the size limits)", file=sys.stderr)
     return details
+
+
+def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
+    """``ww_callbacks.analyze`` on the checkpoint at ``path`` with the command line's options."""
+    from .checkpoints import open_checkpoint
+
+    return analyze_weights(open_checkpoint(path), path, args)
 
 
 def _problems(details: pd.DataFrame, fail_on: list[str]) -> list[str]:
@@ -204,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, write_compare_html
 
     table = compare(args.a, args.b, delta=args.delta,
-                    analyze_path=lambda p: with_band(analyze_checkpoint(p, args)))
+                    analyze_path=lambda p: analyze_checkpoint(p, args),
+                    analyze_delta=lambda w: analyze_weights(w, "B - A", args))
     if args.format == "json":
         text = json.dumps(records(table), indent=1)
     elif args.format == "csv":

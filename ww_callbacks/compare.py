@@ -76,10 +76,12 @@ def _band(alpha: float, status: str) -> str:
 
 
 def compare(a: str, b: str, *, analyze_path: Callable[[str], pd.DataFrame],
+            analyze_delta: Callable[[dict], pd.DataFrame] | None = None,
             delta: bool = False) -> pd.DataFrame:
     """One row per layer present in both: ``alpha_A``, ``alpha_B``, ``alpha_diff`` (B - A),
     ``band_A``, ``band_B``, ``crossed``; with ``delta`` also ``alpha_delta`` (alpha of B - A).
-    ``analyze_path`` analyses a checkpoint path (the command line passes its options)."""
+    ``analyze_path`` analyses a checkpoint path and ``analyze_delta`` a ``name -> tensor``
+    mapping (the command line passes its options; default: ``analyze`` with defaults)."""
     from .checkpoints import CheckpointError
 
     left, right = _side(a, analyze_path), _side(b, analyze_path)
@@ -95,9 +97,13 @@ def compare(a: str, b: str, *, analyze_path: Callable[[str], pd.DataFrame],
     if delta:
         if is_history(a) or is_history(b):
             raise CheckpointError("--delta needs two checkpoints (a history keeps no weights)")
-        from .analysis import analyze
+        if analyze_delta is None:
+            from .analysis import analyze
 
-        diff = analyze(delta_weights(a, b), progress=None)
+            def analyze_delta(weights: dict) -> pd.DataFrame:
+                return analyze(weights, progress=None)
+
+        diff = analyze_delta(delta_weights(a, b))
         diff = diff[["longname", "alpha", "status"]].rename(
             columns={"alpha": "alpha_delta", "status": "status_delta"})
         table = table.merge(diff, on="longname", how="left")
