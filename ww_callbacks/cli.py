@@ -52,12 +52,10 @@ def records(df: pd.DataFrame) -> list[dict]:
 
 def with_band(details: pd.DataFrame) -> pd.DataFrame:
     """``details`` with a ``band`` column (over-/well-/under-trained, no fit)."""
-    from .bands import NO_FIT, band
-    from .powerlaw import SUCCESS
+    from .compare import layer_band
 
     out = details.copy()
-    out["band"] = [band(a) if s == SUCCESS else NO_FIT
-                   for a, s in zip(out["alpha"], out["status"], strict=True)]
+    out["band"] = [layer_band(a, s) for a, s in zip(out["alpha"], out["status"], strict=True)]
     return out
 
 
@@ -100,6 +98,7 @@ def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.Da
     import warnings
 
     from .analysis import analyze
+    from .checkpoints import CheckpointError
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no layer to analyse" is reported below instead
@@ -109,9 +108,9 @@ def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.Da
                               mp_fit=getattr(args, "mp_fit", False),
                               device=getattr(args, "device", None), progress=None,
                               keep_spectra=bool(getattr(args, "plots", None)))
+        except CheckpointError:
+            raise
         except (TypeError, ValueError) as err:
-            if type(err).__name__ == "CheckpointError":
-                raise
             raise InputError(f"{label}: {err}") from None
     if details.empty:
         print(f"ww-callbacks: {label}: no layer to analyse (no 2-D or convolution weights "

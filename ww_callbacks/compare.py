@@ -66,12 +66,19 @@ def delta_weights(a: str | os.PathLike, b: str | os.PathLike) -> dict[str, Any]:
 
 def _side(path: str, analyze_path: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
     details = last_analysis(path) if is_history(path) else analyze_path(path)
+    if "status" not in details.columns:
+        details = details.assign(status=SUCCESS)
+    if "longname" not in details.columns or "alpha" not in details.columns:
+        from .checkpoints import CheckpointError
+
+        raise CheckpointError(f"{path}: its analysis has no layers (no longname/alpha)")
     keep = [c for c in ("layer_id", "longname", "alpha", "alpha_weighted", "status")
             if c in details.columns]
     return details[keep].drop_duplicates("longname")
 
 
-def _band(alpha: float, status: str) -> str:
+def layer_band(alpha: float, status: str) -> str:
+    """The band of one analysed layer (``no fit`` when its fit failed: alpha is -1 then)."""
     return band(alpha) if status == SUCCESS else NO_FIT
 
 
@@ -89,9 +96,9 @@ def compare(a: str, b: str, *, analyze_path: Callable[[str], pd.DataFrame],
     if table.empty:
         raise CheckpointError(f"{a} and {b} have no layer name in common")
     table["alpha_diff"] = table["alpha_B"] - table["alpha_A"]
-    table["band_A"] = [_band(x, s) for x, s in zip(table["alpha_A"], table["status_A"],
+    table["band_A"] = [layer_band(x, s) for x, s in zip(table["alpha_A"], table["status_A"],
                                                     strict=True)]
-    table["band_B"] = [_band(x, s) for x, s in zip(table["alpha_B"], table["status_B"],
+    table["band_B"] = [layer_band(x, s) for x, s in zip(table["alpha_B"], table["status_B"],
                                                     strict=True)]
     table["crossed"] = table["band_A"] != table["band_B"]
     if delta:
@@ -195,4 +202,5 @@ under-trained.</p>{_flow_svg(table, series)}
     return out
 
 
-__all__ = ["compare", "delta_weights", "is_history", "last_analysis", "write_compare_html"]
+__all__ = ["compare", "delta_weights", "is_history", "last_analysis", "layer_band",
+           "write_compare_html"]

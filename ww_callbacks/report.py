@@ -43,6 +43,8 @@ DEFAULT_REPORT = "ww_report.html"
 ESD_STEPS = 6
 ESD_LAYERS = 24
 POLICY_PREFIXES = ("ww_lr_scale/", "ww_traps_removed/", "ww/stop_reason")
+#: Larger CSV files are not read as metric logs (a data set saved in the run folder).
+MAX_METRICS_CSV = 50_000_000
 #: How deep below RUN_DIR metric files and event files are looked for.
 SEARCH_DEPTH = 4
 
@@ -181,6 +183,9 @@ def _csv_metrics(file: Path) -> dict[str, dict]:
     """Validation columns of a Lightning ``metrics.csv`` (has ``step``) or a Keras
     ``CSVLogger`` file (``epoch`` only)."""
     try:
+        if file.stat().st_size > MAX_METRICS_CSV or not any(
+                _is_validation(str(c)) for c in pd.read_csv(file, nrows=0).columns):
+            return {}  # a data set or an unrelated table, not a metrics log
         frame = pd.read_csv(file)
     except (OSError, ValueError, csv.Error, UnicodeDecodeError):
         return {}
@@ -252,9 +257,11 @@ def run_metrics(run_dir: Path, accs: list[Any], steps: list[int], epochs: list,
     for file in sorted(_walk(run_dir, "*.csv")):
         for name, series in _csv_metrics(file).items():
             found.setdefault(name, series)
+    # every checkpoint-N/ of a Trainer holds the log so far: the longest is the whole run's
     for file in sorted(_walk(run_dir, "trainer_state.json")):
         for name, series in _trainer_state_metrics(file).items():
-            found.setdefault(name, series)
+            if name not in found or len(series["x"]) > len(found[name]["x"]):
+                found[name] = series
     out = []
     for name, series in found.items():
         entry = {"name": name, **series, "y": [_num(v, 5) for v in series["y"]]}
