@@ -236,6 +236,10 @@ def test_fail_on_and_layers(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (result,) = cli_json(path, "--layers", "b")
     assert [r["longname"] for r in result["layers"]] == ["b"]
+    (result,) = cli_json(path, "--layers=-a")
+    assert [r["longname"] for r in result["layers"]] == ["b"]
+    (result,) = cli_json(path, "--layers", "dense,-b")
+    assert [r["longname"] for r in result["layers"]] == ["a"]
     (result,) = cli_json(path, "--randomize", "--mp-fit")
     expected = ww_callbacks.analyze(weights, randomize=True, mp_fit=True, progress=False)
     for col in ("rand_distance", "num_traps", "mp_softrank", "alpha"):

@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--mp-fit", action="store_true", help="also the Marchenko-Pastur fit")
     an.add_argument("--layers", nargs="+", metavar="SPEC",
                     help="layers to analyse: ids (negative ids drop), type names (dense, "
-                         "conv2d, ...), names, '-name' drops; comma or space separated")
+                         "conv2d, ...), names, '-name' drops; comma or space separated "
+                         "(a first '-name' needs --layers=-name or a comma list)")
     an.add_argument("--device", help="compute spectra with torch on this device (cuda, cpu)")
     an.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="output format (default: table)")
