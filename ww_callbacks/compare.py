@@ -188,7 +188,10 @@ def write_compare_html(table: pd.DataFrame, path: str | os.PathLike, *, a: str,
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     data = json.dumps({"crossed": int(table["crossed"].sum()), "layers": len(table)})
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>ww-callbacks compare</title>
+    from .report import CSP
+
+    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>ww-callbacks compare</title>
 <style>body{{font-family:sans-serif;margin:20px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:2px 6px}}tr.crossed{{background:#fff3c4}}</style></head>
 <body><h1>Layer-by-layer comparison</h1><p>A = {html.escape(a)}<br>B = {html.escape(b)}</p>

@@ -427,7 +427,7 @@ def write_report(run_dir: str | os.PathLike, path: str | os.PathLike | None = No
         root = Path(run_dir)
         path = (root.parent if root.is_file() else root) / DEFAULT_REPORT
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    page = (_PAGE.replace("__CSP__", _CSP).replace("__TITLE__", html.escape(data["title"]))
+    page = (_PAGE.replace("__CSP__", CSP).replace("__TITLE__", html.escape(data["title"]))
             .replace("__CSS__", _CSS).replace("__DATA__", blob).replace("__JS__", _JS))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -437,8 +437,8 @@ def write_report(run_dir: str | os.PathLike, path: str | os.PathLike | None = No
 
 # ----------------------------------------------------------------------------- the page
 
-#: The page may run its own inline script and style and fetch nothing at all.
-_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+#: The pages (report, compare) may run their own inline script and style and fetch nothing.
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="__CSP__">
