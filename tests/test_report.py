@@ -294,3 +294,44 @@ def test_report_in_headless_chromium_offline(big_report, tmp_path):
                            f"--screenshot={shot}", url], capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0 and shot.stat().st_size > 10_000, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
+                    "(apt-get install -y chromium); the report's browser check cannot run")
+def test_report_hover_and_slider_over_devtools_offline(big_report, tmp_path):
+    """The same page driven over the DevTools protocol with the network emulated offline: no
+    console message, exception or request; hovering a heatmap cell shows its values; the flow
+    slider redraws another analysis."""
+    from chromium_pipe import open_offline, problems
+
+    out, _ = big_report
+    browser = open_offline(CHROMIUM, tmp_path / "profile", out.resolve().as_uri())
+    try:
+        assert browser.evaluate("document.body.dataset.drawn").split()[-1] == "metrics"
+        data = page_data(out)
+        t, l = 37, 12  # a cell: analysis 37, layer 12
+        box = browser.evaluate("JSON.stringify(document.getElementById('heatmap-svg')"
+                               ".getBoundingClientRect())")
+        box = json.loads(box)
+        cw, ch = max(2, min(40, 900 / 200)), max(3, min(18, 640 / 100))
+        browser.evaluate(f"window.scrollTo(0, {box['top']} - 10)")
+        box = json.loads(browser.evaluate("JSON.stringify(document.getElementById("
+                                          "'heatmap-svg').getBoundingClientRect())"))
+        x, y = box["left"] + 8 + (t + 0.5) * cw, box["top"] + 4 + (l + 0.5) * ch
+        browser.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y},
+                     page=True)
+        tip = browser.evaluate("document.getElementById('tip').textContent")
+        alpha = data["alpha"][t][l]
+        assert tip.startswith(f"{data['layers'][l]} @ step {data['steps'][t]}: alpha "
+                              f"{alpha:.3f}"), tip
+        assert browser.evaluate("getComputedStyle(document.getElementById('tip')).display") \
+            == "block"
+        step = browser.evaluate("(() => { const s = document.getElementById('flow-step'); "
+                                "s.value = 10; s.dispatchEvent(new Event('input')); return "
+                                "document.getElementById('flow-svg').dataset.step; })()")
+        assert step == str(data["steps"][10])
+        shot = browser.screenshot(_artifacts(tmp_path) / "ww_report_devtools.png")
+        assert shot.stat().st_size > 10_000
+        assert not problems(browser.events), problems(browser.events)
+    finally:
+        browser.close()
