@@ -335,3 +335,23 @@ def test_report_hover_and_slider_over_devtools_offline(big_report, tmp_path):
         assert not problems(browser.events), problems(browser.events)
     finally:
         browser.close()
+
+
+def test_spectra_and_policy_scalars_kept_in_history_records(tmp_path):
+    """A history whose records keep ``spectra`` and ``scalars`` (what a later writer may add):
+    the report draws their ESDs and lists the policy changes, in step order."""
+    _history(tmp_path, [4.0, 3.0, 2.5])
+    path = tmp_path / "ww_history.jsonl"
+    rng = np.random.default_rng(0)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, rec in enumerate(records):
+        rec["spectra"] = {"l0": sorted(rng.pareto(2.0, 200).tolist()), "l1": [1.0, 2.0, 3.0]}
+        rec["scalars"] = {"ww_lr_scale/l0": [1.0, 0.5, 0.5][i], "ww/stop_reason": [0, 0, 2][i],
+                          "ww/alpha_mean": 3.0}
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = report_data(tmp_path)
+    assert set(data["esd"]) == {"l0", "l1"}
+    assert [h["step"] for h in data["esd"]["l0"]] == [0, 10, 20]
+    assert sum(data["esd"]["l0"][0]["counts"]) == 200
+    assert [(e["step"], e["tag"], e["from"], e["value"]) for e in data["policies"]] == [
+        (10, "ww_lr_scale/l0", 1.0, 0.5), (20, "ww/stop_reason", 0.0, 2.0)]
