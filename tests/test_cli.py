@@ -400,3 +400,28 @@ def test_device_option_uses_the_torch_path(tmp_path):
     (result,) = cli_json(path, "--device", "cpu")
     expected = ww_callbacks.analyze(_natural(weights), device="cpu", progress=False)
     assert_same(result["layers"], expected)
+
+
+def test_iter_tensors_reads_one_tensor_at_a_time_with_bf16_widened(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from ww_callbacks.checkpoints import LazyTensor, iter_tensors, open_checkpoint
+
+    g = torch.Generator().manual_seed(0)
+    weights = {"layers.10.w": torch.randn(5, 3, generator=g).to(torch.bfloat16),
+               "layers.2.w": torch.randn(4, 4, generator=g).to(torch.float16),
+               "layers.1.w": torch.randn(2, 6, generator=g, dtype=torch.float64)}
+    path = tmp_path / "t.safetensors"
+    save_file(weights, str(path))
+    lazy = open_checkpoint(path)
+    assert list(lazy) == ["layers.1.w", "layers.2.w", "layers.10.w"]
+    assert all(isinstance(v, LazyTensor) for v in lazy.values())
+    assert lazy["layers.10.w"].shape == (5, 3) and lazy["layers.10.w"].dtype == "BF16"
+    pairs = iter_tensors(path)
+    assert not isinstance(pairs, (list, dict))  # a generator: nothing read before asked
+    for name, array in pairs:
+        expected = weights[name].float() if weights[name].dtype != torch.float64 \
+            else weights[name]
+        assert array.dtype in (np.float32, np.float64)
+        np.testing.assert_array_equal(array, expected.numpy())

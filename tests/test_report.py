@@ -209,6 +209,13 @@ def test_history_read_defensively(tmp_path):
         fh.write('{"step": 20, "epo')  # a torn last line (killed mid-write)
     assert [r["step"] for r in read_history(tmp_path / "run")] == [0, 10]
     assert [r["step"] for r in read_history(tmp_path)] == [0, 10]  # found one level down
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([json.dumps({"writer": {"pid": 1}}), *lines]) + "\n")
+    assert [r["step"] for r in read_history(path)] == [0, 10]  # metadata lines passed over
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"loss": 1.0}\n')
+    with pytest.raises(ValueError, match="not a ww_callbacks history"):
+        read_history(other)
 
 
 # ----------------------------------------------------------------------------- size and browser

@@ -90,9 +90,10 @@ def _walk(root: Path, pattern: str, depth: int = SEARCH_DEPTH) -> list[Path]:
 def read_history(path: str | os.PathLike) -> list[dict]:
     """The analysis records of a run (folder or history file), checked: raises
     :class:`ReportError` for an empty history, one that is not a ww_callbacks history, or one
-    written by a newer version. A torn last line (a crash mid-write) is ignored."""
+    written by a newer version. A torn last line (a crash mid-write) and JSON objects that are
+    not analyses (metadata a later version may add) are passed over."""
     file = find_history(path)
-    records = []
+    records, other = [], 0
     try:
         with open(file, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -110,14 +111,17 @@ def read_history(path: str | os.PathLike) -> list[dict]:
             raise ReportError(f"{file}: line {number} is not JSON (expected one analysis "
                               "record per line)") from None
         if not isinstance(record, dict) or "step" not in record or "layers" not in record:
-            raise ReportError(f"{file}: line {number} is not a ww_callbacks analysis record "
-                              "(expected an object with 'step' and 'layers')")
+            other += 1  # not an analysis (a later writer's metadata line, say): passed over
+            continue
         version = record.get("format", 1)
         if not isinstance(version, int) or version > HISTORY_FORMAT:
             raise ReportError(f"{file}: written by a newer ww_callbacks (history format "
                               f"{version}; this version reads up to {HISTORY_FORMAT}): upgrade "
                               "ww_callbacks")
         records.append(record)
+    if not records and other:
+        raise ReportError(f"{file}: not a ww_callbacks history (no line is an analysis record "
+                          "with 'step' and 'layers')")
     if not records:
         raise ReportError(f"{file}: the history is empty (no analysis recorded yet)")
     return records
