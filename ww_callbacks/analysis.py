@@ -319,7 +319,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
             mp_fit: bool = False, fix_fingers: str | None = None, pool: bool = True,
             device: Any = None,
             progress: bool | None = None, dtype: str = "float64",
-            seed: int | None = DEFAULT_SEED, base: Any = None,
+            seed: int | None = DEFAULT_SEED, keep_spectra: bool = False, base: Any = None,
             adapters: str = "effective") -> pd.DataFrame:
     """Analyse every selected layer of ``model``; one row per layer (per slice with pool=False).
 
@@ -330,7 +330,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     ``torch.device``) computes spectra with torch there; weights already on a GPU are analysed
     on it. ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
     the private generator of the shuffles (the global random state is never touched).
-    Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``.
+    Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``; with
+    ``keep_spectra`` the eigenvalues are in ``df.attrs["spectra"]`` (longname -> array).
 
     ``base`` (a model, state dict or checkpoint path like ``model``, WeightWatcher's
     ``base_model``): analyse ``W - W_base`` per layer, layers paired by longname.
@@ -348,7 +349,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                       stacklevel=2)
     return analyze_layers(kept, skipped=skipped + filtered, randomize=randomize, mp_fit=mp_fit,
                           fix_fingers=fix_fingers, pool=pool, device=device, progress=progress,
-                          dtype=dtype, seed=seed)
+                          dtype=dtype, seed=seed, keep_spectra=keep_spectra)
 
 
 class InitialBase:

@@ -46,6 +46,7 @@ def result_record(result: AnalysisResult) -> dict:
     layers = [{k: _plain(v) for k, v in row.items()}
               for row in result.details.to_dict(orient="records")]
     return {
+        "format": 1,  # bumped on incompatible changes; readers refuse newer (report.py)
         "step": int(result.step),
         "epoch": None if result.epoch is None else int(result.epoch),
         "wall_time": float(result.wall_time),

@@ -1,0 +1,352 @@
+"""``ww-callbacks``: the command line (argparse and dispatch only; the work lives in
+:mod:`ww_callbacks.checkpoints`, :mod:`ww_callbacks.compare` and :mod:`ww_callbacks.report`).
+
+Subcommands: ``analyze`` (checkpoints -> per-layer table), ``compare`` (two checkpoints or runs,
+layer by layer), ``report`` (a run's history -> one self-contained HTML file). Exit status: 0 ok,
+1 the analysis found a problem asked about with ``--fail-on``, 2 a usage or input error (one
+line on stderr saying what was expected; the traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EXIT_OK = 0
+EXIT_FOUND = 1
+EXIT_INPUT = 2
+
+#: Columns of the ``table`` format (csv and json carry every column).
+TABLE_COLUMNS = ["layer_id", "longname", "layer_type", "N", "M", "alpha", "alpha_weighted",
+                 "log_norm", "num_traps", "band", "status"]
+FAIL_ON = ("over-trained", "under-trained", "traps")
+
+
+class InputError(Exception):
+    """A usage or input problem reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready value: numpy scalars to Python, NaN/inf to None."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """The rows of ``df`` as JSON-ready dicts."""
+    return [{k: _plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+def with_band(details: pd.DataFrame) -> pd.DataFrame:
+    """``details`` with a ``band`` column (over-/well-/under-trained, no fit)."""
+    from .compare import layer_band
+
+    out = details.copy()
+    out["band"] = [layer_band(a, s) for a, s in zip(out["alpha"], out["status"], strict=True)]
+    return out
+
+
+def format_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
+    """A plain text table of the given columns that ``df`` has (floats with 4 decimals)."""
+    cols = [c for c in columns if c in df.columns]
+    if df.empty:
+        return "(no layers)"
+    return df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}")
+
+
+def _write_output(text: str, out: str | None) -> None:
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+# ----------------------------------------------------------------------------- analyze
+
+
+def _layers_spec(items: list[str] | None) -> list[int | str] | None:
+    if not items:
+        return None
+    out: list[int | str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if part:
+                out.append(int(part) if part.lstrip("-").isdigit() else part)
+    return out
+
+
+def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.DataFrame:
+    """``ww_callbacks.analyze`` on a ``name -> tensor`` mapping with the command line's
+    options; ``label`` names the input in messages."""
+    import warnings
+
+    from .analysis import analyze
+    from .checkpoints import CheckpointError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no layer to analyse" is reported below instead
+        try:
+            details = analyze(weights, layers=_layers_spec(args.layers),
+                              randomize=getattr(args, "randomize", False),
+                              mp_fit=getattr(args, "mp_fit", False),
+                              device=getattr(args, "device", None), progress=None,
+                              keep_spectra=bool(getattr(args, "plots", None)))
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{label}: {err}") from None
+    if details.empty:
+        print(f"ww-callbacks: {label}: no layer to analyse (no 2-D or convolution weights "
+              "within the size limits)", file=sys.stderr)
+    return details
+
+
+def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
+    """``ww_callbacks.analyze`` on the checkpoint at ``path`` with the command line's options."""
+    from .checkpoints import open_checkpoint
+
+    return analyze_weights(open_checkpoint(path), path, args)
+
+
+def _problems(details: pd.DataFrame, fail_on: list[str]) -> list[str]:
+    """One line per problem ``--fail-on`` asks about."""
+    from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
+
+    ok = details[details["status"] == SUCCESS]
+    found = []
+    if "over-trained" in fail_on:
+        bad = ok[ok["alpha"] < OVER_TRAINED_ALPHA]
+        if len(bad):
+            found.append(f"{len(bad)} over-trained layer(s) (alpha < {OVER_TRAINED_ALPHA:g}): "
+                         + ", ".join(bad["longname"].astype(str)))
+    if "under-trained" in fail_on:
+        bad = ok[ok["alpha"] > UNDER_TRAINED_ALPHA]
+        if len(bad):
+            found.append(f"{len(bad)} under-trained layer(s) (alpha > {UNDER_TRAINED_ALPHA:g}): "
+                         + ", ".join(bad["longname"].astype(str)))
+    if "traps" in fail_on and "num_traps" in details.columns:
+        bad = details[details["num_traps"] > 0]
+        if len(bad):
+            found.append(f"{len(bad)} layer(s) with correlation traps: "
+                         + ", ".join(f"{n} ({int(t)})" for n, t in
+                                     zip(bad["longname"], bad["num_traps"], strict=True)))
+    return found
+
+
+def _save_plots(details: pd.DataFrame, out_dir: Path) -> list[Path]:
+    try:
+        from .figures import save_analysis_figures
+    except ImportError as err:
+        raise InputError(f"--plots needs ww_callbacks.figures and matplotlib "
+                         f"(pip install 'ww_callbacks[plot]'): {err}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return list(save_analysis_figures(details, out_dir,
+                                      spectra=details.attrs.get("spectra")))
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``ww-callbacks analyze``."""
+    from .analysis import summarize
+
+    fail_on = args.fail_on or []
+    if "traps" in fail_on:
+        args.randomize = True  # traps are found by the randomised spectrum
+    results = []
+    for path in args.paths:
+        details = with_band(analyze_checkpoint(path, args))
+        results.append((path, details))
+        if args.plots:
+            out_dir = Path(args.plots)
+            if len(args.paths) > 1:
+                out_dir = out_dir / Path(path).name.replace(".", "_")
+            for written in _save_plots(details, out_dir):
+                print(f"ww-callbacks: wrote {written}", file=sys.stderr)
+    if args.format == "json":
+        text = json.dumps([{"path": str(path), "summary": summarize(d),
+                            "skipped": d.attrs.get("skipped", []), "layers": records(d)}
+                           for path, d in results], indent=1, default=_plain)
+    elif args.format == "csv":
+        frames = [d.assign(checkpoint=str(p)) if len(results) > 1 else d for p, d in results]
+        text = pd.concat(frames, ignore_index=True).to_csv(index=False)
+    else:
+        parts = []
+        for path, d in results:
+            summary = summarize(d)
+            parts.append(f"== {path}: {len(d)} layers, alpha mean "
+                         f"{summary.get('alpha', math.nan):.4f}, alpha_weighted mean "
+                         f"{summary.get('alpha_weighted', math.nan):.4f}\n"
+                         + format_table(d, TABLE_COLUMNS))
+        text = "\n\n".join(parts)
+    _write_output(text, args.out)
+    problems = [f"{path}: {p}" for path, d in results for p in _problems(d, fail_on)]
+    for line in problems:
+        print(f"ww-callbacks: {line}", file=sys.stderr)
+    return EXIT_FOUND if problems else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- compare / report
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``ww-callbacks compare``."""
+    from .compare import compare, write_compare_html
+
+    table = compare(args.a, args.b, delta=args.delta,
+                    analyze_path=lambda p: analyze_checkpoint(p, args),
+                    analyze_delta=lambda w: analyze_weights(w, "B - A", args))
+    if args.format == "json":
+        text = json.dumps(records(table), indent=1)
+    elif args.format == "csv":
+        text = table.to_csv(index=False)
+    else:
+        crossed = int(table["crossed"].sum())
+        text = (f"== A = {args.a}\n== B = {args.b}\n{len(table)} layers in common, {crossed} "
+                f"crossed a band\n" + format_table(table, list(table.columns)))
+    _write_output(text, None)
+    if args.out:
+        written = write_compare_html(table, args.out, a=args.a, b=args.b)
+        print(f"ww-callbacks: wrote {written}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _tensorboard_without_tensorflow() -> None:
+    """Let TensorBoard's event reader use its TensorFlow stub in this process: importing
+    TensorFlow only to read event files took ~20 s of a ~23 s report here (2 shared cores).
+    ``tensorboard.compat.notf`` is TensorBoard's own switch for that (an importable module of
+    that name). Only the command line does this; a Python caller's process is left alone."""
+    import types
+
+    if "tensorflow" not in sys.modules and "tensorboard.compat.notf" not in sys.modules:
+        sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``ww-callbacks report``."""
+    from .report import write_report
+
+    _tensorboard_without_tensorflow()
+
+    written = write_report(args.run_dir, args.output)
+    print(f"ww-callbacks: wrote {written} ({written.stat().st_size / 1e6:.2f} MB)",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ww-callbacks`` argument parser."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ww-callbacks",
+        description="Data-free HTSR (WeightWatcher) diagnostics of checkpoints and training runs.",
+        epilog="Exit status: 0 ok, 1 --fail-on found a problem, 2 usage or input error.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    an = sub.add_parser(
+        "analyze", parents=[common], help="analyse checkpoints layer by layer",
+        description="Analyse each layer of one or more checkpoints: a .safetensors file, a "
+                    "sharded safetensors folder (model.safetensors.index.json), a torch or "
+                    "Lightning checkpoint (weights-only loading) or a Hugging Face model folder. "
+                    "Weights are read one tensor at a time.")
+    an.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint file or folder")
+    an.add_argument("--randomize", action="store_true",
+                    help="also the randomised spectra: correlation traps (num_traps)")
+    an.add_argument("--mp-fit", action="store_true", help="also the Marchenko-Pastur fit")
+    an.add_argument("--layers", nargs="+", metavar="SPEC",
+                    help="layers to analyse: ids (negative ids drop), type names (dense, "
+                         "conv2d, ...), names, '-name' drops; comma or space separated "
+                         "(a first '-name' needs --layers=-name or a comma list)")
+    an.add_argument("--device", help="compute spectra with torch on this device (cuda, cpu)")
+    an.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="output format (default: table)")
+    an.add_argument("--out", metavar="FILE", help="write the output to FILE instead of stdout")
+    an.add_argument("--plots", metavar="DIR", help="write the figures (PNG) into DIR")
+    an.add_argument("--fail-on", nargs="+", choices=FAIL_ON, metavar="PROBLEM",
+                    help=f"exit with status 1 when a layer is {', '.join(FAIL_ON)} "
+                         "(traps turns --randomize on)")
+    an.set_defaults(func=cmd_analyze)
+
+    cp = sub.add_parser(
+        "compare", parents=[common], help="compare two checkpoints or runs layer by layer",
+        description="Compare A and B (checkpoints, or run folders / ww_history.jsonl files whose "
+                    "last analysis is used) layer by layer: alpha of each, the difference, and "
+                    "which layers crossed a band.")
+    cp.add_argument("a", metavar="A", help="checkpoint, run folder or history file")
+    cp.add_argument("b", metavar="B", help="checkpoint, run folder or history file")
+    cp.add_argument("--delta", action="store_true",
+                    help="also analyse B - A (the fine-tuning update; checkpoints only)")
+    cp.add_argument("--layers", nargs="+", metavar="SPEC", help="as for analyze")
+    cp.add_argument("--device", help="compute spectra with torch on this device")
+    cp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    cp.add_argument("--out", metavar="FILE.html",
+                    help="also write an HTML page: both correlation flows on one chart")
+    cp.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser(
+        "report", parents=[common], help="one self-contained HTML report of a training run",
+        description="Write one offline HTML file (no network; data and scripts inline) of a "
+                    "run's history: alpha heatmap, correlation flow, alpha over time, traps, "
+                    "ESDs, policy actions and the run's own validation metrics.")
+    rp.add_argument("run_dir", metavar="RUN_DIR",
+                    help="the run's log folder (holding ww_history.jsonl) or the history file")
+    rp.add_argument("-o", "--output", default="ww_report.html", metavar="FILE",
+                    help="where to write the report (default: ww_report.html)")
+    rp.set_defaults(func=cmd_report)
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoints import CheckpointError
+    from .report import ReportError
+
+    try:
+        return args.func(args)
+    except (InputError, CheckpointError, ReportError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"ww-callbacks {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("ww-callbacks: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: still one line, the rest with --debug
+        if args.debug:
+            raise
+        print(f"ww-callbacks {args.command}: error: {type(err).__name__}: {_one_line(err)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INPUT
+
+
+__all__ = ["EXIT_FOUND", "EXIT_INPUT", "EXIT_OK", "InputError", "build_parser", "main"]
