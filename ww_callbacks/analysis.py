@@ -296,7 +296,22 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
     on it. ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
     the private generator of the shuffles (the global random state is never touched).
     Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``.
+
+    Under a torch process group of more than one rank, ``analyze(torch_module)`` is a collective
+    (FSDP, FSDP2, tensor parallel, DeepSpeed ZeRO-3, DDP): every rank must call it; each analyses
+    about 1/R of the layers and all return the full frame
+    (:func:`ww_callbacks.distributed.analyze_distributed`). Called on one rank only it raises
+    instead of hanging.
     """
+    from .distributed.detect import wants_collective
+
+    if wants_collective(model):
+        from .distributed.analyze import analyze_distributed
+
+        return analyze_distributed(model, layers=layers, min_evals=min_evals,
+                                   max_evals=max_evals, max_N=max_N, randomize=randomize,
+                                   mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool,
+                                   device=device, progress=progress, dtype=dtype, seed=seed)
     found, skipped = extract_layers(model)
     kept, filtered = select_layers(found, layers, min_evals=min_evals, max_evals=max_evals,
                                    max_N=max_N, pool=pool)

@@ -69,34 +69,66 @@ def _attention_weights(module: Any, longname: str, name: str, layer_id: int) -> 
     return out
 
 
-def torch_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
-    """All analysable weights of a torch module, and the modules passed over with the reason."""
+def module_layers(layer_id: int, longname: str, module: Any,
+                  weight: Any = None) -> tuple[list[LayerWeights], Skip | None]:
+    """The analysable weights of one module (several for an attention's Q, K, V), or the reason
+    it is passed over. ``weight``: the tensor to use instead of the module's own (a sharded
+    model's full copy or a shape-only stand-in; an attention module takes a dict attribute ->
+    tensor, see :func:`weight_attributes`)."""
     import torch.nn as nn
 
+    name = longname.split(".")[-1] if longname else ""
+    if isinstance(module, nn.MultiheadAttention):
+        if weight is None:
+            return _attention_weights(module, longname, name, layer_id), None
+        if "in_proj_weight" in weight:
+            return _split_qkv(weight["in_proj_weight"], longname, name, layer_id), None
+        return [LayerWeights(layer_id, f"{name}.{part}_proj", f"{longname}.{part}_proj", DENSE,
+                             weight[f"{part}_proj_weight"], MATRIX)
+                for part in "qkv" if f"{part}_proj_weight" in weight], None
+    the_type = _type_of(module)
+    if the_type is None:
+        return [], None
+    if weight is None:
+        weight = _weight_of(module)
+    if weight is None:
+        if getattr(module, "weight", None) is not None:
+            return [], Skip(layer_id, name, longname, "weight could not be read")
+        return [], None
+    ndim = len(weight.shape)
+    if the_type in _CONV_NDIM and ndim == 2:
+        # HF GPT-2 ``Conv1D`` stores a plain (in, out) dense matrix.
+        return [LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX)], None
+    if the_type in _CONV_NDIM and ndim == _CONV_NDIM[the_type]:
+        return [LayerWeights(layer_id, name, longname, the_type, weight, CONV)], None
+    if the_type in (DENSE, EMBEDDING) and ndim == 2:
+        return [LayerWeights(layer_id, name, longname, the_type, weight, MATRIX)], None
+    reason = f"{the_type} weight of shape {tuple(weight.shape)} is not supported"
+    return [], Skip(layer_id, name, longname, reason)
+
+
+def weight_attributes(module: Any) -> list[str]:
+    """The parameter attributes :func:`module_layers` reads from ``module`` (none when it holds
+    no analysable weight)."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.MultiheadAttention):
+        if getattr(module, "in_proj_weight", None) is not None:
+            return ["in_proj_weight"]
+        return [f"{part}_proj_weight" for part in "qkv"
+                if getattr(module, f"{part}_proj_weight", None) is not None]
+    if _type_of(module) is None or getattr(module, "weight", None) is None:
+        return []
+    return ["weight"]
+
+
+def torch_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
+    """All analysable weights of a torch module, and the modules passed over with the reason."""
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
     for layer_id, (longname, module) in enumerate(model.named_modules()):
-        name = longname.split(".")[-1] if longname else ""
-        if isinstance(module, nn.MultiheadAttention):
-            layers.extend(_attention_weights(module, longname, name, layer_id))
-            continue
-        the_type = _type_of(module)
-        if the_type is None:
-            continue
-        weight = _weight_of(module)
-        if weight is None:
-            if getattr(module, "weight", None) is not None:
-                skipped.append(Skip(layer_id, name, longname, "weight could not be read"))
-            continue
-        ndim = len(weight.shape)
-        if the_type in _CONV_NDIM and ndim == 2:
-            # HF GPT-2 ``Conv1D`` stores a plain (in, out) dense matrix.
-            layers.append(LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX))
-        elif the_type in _CONV_NDIM and ndim == _CONV_NDIM[the_type]:
-            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, CONV))
-        elif the_type in (DENSE, EMBEDDING) and ndim == 2:
-            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, MATRIX))
-        else:
-            reason = f"{the_type} weight of shape {tuple(weight.shape)} is not supported"
-            skipped.append(Skip(layer_id, name, longname, reason))
+        found, skip = module_layers(layer_id, longname, module)
+        layers.extend(found)
+        if skip is not None:
+            skipped.append(skip)
     return layers, skipped

@@ -1,0 +1,25 @@
+"""Is a call a collective? Decided without importing torch (or torch.distributed) ourselves."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def process_group_size() -> int:
+    """The default process group's world size; 1 when torch.distributed was never imported or
+    no group is initialized."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return 1
+    return int(dist.get_world_size())
+
+
+def wants_collective(model: Any) -> bool:
+    """True when ``analyze(model)`` must run as a collective: ``model`` is a torch module and a
+    process group of more than one rank is initialized (its weights may be sharded, and even
+    replicated ones are analysed once, split across ranks)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return False
+    return process_group_size() > 1
