@@ -57,6 +57,11 @@ class Watcher(CoreWatcher):
       your loop; learning-rate balancing; trap removal). They act inside :meth:`step`.
     - ``tensorboard_options``: keyword arguments of
       :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (``images_every``, ...).
+    - ``distributed``: under a torch process group of more than one rank (DDP, FSDP, FSDP2,
+      tensor parallel, ZeRO-3), create the Watcher on every rank: each snapshot is a collective,
+      each rank analyses its share of the layers in its worker, rank 0 writes the one history
+      and runs the sinks and policies. None (default): True when such a group is initialized
+      when the Watcher is made; False: every rank analyses on its own (replicated weights only).
     - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
       ``policies``, ``layers``, ``mp_fit``, ``strict``, ...).
 
@@ -70,7 +75,8 @@ class Watcher(CoreWatcher):
                  writer: Any = None, wandb_run: Any = None, every_n_steps: int | None = 100,
                  every_n_epochs: int | None = None, traps_every: int = 1, optimizer: Any = None,
                  schedulers: Any = (), tensorboard: bool = True,
-                 tensorboard_options: dict | None = None, **watcher_kwargs: Any):
+                 tensorboard_options: dict | None = None, distributed: bool | None = None,
+                 **watcher_kwargs: Any):
         self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
         sinks = list(watcher_kwargs.pop("sinks", ()))
         own_sinks = []
@@ -83,8 +89,12 @@ class Watcher(CoreWatcher):
             from .wandb import WandbSink
 
             own_sinks.append(WandbSink(wandb_run))
+        if distributed is None:  # a plain loop runs the Watcher on every rank
+            from ww_callbacks.distributed.detect import process_group_size
+
+            distributed = process_group_size() > 1
         super().__init__(log_dir=log_dir, sinks=own_sinks + sinks, traps_every=traps_every,
-                         **watcher_kwargs)
+                         distributed=distributed, **watcher_kwargs)
         self.model = model
         self.optimizer = optimizer
         self.schedulers = [schedulers] if hasattr(schedulers, "step") else list(schedulers)

@@ -82,6 +82,11 @@ class Watcher:
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
     makes for its framework, e.g. :class:`~ww_callbacks.policies.torch_target.TorchTarget`).
+
+    ``distributed``: the watcher runs on every rank of a torch process group and each snapshot is
+    a collective (:mod:`ww_callbacks.distributed.session`): each rank analyses its share of the
+    layers, rank 0 records, delivers and runs the policies. None (default): only when the
+    weights are sharded (FSDP, FSDP2, tensor parallel, ZeRO-3), which one rank cannot read alone.
     """
 
     def __init__(self, *, log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
@@ -90,7 +95,9 @@ class Watcher:
                  mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
                  seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY,
-                 target: Target | None = None):
+                 target: Target | None = None, distributed: bool | None = None):
+        self.distributed = distributed
+        self._dist: Any = None  # a DistributedSnapshots when snapshots are collectives
         self.sinks = list(sinks)
         self.policies = list(policies)
         for policy in self.policies:  # a new watcher is a new run
@@ -143,7 +150,8 @@ class Watcher:
     def dropped(self) -> int:
         """Snapshots dropped because the worker was busy (``ww/snapshots_dropped``)."""
         worker = self._worker.dropped if self._worker else 0
-        return self._dropped_before + worker + self._snapshot_dropped
+        discarded = self._dist.discarded if self._dist is not None else 0
+        return self._dropped_before + worker + self._snapshot_dropped + discarded
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
@@ -159,6 +167,16 @@ class Watcher:
         if (is_torch and not is_keras and self._snapshotter is not None
                 and self._model_ref is not None and self._model_ref() is model):
             return self._snapshotter
+        if is_torch and not is_keras:
+            from .distributed.detect import collective_snapshots
+
+            if collective_snapshots(model, self.distributed):
+                from .distributed.session import DistributedSnapshots
+
+                self._dist = DistributedSnapshots(model, self._select, self._analysis)
+                self._snapshotter = self._dist
+                self._model_ref = weakref.ref(model)
+                return self._dist
         found, _ = extract_layers(model)
         kept, _ = select_layers(found, self._select["layers"],
                                 min_evals=self._select["min_evals"],
@@ -181,7 +199,10 @@ class Watcher:
         if randomize is None:
             randomize = bool(self.traps_every) and self.snapshots_taken % self.traps_every == 0
         snapshotter = self._snapshotter_for(model)
+        if self._dist is not None:  # collective: bring finished parts to rank 0 first
+            self._record_merged(self._dist.exchange())
         snap = snapshotter.take(step, epoch, randomize)
+        step = snap.step if snap is not None else step  # (distributed: rank 0's step)
         self.last_step = max(self.last_step, step)
         if snap is None:
             self._snapshot_dropped += 1
@@ -240,10 +261,17 @@ class Watcher:
             if self.strict:
                 raise RuntimeError(message + "\n" + err.traceback) from err.error
             warnings.warn(message, WatcherWarning, stacklevel=3)
+        results = [r for r in results if isinstance(r, AnalysisResult)]  # not ranks' parts
         for result in results:
             self._deliver(result)
         self._report_sink_failures()
         return results
+
+    def _record_merged(self, results: list[AnalysisResult]) -> None:
+        """Rank 0 of a distributed watcher: record and deliver the analyses the ranks finished."""
+        for result in results:
+            self._record(result)
+            self._deliver(result)
 
     def _scalars(self, result: AnalysisResult) -> dict[str, float]:
         scalars = {**result.summary, DROPPED: float(self.dropped),
@@ -336,6 +364,10 @@ class Watcher:
             worker.dropped = 0
             if deliver:
                 self._handle(*worker.drain())
+        if self._dist is not None:  # collective: the last parts to rank 0
+            merged = self._dist.exchange()
+            if deliver:
+                self._record_merged(merged)
         if deliver and final and self.policies:
             for policy in self.policies:
                 self._call_policy(policy, "finish", self.target)
@@ -359,7 +391,9 @@ class Watcher:
 
     # ------------------------------------------------------------------ worker thread
 
-    def _analyse(self, snapshot: Snapshot) -> AnalysisResult:
+    def _analyse(self, snapshot: Snapshot) -> Any:
+        if self._dist is not None:  # this rank's rows only; rank 0 records them once merged
+            return self._dist.analyse(snapshot)
         start = time.perf_counter()
         snapshot.ready()
         details = analyze_layers(snapshot.layers, randomize=snapshot.randomize,
@@ -368,6 +402,11 @@ class Watcher:
         result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
                                 snapshot.wall_time, time.perf_counter() - start,
                                 snapshot.randomize, spectra)
+        return self._record(result)
+
+    def _record(self, result: AnalysisResult) -> AnalysisResult:
+        """History first, then the policies decide, then the in-worker sinks (the worker thread;
+        rank 0's training thread for a distributed watcher)."""
         if self.history is not None:
             self.history.append(result)  # before any sink or policy sees it
         for policy in self.policies:

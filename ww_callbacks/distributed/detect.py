@@ -23,3 +23,26 @@ def wants_collective(model: Any) -> bool:
     if torch is None or not isinstance(model, torch.nn.Module):
         return False
     return process_group_size() > 1
+
+
+def is_sharded(model: Any) -> bool:
+    """True when some weight of the torch module ``model`` is split across ranks: a DTensor
+    (FSDP2, tensor parallel), an FSDP1 unit or a DeepSpeed ZeRO-3 parameter."""
+    for module in model.modules():
+        if type(module).__name__ == "FullyShardedDataParallel":
+            return True
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    for param in model.parameters():
+        if (dtensor is not None and isinstance(param, dtensor)) or hasattr(param, "ds_tensor"):
+            return True
+    return False
+
+
+def collective_snapshots(model: Any, distributed: bool | None) -> bool:
+    """Whether a watcher's snapshots of ``model`` are collectives: ``distributed`` when given
+    (True needs a process group of more than one rank), else only for sharded weights."""
+    if process_group_size() <= 1:
+        return False
+    if distributed is not None:
+        return bool(distributed)
+    return is_sharded(model)

@@ -1,0 +1,91 @@
+"""Run with ``python -m torch.distributed.run --nproc_per_node 2 watch_cases.py OUT CASE...``
+(gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``,
+``fsdp2``); rank 0 saves the history it wrote and, for every step a snapshot may be taken at, the
+single-process ``analyze()`` of the full state dict at that step, in ``OUT/rank<r>.pkl``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+import ww_callbacks
+from ww_callbacks.integrations.torch import Watcher
+
+sys.path.insert(0, os.path.dirname(__file__))
+from analyze_cases import full_state_dict  # noqa: E402
+from models import VOCAB, TinyTransformer, built, token_batch  # noqa: E402
+
+EVERY, STEPS = 2, 6
+
+
+def wrap(case: str):
+    model = built(TinyTransformer)
+    if case == "ddp":
+        return nn.parallel.DistributedDataParallel(model)
+    if case == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        return fully_shard(model)
+    raise ValueError(case)
+
+
+def reference(model, rank: int):
+    """Single-process analysis of the full state dict (rank 0; every rank takes part)."""
+    sd = {k: v.detach().clone() for k, v in full_state_dict(model).items()}
+    return ww_callbacks.analyze(sd) if rank == 0 else None
+
+
+def run_case(case: str, rank: int, out_dir: str) -> dict:
+    model = wrap(case)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    log_dir = os.path.join(out_dir, case)
+    refs = {0: reference(model, rank)}
+    with Watcher(model, log_dir=log_dir, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
+                 traps_every=0, max_duty=None) as ww:
+        for step in range(1, STEPS + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+            if step % EVERY == 0:
+                refs[step] = reference(model, rank)
+    out = {"dropped": ww.dropped, "gathered_bytes": ww._dist.gathered_bytes,
+           "owned": [p.layers[0].longname for p in ww._dist.sharded.owned],
+           "history_path": str(ww.history_path)}
+    dist.barrier()
+    if rank == 0:
+        out["history"] = ww_callbacks.load_history(log_dir)
+        out["refs"] = refs
+    return out
+
+
+def main() -> None:
+    out_dir, cases = sys.argv[1], sys.argv[2:]
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    results = {}
+    for case in cases:
+        try:
+            results[case] = run_case(case, rank, out_dir)
+        except Exception as err:
+            results[case] = {"error": f"{err!r}\n{traceback.format_exc()}"}
+        dist.barrier()
+    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(results, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP and
+FSDP2: one history, written by rank 0, no duplicated step, every row equal to ``analyze()`` of
+the full state dict at that step; each rank gathered only its share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.distributed.launch import torchrun
+
+CASES = ["ddp", "fsdp2"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_history_equal_to_full_state_dict_analyses(runs, case):
+    rank0, rank1 = runs[0][case], runs[1][case]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    history = rank0["history"]
+    steps = [int(s) for s in history.drop_duplicates("step")["step"]]
+    # no duplicates (before: each rank appended, steps 0,0,2,2,...); the initial and the final
+    # weights are always analysed, the others unless a rank's worker dropped them
+    assert steps == sorted(set(steps)) and {0, 6} <= set(steps)
+    assert rank0["dropped"] == 6 // 2 + 1 - len(steps)
+    for step in steps:
+        rows = history[history["step"] == step].reset_index(drop=True)
+        ref = rank0["refs"][step]
+        assert list(rows["longname"]) == list(ref["longname"])
+        for col in ref.columns:
+            if col == "layer_id" or col not in rows.columns:
+                continue
+            if ref[col].dtype.kind in "fiub":
+                np.testing.assert_allclose(rows[col].to_numpy(float), ref[col].to_numpy(float),
+                                           rtol=1e-9, atol=0, err_msg=f"step {step} {col}")
+            else:
+                assert list(rows[col]) == list(ref[col]), (step, col)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_rank_analyses_its_share(runs, case):
+    owned = [runs[r][case]["owned"] for r in (0, 1)]
+    assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
+    total = sum(runs[r][case]["gathered_bytes"] for r in (0, 1))
+    assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
