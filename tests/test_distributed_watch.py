@@ -1,6 +1,8 @@
 """The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP and
 FSDP2: one history, written by rank 0, no duplicated step, every row equal to ``analyze()`` of
-the full state dict at that step; each rank gathered only its share."""
+the full state dict at that step; each rank gathered only its share. Policies (FSDP2): early
+stopping stops every rank at the same step, learning-rate multipliers are the same on every
+rank."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ CASES = ["ddp", "fsdp2"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES)
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES, "policies")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -48,3 +50,15 @@ def test_each_rank_analyses_its_share(runs, case):
     assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
     total = sum(runs[r][case]["gathered_bytes"] for r in (0, 1))
     assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
+
+
+def test_policies_act_identically_on_every_rank(runs):
+    rank0, rank1 = runs[0]["policies"], runs[1]["policies"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    # the stop decided on step 2's analysis reaches every rank at the next snapshot (step 4)
+    assert rank0["stopped_step"] == rank1["stopped_step"] == 2
+    assert rank0["steps_run"] == rank1["steps_run"] == 4
+    assert rank0["groups"] > 2
+    assert rank0["lrs"] == rank1["lrs"]
+    assert len(set(rank0["lrs"])) > 2, "the balancer changed the learning rates"

@@ -268,10 +268,17 @@ class Watcher:
         return results
 
     def _record_merged(self, results: list[AnalysisResult]) -> None:
-        """Rank 0 of a distributed watcher: record and deliver the analyses the ranks finished."""
+        """A distributed watcher's merged analyses: rank 0 records and delivers them; on the
+        other ranks only the policies decide on them (the same decisions as on rank 0)."""
         for result in results:
-            self._record(result)
-            self._deliver(result)
+            if self._dist.rank == 0:
+                self._record(result)
+                self._deliver(result)
+                continue
+            for policy in self.policies:
+                self._call_policy(policy, "on_result", result)
+            self.results_delivered += 1
+            self.last_result = result
 
     def _scalars(self, result: AnalysisResult) -> dict[str, float]:
         scalars = {**result.summary, DROPPED: float(self.dropped),

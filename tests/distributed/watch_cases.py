@@ -43,7 +43,40 @@ def reference(model, rank: int):
     return ww_callbacks.analyze(sd) if rank == 0 else None
 
 
+def run_policies(rank: int, out_dir: str) -> dict:
+    """FSDP2 with a learning-rate balancer and an early stop due at the first analysis after the
+    initial weights: what each rank's optimizer and loop did."""
+    from ww_callbacks.policies import HTSREarlyStopping, LayerLRBalancer
+    from ww_callbacks.policies.torch_target import param_groups_per_layer
+
+    model = wrap("fsdp2")
+    opt = torch.optim.SGD(param_groups_per_layer(model, lr=0.05), lr=0.05)
+    stop = HTSREarlyStopping("fraction", alpha_threshold=100.0, fraction=0.5, patience=1,
+                             start_step=1, verbose=False)
+    steps_run = 0
+    with Watcher(model, log_dir=os.path.join(out_dir, "policies"), every_n_steps=EVERY,
+                 optimizer=opt, tensorboard=False, traps_every=0, max_duty=None,
+                 policies=[LayerLRBalancer(), stop]) as ww:
+        for step in range(1, 5 * EVERY + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+            steps_run = step
+            if ww.should_stop:
+                break
+            ww.wait_idle()  # so that the stop is due at a known step on every rank
+    return {"steps_run": steps_run, "stopped_step": stop.stopped_step,
+            "lrs": [group["lr"] for group in opt.param_groups],
+            "groups": len(opt.param_groups)}
+
+
 def run_case(case: str, rank: int, out_dir: str) -> dict:
+    if case == "policies":
+        return run_policies(rank, out_dir)
     model = wrap(case)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     log_dir = os.path.join(out_dir, case)

@@ -9,11 +9,13 @@ worker analysing its own layers, rows brought to rank 0 at the next snapshot or 
   then the owned layers' full matrices gathered (:class:`~.gather.ShardedLayers`);
 - :meth:`~DistributedSnapshots.analyse` (each rank's background worker): the owned rows only;
 - :meth:`~DistributedSnapshots.exchange` (training thread, every rank, at the next snapshot and
-  at close): finished parts go to rank 0, which returns the complete
-  :class:`~ww_callbacks.results.AnalysisResult` s (every rank's part of a step present) for the
-  watcher to record and deliver; other ranks get nothing. A step some rank never analysed (its
-  worker dropped the snapshot for a newer one, or failed) is discarded and counted in
-  :attr:`discarded`. Training never waits for an analysis: only for parts already finished.
+  at close): finished parts go to rank 0, which merges the complete
+  :class:`~ww_callbacks.results.AnalysisResult` s (every rank's part of a step present) and
+  broadcasts them: rank 0 records and delivers them, every rank's policies decide on them (so
+  early stopping stops every rank and learning-rate multipliers are the same everywhere). A
+  step some rank never analysed (its worker dropped the snapshot for a newer one, or failed) is
+  discarded and counted in :attr:`discarded`. Training never waits for an analysis, only for
+  the parts already finished.
 """
 
 from __future__ import annotations
@@ -100,8 +102,9 @@ class DistributedSnapshots:
                         release=lambda: self._released(step))
 
     def exchange(self) -> list[AnalysisResult]:
-        """Collective: every rank's finished parts to rank 0; rank 0 gets the steps now complete
-        (oldest first), the other ranks an empty list."""
+        """Collective: every rank's finished parts to rank 0, which merges the steps now complete
+        (oldest first); every rank gets them (rank 0 records and delivers them, every rank's
+        policies decide on them, so they decide the same everywhere)."""
         import torch.distributed as dist
 
         handshake("a watcher exchange", self.timeout)
@@ -111,8 +114,12 @@ class DistributedSnapshots:
             self._abandoned.clear()
         everyone: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
         dist.gather_object(mine, everyone, dst=0)
-        if self.rank != 0:
-            return []
+        done = [self._complete(everyone)] if self.rank == 0 else [None]
+        dist.broadcast_object_list(done, src=0)  # every rank's policies see the same analyses
+        return done[0]
+
+    def _complete(self, everyone: list[Any]) -> list[AnalysisResult]:
+        """Rank 0: file the parts received; the steps now complete, merged, oldest first."""
         for rank, (parts, abandoned) in enumerate(everyone):
             for part in parts:
                 if part.step not in self._given_up:
