@@ -130,3 +130,18 @@ def test_wrappers_are_seen_through():
     inner = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     assert [n for n, _ in bare_modules(DistributedDataParallel(inner))] == \
         [n for n, _ in inner.named_modules()]
+
+
+def test_analysis_device_auto_is_the_cpu_without_a_gpu():
+    torch = pytest.importorskip("torch")
+    from ww_callbacks.analysis import analyze
+    from ww_callbacks.devices import resolve_analysis_device
+    from ww_callbacks.watcher import Watcher
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 16))
+    assert resolve_analysis_device(model, "auto") is None  # CPU weights: numpy
+    assert resolve_analysis_device(model, "cpu") == "cpu"
+    assert resolve_analysis_device({"w": np.ones((4, 4))}, "auto") is None
+    assert Watcher().analysis_device == "auto"
+    auto, default = analyze(model, device="auto"), analyze(model)
+    np.testing.assert_array_equal(auto["alpha"], default["alpha"])

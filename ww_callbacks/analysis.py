@@ -121,6 +121,8 @@ class _TorchEngine:
 
 def _pick_engine(layers: list[LayerWeights], device: Any, dtype: str, seed: int | None):
     """numpy unless ``device=`` is given or the weights already live on an accelerator."""
+    if isinstance(device, str) and device == "auto":  # (see ww_callbacks.devices)
+        device = None
     if device is None:
         for layer in layers:
             if is_torch_tensor(layer.weight) and layer.weight.device.type != "cpu":
@@ -293,7 +295,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
     ``randomize=True`` also the correlation-trap columns (``rand_num_spikes`` = ``num_traps``),
     with ``mp_fit=True`` the Marchenko-Pastur ones. ``device`` (``"cuda"``, ``"cpu"``, a
     ``torch.device``) computes spectra with torch there; weights already on a GPU are analysed
-    on it. ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
+    on it; ``"auto"``: the GPU a torch model lives on, else numpy on the CPU.
+    ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
     the private generator of the shuffles (the global random state is never touched).
     Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``.
 
@@ -303,7 +306,10 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = 8, max_evals: in
     (:func:`ww_callbacks.distributed.analyze_distributed`). Called on one rank only it raises
     instead of hanging.
     """
+    from .devices import resolve_analysis_device
     from .distributed.detect import wants_collective
+
+    device = resolve_analysis_device(model, device)
 
     if wants_collective(model):
         from .distributed.analyze import analyze_distributed

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .analysis import analyze_layers
+from .devices import resolve_analysis_device
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
 from .policies.base import Policy, Target
@@ -77,7 +78,9 @@ class Watcher:
     the pending one, except the first of a run, the initial weights, which is always analysed):
     this bounds the cost to training. None: analyse back to back. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
-    ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`.
+    ``analysis_device``, ``seed``) are those of :func:`ww_callbacks.analyze`;
+    ``analysis_device="auto"`` (default): the GPU the model trains on, else the CPU
+    (:mod:`ww_callbacks.devices`); ``"cpu"`` keeps the analysis off the GPU.
 
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
@@ -92,7 +95,8 @@ class Watcher:
     def __init__(self, *, log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
                  policies: Sequence[Policy] = (), layers: Any = None, min_evals: int = 8,
                  max_evals: int = 15000, max_N: int = 50000, traps_every: int = 1,
-                 mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
+                 mp_fit: bool = False, fix_fingers: str | None = None,
+                 analysis_device: Any = "auto",
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
                  seed: int = 0, max_duty: float | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None, distributed: bool | None = None):
@@ -109,8 +113,9 @@ class Watcher:
         self.strict = strict
         self.traps_every = traps_every
         self._select = dict(layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N)
-        self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=analysis_device,
-                              seed=seed, keep_spectra=keep_spectra)
+        self.analysis_device = analysis_device
+        self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=None, seed=seed,
+                              keep_spectra=keep_spectra)
         self.blas_threads = blas_threads
         self.max_duty = max_duty
         self.history: HistoryWriter | None = None
@@ -170,6 +175,7 @@ class Watcher:
         if is_torch and not is_keras:
             from .distributed.detect import collective_snapshots
 
+            self._analysis["device"] = resolve_analysis_device(model, self.analysis_device)
             if collective_snapshots(model, self.distributed):
                 from .distributed.session import DistributedSnapshots
 
@@ -177,6 +183,7 @@ class Watcher:
                 self._snapshotter = self._dist
                 self._model_ref = weakref.ref(model)
                 return self._dist
+        self._analysis["device"] = resolve_analysis_device(model, self.analysis_device)
         found, _ = extract_layers(model)
         kept, _ = select_layers(found, self._select["layers"],
                                 min_evals=self._select["min_evals"],
