@@ -291,7 +291,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        """Make the watcher on rank 0 when fitting starts; the other ranks only keep going."""
+        """Make the watcher on rank 0 when fitting starts; the other ranks only keep going (with
+        a strategy that shards the weights, every rank gets one: snapshots are collectives)."""
         if stage != "fit":
             return
         # `Trainer.log_dir` broadcasts: it must be read on every rank, or rank 0 stalls.
@@ -304,7 +305,12 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         # computed on every rank: every rank logs the same keys for the monitors
         self._log_epoch = _monitors_ww(trainer) if self.log_epoch_metrics is None \
             else bool(self.log_epoch_metrics)
+        sharded = _shards_weights(trainer)
         if not trainer.is_global_zero:
+            if sharded:  # snapshots are collectives: a watcher on every rank, rank 0 records
+                self._close(final=False)
+                self._watcher = Watcher(log_dir=None, distributed=True, **self._watcher_options)
+                self._closed, self._last_epoch, self._wait = False, None, False
             return
         self._close(final=False)  # a watcher left over from an interrupted earlier fit
         sinks: list[Sink] = []
@@ -313,7 +319,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             sinks.extend(_extra_sinks(logger))
         sinks.extend(self.sinks)
         self._watcher = Watcher(log_dir=log_dir, sinks=sinks, policies=self.policies,
-                                **self._watcher_options)
+                                distributed=True if sharded else None, **self._watcher_options)
         self._closed = False
         self._last_epoch = None
         self._wait = (_monitors_ww(trainer) or bool(self.policies)) \
@@ -440,7 +446,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ helpers
 
     def _open_watcher(self) -> Watcher | None:
-        """The watcher while a fit runs on rank 0; None otherwise (other ranks, after close)."""
+        """The watcher while a fit runs on rank 0 (on every rank when the strategy shards the
+        weights); None otherwise (other ranks, after close)."""
         return None if self._closed else self._watcher
 
     def _snapshot(self, trainer: Any, pl_module: Any, epoch: int | None, *,
@@ -463,3 +470,14 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             return
         self._closed = True
         self._watcher.close(final=final)
+
+
+#: Strategies whose weights are split across ranks: the watcher runs on every rank.
+SHARDING_STRATEGIES = ("ModelParallelStrategy", "FSDPStrategy", "DeepSpeedStrategy")
+
+
+def _shards_weights(trainer: Any) -> bool:
+    """True when ``trainer`` runs on several ranks with a strategy that shards the weights, so
+    that a snapshot must be a collective (:mod:`ww_callbacks.distributed`)."""
+    names = {cls.__name__ for cls in type(trainer.strategy).__mro__}
+    return trainer.world_size > 1 and bool(names & set(SHARDING_STRATEGIES))

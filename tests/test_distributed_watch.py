@@ -2,7 +2,7 @@
 FSDP2: one history, written by rank 0, no duplicated step, every row equal to ``analyze()`` of
 the full state dict at that step; each rank gathered only its share. Policies (FSDP2): early
 stopping stops every rank at the same step, learning-rate multipliers are the same on every
-rank."""
+rank. Lightning ``ModelParallelStrategy`` likewise."""
 
 from __future__ import annotations
 
@@ -19,20 +19,14 @@ def runs(tmp_path_factory):
     return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES, "policies")
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_one_history_equal_to_full_state_dict_analyses(runs, case):
-    rank0, rank1 = runs[0][case], runs[1][case]
-    assert not rank0.get("error"), rank0.get("error")
-    assert not rank1.get("error"), rank1.get("error")
-    history = rank0["history"]
+def assert_history_matches(history, refs) -> list[int]:
+    """Every analysis in ``history`` equals ``analyze()`` of the full state dict at its step, to
+    1e-9 relative (layer ids aside: a state dict counts entries); returns the steps."""
     steps = [int(s) for s in history.drop_duplicates("step")["step"]]
-    # no duplicates (before: each rank appended, steps 0,0,2,2,...); the initial and the final
-    # weights are always analysed, the others unless a rank's worker dropped them
-    assert steps == sorted(set(steps)) and {0, 6} <= set(steps)
-    assert rank0["dropped"] == 6 // 2 + 1 - len(steps)
+    assert steps == sorted(set(steps)), "no step twice (before: each rank appended)"
     for step in steps:
         rows = history[history["step"] == step].reset_index(drop=True)
-        ref = rank0["refs"][step]
+        ref = refs[step]
         assert list(rows["longname"]) == list(ref["longname"])
         for col in ref.columns:
             if col == "layer_id" or col not in rows.columns:
@@ -42,6 +36,19 @@ def test_one_history_equal_to_full_state_dict_analyses(runs, case):
                                            rtol=1e-9, atol=0, err_msg=f"step {step} {col}")
             else:
                 assert list(rows[col]) == list(ref[col]), (step, col)
+    return steps
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_history_equal_to_full_state_dict_analyses(runs, case):
+    rank0, rank1 = runs[0][case], runs[1][case]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    # the initial and the final weights are always analysed, the others unless a rank's worker
+    # dropped them for a newer snapshot (then the step is discarded and counted)
+    assert {0, 6} <= set(steps)
+    assert rank0["dropped"] == 6 // 2 + 1 - len(steps)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -62,3 +69,15 @@ def test_policies_act_identically_on_every_rank(runs):
     assert rank0["groups"] > 2
     assert rank0["lrs"] == rank1["lrs"]
     assert len(set(rank0["lrs"])) > 2, "the balancer changed the learning rates"
+
+
+@pytest.mark.slow
+def test_lightning_model_parallel_strategy(tmp_path):
+    """Lightning ``ModelParallelStrategy`` (FSDP2 in ``configure_model``): the callback runs on
+    both ranks, rank 0 writes one history equal to the full state dict's analyses."""
+    rank0, rank1 = (r["lightning"] for r in torchrun("lightning_cases.py", tmp_path))
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    assert steps == [0, 2, 4]  # start, both epoch ends (the end of training is the last one)
+    assert rank1["history_path"] == "None"
