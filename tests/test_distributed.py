@@ -1,7 +1,8 @@
 """``analyze(model)`` under real 2-process gloo groups (``torch.distributed.run``): FSDP2, FSDP1
-(``use_orig_params`` both ways), tensor parallelism (``Shard(0)`` and ``Shard(1)`` DTensors,
-uneven shards), DDP and DeepSpeed ZeRO-3. Each compares rank 0's frame with single-process
-analyses of the full state dict and checks how many bytes each rank gathered."""
+(``use_orig_params`` both ways, and before any forward), a 2-D mesh, tensor parallelism
+(``Shard(0)`` and ``Shard(1)`` DTensors, uneven shards), DDP and DeepSpeed ZeRO-3. Each compares
+rank 0's frame with single-process analyses of the full state dict and checks how many bytes
+each rank gathered."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import pytest
 from tests.distributed.launch import torchrun
 from ww_callbacks.distributed.ownership import assign_owners
 
-CASES = ["ddp", "fsdp2", "fsdp1_orig", "fsdp1_flat", "tp"]
+#: fsdp1_fresh: analysed before any forward (FSDP1 not lazily initialised yet); mesh2d: FSDP2
+#: over a "dp" and tensor parallel over a "tp" mesh dimension (2 placements: full_tensor path)
+CASES = ["ddp", "fsdp2", "fsdp1_orig", "fsdp1_flat", "fsdp1_fresh", "tp", "mesh2d"]
 REL = 1e-9
 
 
@@ -69,6 +72,13 @@ def test_each_rank_gathers_only_its_share(runs, case):
         assert s["gathered_bytes"] == s["owned_share_bytes"]
         assert s["gathered_bytes"] <= s["total_bytes"] / 2 + s["max_param_bytes"]
         assert s["transient_bytes"] <= s["max_param_bytes"] or case.startswith("fsdp1")
+
+
+def test_correlation_traps_do_not_depend_on_the_split(runs):
+    """Each layer shuffles with its own seed: two ranks draw what one rank alone draws."""
+    split, alone = runs[0]["ddp"]["randomized"]
+    assert "rand_num_spikes" in split.columns
+    assert_frames_close(split, alone.drop(columns="_ww_position"))
 
 
 def test_called_on_one_rank_raises_instead_of_hanging(runs):

@@ -46,12 +46,12 @@ def wrap(case: str, rank: int):
             fully_shard(block)
         fully_shard(model)
         return model, TinyTransformer
-    if case in ("fsdp1_orig", "fsdp1_flat"):
+    if case in ("fsdp1_orig", "fsdp1_flat", "fsdp1_fresh"):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
         model = FSDP(built(TinyTransformer), auto_wrap_policy=ModuleWrapPolicy({Block}),
-                     use_orig_params=case == "fsdp1_orig", device_id=torch.device("cpu"))
+                     use_orig_params=case != "fsdp1_flat", device_id=torch.device("cpu"))
         return model, TinyTransformer
     if case == "tp":
         from torch.distributed.device_mesh import init_device_mesh
@@ -65,6 +65,20 @@ def wrap(case: str, rank: int):
         model = parallelize_module(built(MLP), mesh, {"up": ColwiseParallel(),
                                                       "down": RowwiseParallel(),
                                                       "out": ColwiseParallel()})
+        return model, MLP
+    if case == "mesh2d":  # FSDP2 over "dp" and tensor parallel over "tp": 2 placements each
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
+        mesh = init_device_mesh("cpu", (1, dist.get_world_size()), mesh_dim_names=("dp", "tp"))
+        model = parallelize_module(built(MLP), mesh["tp"], {"up": ColwiseParallel(),
+                                                            "down": RowwiseParallel()})
+        fully_shard(model, mesh=mesh["dp"])
         return model, MLP
     if case == "zero3":
         import deepspeed
@@ -93,11 +107,12 @@ def run_case(case: str, rank: int) -> dict:
                                                targets.reshape(-1))
             model.backward(loss)
             model.step()
-    else:
+    elif case != "fsdp1_fresh":  # (fresh: analysed before any forward, FSDP not initialised)
         train_steps(model, 2, rank, mlp=cls is MLP)
     start = time.perf_counter()
     df = ww_callbacks.analyze(model)
     seconds = time.perf_counter() - start
+    randomized = ww_callbacks.analyze(model, randomize=True) if case == "ddp" else None
     if case == "zero3":
         import deepspeed
 
@@ -110,6 +125,12 @@ def run_case(case: str, rank: int) -> dict:
     bare = cls()
     bare.load_state_dict(sd)
     out = {"sharding": df.attrs["sharding"], "seconds": seconds}
+    if randomized is not None:  # the same draws as one rank analysing every layer
+        from ww_callbacks.distributed.analyze import analyze_owned
+        from ww_callbacks.distributed.gather import ShardedLayers
+
+        alone = ShardedLayers(bare, world_size=1).gather()
+        out["randomized"] = (randomized, analyze_owned(alone, randomize=True, seed=0))
     if rank == 0:
         out.update(rows=df, ref_sd=ww_callbacks.analyze(sd), ref_bare=single_process(bare),
                    skipped=df.attrs["skipped"])
