@@ -60,8 +60,10 @@ class Watcher(CoreWatcher):
     - ``distributed``: under a torch process group of more than one rank (DDP, FSDP, FSDP2,
       tensor parallel, ZeRO-3), create the Watcher on every rank: each snapshot is a collective,
       each rank analyses its share of the layers in its worker, rank 0 writes the one history
-      and runs the sinks and policies. None (default): True when such a group is initialized
-      when the Watcher is made; False: every rank analyses on its own (replicated weights only).
+      and feeds the sinks (the other ranks ignore ``log_dir``, ``writer``, ``wandb_run`` and
+      ``sinks``), every rank's policies decide on the same analyses. None (default): True when
+      such a group is initialized when the Watcher is made; False: every rank analyses on its
+      own (replicated weights only).
     - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
       ``policies``, ``layers``, ``mp_fit``, ``strict``, ...).
 
@@ -79,6 +81,12 @@ class Watcher(CoreWatcher):
                  **watcher_kwargs: Any):
         self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
         sinks = list(watcher_kwargs.pop("sinks", ()))
+        from ww_callbacks.distributed.detect import process_group_rank, process_group_size
+
+        if distributed is None:  # a plain loop runs the Watcher on every rank
+            distributed = process_group_size() > 1
+        if distributed and process_group_rank() != 0:  # rank 0 records, logs and writes
+            log_dir, writer, wandb_run, sinks = None, None, None, []
         own_sinks = []
         if writer is not None or (tensorboard and log_dir is not None):
             from .tensorboard import TensorBoardSink
@@ -89,10 +97,6 @@ class Watcher(CoreWatcher):
             from .wandb import WandbSink
 
             own_sinks.append(WandbSink(wandb_run))
-        if distributed is None:  # a plain loop runs the Watcher on every rank
-            from ww_callbacks.distributed.detect import process_group_size
-
-            distributed = process_group_size() > 1
         super().__init__(log_dir=log_dir, sinks=own_sinks + sinks, traps_every=traps_every,
                          distributed=distributed, **watcher_kwargs)
         self.model = model

@@ -49,6 +49,7 @@ def test_one_history_equal_to_full_state_dict_analyses(runs, case):
     # dropped them for a newer snapshot (then the step is discarded and counted)
     assert {0, 6} <= set(steps)
     assert rank0["dropped"] == 6 // 2 + 1 - len(steps)
+    assert rank1["history_path"] == "None", "only rank 0 keeps a history"
 
 
 @pytest.mark.parametrize("case", CASES)

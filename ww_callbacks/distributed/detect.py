@@ -15,6 +15,14 @@ def process_group_size() -> int:
     return int(dist.get_world_size())
 
 
+def process_group_rank() -> int:
+    """This process's rank in the default process group; 0 without one."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return 0
+    return int(dist.get_rank())
+
+
 def wants_collective(model: Any) -> bool:
     """True when ``analyze(model)`` must run as a collective: ``model`` is a torch module and a
     process group of more than one rank is initialized (its weights may be sharded, and even
