@@ -385,7 +385,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             if self.cadence.on_train_end:
                 epoch = self._last_epoch if self._last_epoch is not None \
                     else trainer.current_epoch
-                self._snapshot(trainer, pl_module, epoch)
+                self._snapshot(trainer, pl_module, epoch, force=True)
             self._close(final=True)  # policies finish here (e.g. restore the best weights)
         self._share_restored_weights(trainer, pl_module)
 
@@ -451,18 +451,19 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         return None if self._closed else self._watcher
 
     def _snapshot(self, trainer: Any, pl_module: Any, epoch: int | None, *,
-                  settle: bool = False) -> bool:
+                  settle: bool = False, force: bool = False) -> bool:
         """Snapshot at ``trainer.global_step`` unless that step was already taken (the end of
         training right after an epoch's snapshot, extra micro-batches of gradient accumulation,
         the start of a run resumed at an analysed step). ``settle``: first wait until the
-        worker is idle, so that this snapshot replaces no pending one (none is dropped)."""
+        worker is idle, so that this snapshot replaces no pending one (none is dropped).
+        ``force``: a distributed watcher takes it even while a worker is busy (the end)."""
         watcher = self._open_watcher()
         step = int(trainer.global_step)
         if watcher is None or step <= watcher.last_step:
             return False
         if settle:
             watcher.wait_idle(EPOCH_WAIT_TIMEOUT_S)
-        return watcher.snapshot(pl_module, step, epoch)
+        return watcher.snapshot(pl_module, step, epoch, force=force)
 
     def _close(self, *, final: bool) -> None:
         """Close the watcher once: ``final`` analyses the pending snapshot, then delivers."""

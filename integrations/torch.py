@@ -151,7 +151,7 @@ class Watcher(CoreWatcher):
         try:
             if (final and deliver and self.model is not None
                     and self._snapshot_step != self.global_step):
-                self._take(self.model, self.global_step)
+                self._take(self.model, self.global_step, force=True)
         finally:
             if self._hook is not None:
                 self._hook.remove()
@@ -197,11 +197,12 @@ class Watcher(CoreWatcher):
                                       **self.layer_selection)
         return self.model
 
-    def _take(self, model: Any, step: int) -> None:
+    def _take(self, model: Any, step: int, *, force: bool = False) -> None:
         if step == self._snapshot_step:
             return
-        self._snapshot_step = step
-        self.snapshot(model, step, self.epoch)
+        previous, self._snapshot_step = self._snapshot_step, step
+        if not self.snapshot(model, step, self.epoch, force=force):
+            self._snapshot_step = previous  # not taken (busy): close() takes the final weights
 
     def _take_initial(self, model: Any) -> None:
         if self._snapshot_step is None and self.last_step < 0 and not self._closed:

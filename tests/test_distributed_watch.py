@@ -16,7 +16,7 @@ CASES = ["ddp", "fsdp2"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES, "policies")
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES, "policies", "duty")
 
 
 def assert_history_matches(history, refs) -> list[int]:
@@ -82,3 +82,15 @@ def test_lightning_model_parallel_strategy(tmp_path):
     steps = assert_history_matches(rank0["history"], rank0["refs"])
     assert steps == [0, 2, 4]  # start, both epoch ends (the end of training is the last one)
     assert rank1["history_path"] == "None"
+
+
+def test_busy_workers_skip_the_snapshot_on_every_rank(runs):
+    """Default ``max_duty``: rank 0 takes a snapshot only when every rank's worker is idle, so
+    none is analysed on one rank and replaced on the other (a lost step); the final weights
+    are always analysed."""
+    rank0, rank1 = runs[0]["duty"], runs[1]["duty"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert rank0["discarded"] == 0
+    assert rank0["taken"] == rank1["taken"] == len(rank0["steps"]) < 31
+    assert rank0["dropped"] == rank1["dropped"] > 0
+    assert rank0["steps"][0] == 0 and rank0["steps"][-1] == 30

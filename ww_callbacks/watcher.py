@@ -197,17 +197,25 @@ class Watcher:
     # ------------------------------------------------------------------ training thread
 
     def snapshot(self, model: Any, step: int, epoch: int | None = None, *,
-                 randomize: bool | None = None) -> bool:
+                 randomize: bool | None = None, force: bool = False) -> bool:
         """Copy the weights of ``model`` now and queue them for analysis; returns False when the
-        snapshot was not taken (the same step was just taken, or no free GPU buffer). Never
-        waits for the analysis."""
+        snapshot was not taken (the same step was just taken, or no free GPU buffer; a
+        distributed watcher: some rank's worker is still busy, unless ``force``, e.g. for the
+        final weights). Never waits for the analysis."""
         if step == self._last_snapshot_step:
             return False  # these weights are already queued or analysed (e.g. last epoch = end)
         if randomize is None:
             randomize = bool(self.traps_every) and self.snapshots_taken % self.traps_every == 0
         snapshotter = self._snapshotter_for(model)
-        if self._dist is not None:  # collective: bring finished parts to rank 0 first
-            self._record_merged(self._dist.exchange())
+        if self._dist is not None:  # collective: finished parts to rank 0, which decides
+            ready = self._worker is None or self._worker.idle
+            merged, take = self._dist.exchange(ready=ready,
+                                               force=force or self.snapshots_taken == 0)
+            self._record_merged(merged)
+            if not take:  # the same on every rank
+                self.last_step = max(self.last_step, step)
+                self._snapshot_dropped += 1
+                return False
         snap = snapshotter.take(step, epoch, randomize)
         step = snap.step if snap is not None else step  # (distributed: rank 0's step)
         self.last_step = max(self.last_step, step)
@@ -220,7 +228,9 @@ class Watcher:
         for policy in self.policies:
             if getattr(policy, "wants_states", False):
                 self._call_policy(policy, "on_snapshot", step, self.target)
-        self._ensure_worker().submit(snap, keep=first)
+        # distributed: a forced snapshot (the final weights) is queued, not put in place of a
+        # pending one, which the other ranks may analyse
+        self._ensure_worker().submit(snap, keep=first or (force and self._dist is not None))
         return True
 
     def before_optimizer_step(self) -> None:
@@ -379,7 +389,7 @@ class Watcher:
             if deliver:
                 self._handle(*worker.drain())
         if self._dist is not None:  # collective: the last parts to rank 0
-            merged = self._dist.exchange()
+            merged, _ = self._dist.exchange()
             if deliver:
                 self._record_merged(merged)
         if deliver and final and self.policies:

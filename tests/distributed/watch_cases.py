@@ -74,9 +74,33 @@ def run_policies(rank: int, out_dir: str) -> dict:
             "groups": len(opt.param_groups)}
 
 
+def run_default_duty(rank: int, out_dir: str) -> dict:
+    """DDP with the default ``max_duty``: the workers rest between analyses, so most snapshots
+    are skipped; rank 0 skips them on every rank alike, so no step is lost half-analysed."""
+    model = wrap("ddp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Watcher(model, log_dir=os.path.join(out_dir, "duty"), every_n_steps=1, optimizer=opt,
+                 tensorboard=False, traps_every=0) as ww:
+        for step in range(1, 31):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+    out = {"dropped": ww.dropped, "discarded": ww._dist.discarded,
+           "taken": ww.snapshots_taken}
+    if rank == 0:
+        out["steps"] = sorted(set(ww_callbacks.load_history(ww.history_path)["step"]))
+    return out
+
+
 def run_case(case: str, rank: int, out_dir: str) -> dict:
     if case == "policies":
         return run_policies(rank, out_dir)
+    if case == "duty":
+        return run_default_duty(rank, out_dir)
     model = wrap(case)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     log_dir = os.path.join(out_dir, case)

@@ -101,26 +101,34 @@ class DistributedSnapshots:
         return Snapshot(step, epoch, [layer for _, layer in owned], randomize, time.time(),
                         release=lambda: self._released(step))
 
-    def exchange(self) -> list[AnalysisResult]:
+    def exchange(self, *, ready: bool = True,
+                 force: bool = False) -> tuple[list[AnalysisResult], bool]:
         """Collective: every rank's finished parts to rank 0, which merges the steps now complete
-        (oldest first); every rank gets them (rank 0 records and delivers them, every rank's
+        (oldest first) and decides whether the snapshot about to be taken is taken: only when
+        every rank's worker is ``ready`` (idle) or some rank asks to ``force`` it (the initial
+        and final weights). So no rank's worker replaces a pending snapshot another rank
+        analyses (the step would be lost), and no weights are gathered in vain. Every rank gets
+        the analyses and the decision (rank 0 records and delivers the analyses, every rank's
         policies decide on them, so they decide the same everywhere)."""
         import torch.distributed as dist
 
         handshake("a watcher exchange", self.timeout)
         with self._lock:
-            mine = (list(self._finished.values()), list(self._abandoned))
+            mine = (list(self._finished.values()), list(self._abandoned), ready, force)
             self._finished.clear()
             self._abandoned.clear()
         everyone: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
         dist.gather_object(mine, everyone, dst=0)
-        done = [self._complete(everyone)] if self.rank == 0 else [None]
+        done: list[Any] = [None]
+        if self.rank == 0:
+            take = any(f for *_, f in everyone) or all(r for _, _, r, _ in everyone)
+            done = [(self._complete(everyone), take)]
         dist.broadcast_object_list(done, src=0)  # every rank's policies see the same analyses
         return done[0]
 
     def _complete(self, everyone: list[Any]) -> list[AnalysisResult]:
         """Rank 0: file the parts received; the steps now complete, merged, oldest first."""
-        for rank, (parts, abandoned) in enumerate(everyone):
+        for rank, (parts, abandoned, *_) in enumerate(everyone):
             for part in parts:
                 if part.step not in self._given_up:
                     self._waiting.setdefault(part.step, _Waiting()).parts[rank] = part
