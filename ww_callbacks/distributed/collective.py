@@ -15,6 +15,7 @@ from typing import Any
 DEFAULT_TIMEOUT = float(os.environ.get("WW_CALLBACKS_DIST_TIMEOUT", "300"))
 
 _SEQUENCE = itertools.count()
+_NAMES: dict[int, str] = {}  # sequence number -> what, of the last handshakes (to delete keys)
 
 
 class CollectiveError(RuntimeError):
@@ -41,7 +42,8 @@ def handshake(what: str, timeout: float | None = None) -> None:
     if world == 1:
         return
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-    key = f"ww_callbacks/{what}/{next(_SEQUENCE)}"
+    sequence = next(_SEQUENCE)
+    key = f"ww_callbacks/{what}/{sequence}"
     try:
         store = dist.distributed_c10d._get_default_store()
     except Exception:  # no store (e.g. a custom backend): fall back on a barrier, when it has one
@@ -57,12 +59,22 @@ def handshake(what: str, timeout: float | None = None) -> None:
         store.wait([key + "/all"], timedelta(seconds=timeout))
     except Exception as err:
         raise CollectiveError(_message(what, rank, world, timeout)) from err
+    done = _NAMES.pop(sequence - 2, None)
+    if rank == 0 and done is not None:  # every rank is past the handshake before the last one
+        old = f"ww_callbacks/{done}/{sequence - 2}"
+        try:
+            store.delete_key(old)
+            store.delete_key(old + "/all")
+        except Exception:  # a store without delete_key: the keys stay (a few bytes each)
+            pass
+    _NAMES[sequence] = what
 
 
 def _message(what: str, rank: int, world: int, timeout: float) -> str:
     return (f"ww_callbacks: {what} is a collective under a process group of {world} ranks: every "
             f"rank must call it (rank {rank} waited {timeout:g} s for the others). Call it on "
-            f"every rank, or analyse a full state dict on one rank (e.g. "
+            f"every rank (a Watcher: make one on every rank, or pass distributed=False when the "
+            f"weights are replicated), or analyse a full state dict on one rank (e.g. "
             f"analyze(model.module.state_dict()) for DDP).")
 
 

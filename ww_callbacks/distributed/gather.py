@@ -170,16 +170,19 @@ class ShardedLayers:
         for unit in units:
             self._gather_fsdp1(unit, full, device)
         for index, param in enumerate(self.params):
+            fresh = True  # assembled here from copies: moved, not copied again
             if param.kind == DTENSOR:
-                tensor = self._gather_dtensor(param)
+                tensor, fresh = self._gather_dtensor(param)
             elif param.kind == DEEPSPEED:
                 tensor = self._gather_deepspeed(param)
             elif param.kind == PLAIN:
                 tensor = getattr(param.module, param.attr) if param.owner == self.rank else None
+                fresh = False
             else:
                 continue
             if tensor is not None:
-                full[index] = _private_copy(tensor, device)
+                full[index] = _private_copy(tensor, device) if not fresh else \
+                    tensor.to(tensor.device if device is None else device)
         out: list[tuple[int, LayerWeights]] = []
         for index, param in enumerate(self.params):
             if index not in full:
@@ -205,7 +208,8 @@ class ShardedLayers:
                 if param.owner == self.rank:  # looked up again: the summon swapped the views
                     full[index] = _private_copy(getattr(param.module, param.attr), device)
 
-    def _gather_dtensor(self, param: WatchedParam) -> Any:
+    def _gather_dtensor(self, param: WatchedParam) -> tuple[Any, bool]:
+        """(the full matrix on the owner, None elsewhere; whether it is a new tensor)."""
         import torch
         import torch.distributed as dist
         from torch.distributed.tensor import Replicate, Shard
@@ -214,15 +218,15 @@ class ShardedLayers:
         mesh = tensor.device_mesh
         placement = tensor.placements[0] if len(tensor.placements) == 1 else None
         if mesh.ndim == 1 and isinstance(placement, Replicate):
-            return tensor.to_local() if param.owner == self.rank else None
+            return (tensor.to_local() if param.owner == self.rank else None), False
         group = mesh.get_group() if mesh.ndim == 1 else None
         members = dist.get_process_group_ranks(group) if group is not None else []
         if type(placement) is not Shard or param.owner not in members:
             whole = tensor.full_tensor()  # every rank: one layer in flight, kept by the owner
             if param.owner != self.rank:
                 self.transient_bytes = max(self.transient_bytes, param.nbytes)
-                return None
-            return whole
+                return None, True
+            return whole, True
         dim, size = placement.dim, len(members)
         length = param.shape[dim]
         sizes = [len(c) for c in torch.arange(length).chunk(size)]
@@ -238,10 +242,11 @@ class ShardedLayers:
         send.narrow(dim, 0, sizes[me]).copy_(local)
         if param.owner != self.rank:
             dist.gather(send, None, dst=param.owner, group=group)
-            return None
+            return None, True
         received = [torch.empty_like(send) for _ in members]
         dist.gather(send, received, dst=param.owner, group=group)
-        return torch.cat([r.narrow(dim, 0, n) for r, n in zip(received, sizes, strict=True)], dim)
+        parts = [r.narrow(dim, 0, n) for r, n in zip(received, sizes, strict=True)]
+        return torch.cat(parts, dim), True
 
     def _gather_deepspeed(self, param: WatchedParam) -> Any:
         import torch
