@@ -1,8 +1,8 @@
 """The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP and
 FSDP2: one history, written by rank 0, no duplicated step, every row equal to ``analyze()`` of
 the full state dict at that step; each rank gathered only its share. Policies (FSDP2): early
-stopping stops every rank at the same step, learning-rate multipliers are the same on every
-rank. Lightning ``ModelParallelStrategy`` likewise."""
+stopping stops every rank at the same step and restores each rank's own shards, learning-rate
+multipliers are the same on every rank. Lightning ``ModelParallelStrategy`` likewise."""
 
 from __future__ import annotations
 
@@ -69,6 +69,9 @@ def test_policies_act_identically_on_every_rank(runs):
     assert rank0["steps_run"] == rank1["steps_run"] == 4
     assert rank0["groups"] > 2
     assert rank0["lrs"] == rank1["lrs"]
+    # restore_best_weights: each rank put back its own shards of step 0 (the best)
+    assert rank0["restored_step"] == rank1["restored_step"] == 0
+    assert rank0["restored_weights_equal"] and rank1["restored_weights_equal"]
     assert len(set(rank0["lrs"])) > 2, "the balancer changed the learning rates"
 
 

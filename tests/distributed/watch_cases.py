@@ -45,15 +45,18 @@ def reference(model, rank: int):
 
 def run_policies(rank: int, out_dir: str) -> dict:
     """FSDP2 with a learning-rate balancer and an early stop due at the first analysis after the
-    initial weights: what each rank's optimizer and loop did."""
+    initial weights, restoring the best weights: what each rank's optimizer and loop did, and
+    whether the weights at the end are those of the restored step."""
     from ww_callbacks.policies import HTSREarlyStopping, LayerLRBalancer
     from ww_callbacks.policies.torch_target import param_groups_per_layer
 
     model = wrap("fsdp2")
     opt = torch.optim.SGD(param_groups_per_layer(model, lr=0.05), lr=0.05)
-    stop = HTSREarlyStopping("fraction", alpha_threshold=100.0, fraction=0.5, patience=1,
-                             start_step=1, verbose=False)
+    # plateau with a huge min_delta: step 0 sets the best, step 2 shows the signal
+    stop = HTSREarlyStopping("plateau", min_delta=100.0, patience=1, verbose=False,
+                             restore_best_weights=True)
     steps_run = 0
+    states = {0: full_state_dict(model)}
     with Watcher(model, log_dir=os.path.join(out_dir, "policies"), every_n_steps=EVERY,
                  optimizer=opt, tensorboard=False, traps_every=0, max_duty=None,
                  policies=[LayerLRBalancer(), stop]) as ww:
@@ -66,10 +69,16 @@ def run_policies(rank: int, out_dir: str) -> dict:
             opt.step()
             ww.step()
             steps_run = step
+            if step % EVERY == 0:
+                states[step] = full_state_dict(model)
             if ww.should_stop:
                 break
             ww.wait_idle()  # so that the stop is due at a known step on every rank
+    final = full_state_dict(model)
+    restored = states.get(stop.restored_step, {})
+    same = bool(restored) and all(torch.equal(final[k], restored[k]) for k in final)
     return {"steps_run": steps_run, "stopped_step": stop.stopped_step,
+            "restored_step": stop.restored_step, "restored_weights_equal": same,
             "lrs": [group["lr"] for group in opt.param_groups],
             "groups": len(opt.param_groups)}
 
