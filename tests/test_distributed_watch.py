@@ -1,6 +1,7 @@
-"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP and
-FSDP2: one history, written by rank 0, no duplicated step, every row equal to ``analyze()`` of
-the full state dict at that step; each rank gathered only its share. Policies (FSDP2): early
+"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
+FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated step, every
+row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
+share. Policies (FSDP2): early
 stopping stops every rank at the same step and restores each rank's own shards, learning-rate
 multipliers are the same on every rank. Lightning ``ModelParallelStrategy`` likewise."""
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.distributed.launch import torchrun
 
-CASES = ["ddp", "fsdp2"]
+CASES = ["ddp", "fsdp2", "fsdp1_flat"]
 
 
 @pytest.fixture(scope="module")

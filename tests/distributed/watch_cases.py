@@ -34,6 +34,13 @@ def wrap(case: str):
         for block in model.blocks:
             fully_shard(block)
         return fully_shard(model)
+    if case == "fsdp1_flat":  # use_orig_params=False: flat parameters (segfaulted before)
+        from models import Block
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=False,
+                    device_id=torch.device("cpu"))
     raise ValueError(case)
 
 
