@@ -7,6 +7,8 @@ multipliers are the same on every rank. Lightning ``ModelParallelStrategy`` like
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,15 @@ def test_busy_workers_skip_the_snapshot_on_every_rank(runs):
     assert rank0["taken"] == rank1["taken"] == len(rank0["steps"]) < 31
     assert rank0["dropped"] == rank1["dropped"] > 0
     assert rank0["steps"][0] == 0 and rank0["steps"][-1] == 30
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is not installed (pip install deepspeed; see setup.cfg)")
+def test_deepspeed_zero3_watcher(tmp_path):
+    rank0, rank1 = (r["zero3"] for r in torchrun("watch_cases.py", tmp_path, "zero3"))
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    assert {0, 6} <= set(steps)
+    assert rank1["history_path"] == "None"

@@ -112,7 +112,46 @@ def run_default_duty(rank: int, out_dir: str) -> dict:
     return out
 
 
+def run_zero3(rank: int, out_dir: str) -> dict:
+    """DeepSpeed ZeRO-3 (engine.backward / engine.step) with the Watcher on every rank."""
+    import deepspeed
+
+    config = {"train_batch_size": 4 * dist.get_world_size(), "train_micro_batch_size_per_gpu": 4,
+              "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True,
+              "optimizer": {"type": "SGD", "params": {"lr": 0.05}}}
+    with deepspeed.zero.Init(config_dict_or_path=config):
+        model = TinyTransformer()
+    engine, *_ = deepspeed.initialize(model=model, config=config,
+                                      model_parameters=model.parameters())
+
+    def reference_here():
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            sd = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+        return ww_callbacks.analyze(sd) if rank == 0 else None
+
+    log_dir = os.path.join(out_dir, "zero3")
+    refs = {0: reference_here()}
+    with Watcher(engine, log_dir=log_dir, every_n_steps=EVERY, tensorboard=False, traps_every=0,
+                 max_duty=None) as ww:
+        for step in range(1, STEPS + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(engine(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            engine.backward(loss)
+            engine.step()
+            ww.step()
+            if step % EVERY == 0:
+                refs[step] = reference_here()
+    out = {"dropped": ww.dropped, "history_path": str(ww.history_path)}
+    if rank == 0:
+        out["history"] = ww_callbacks.load_history(log_dir)
+        out["refs"] = refs
+    return out
+
+
 def run_case(case: str, rank: int, out_dir: str) -> dict:
+    if case == "zero3":
+        return run_zero3(rank, out_dir)
     if case == "policies":
         return run_policies(rank, out_dir)
     if case == "duty":
