@@ -130,7 +130,7 @@ def test_no_process_group_is_a_local_analysis():
 
 def test_wrappers_are_seen_through():
     torch = pytest.importorskip("torch")
-    from ww_callbacks.distributed.wrappers import bare_modules
+    from ww_callbacks.layers.wrappers import bare_modules
 
     class DistributedDataParallel(torch.nn.Module):  # named like the wrapper it stands for
         def __init__(self, module):

@@ -1,7 +1,7 @@
 """The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
 FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated step, every
 row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
-share. Policies (FSDP2): early
+share. Policies (FSDP2, DDP): early
 stopping stops every rank at the same step and restores each rank's own shards, learning-rate
 multipliers are the same on every rank. Lightning ``ModelParallelStrategy`` likewise."""
 
@@ -19,7 +19,8 @@ CASES = ["ddp", "fsdp2", "fsdp1_flat"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES, "policies", "duty")
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES,
+                    "policies_fsdp2", "policies_ddp", "duty")
 
 
 def assert_history_matches(history, refs) -> list[int]:
@@ -63,8 +64,9 @@ def test_each_rank_analyses_its_share(runs, case):
     assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
 
 
-def test_policies_act_identically_on_every_rank(runs):
-    rank0, rank1 = runs[0]["policies"], runs[1]["policies"]
+@pytest.mark.parametrize("kind", ["fsdp2", "ddp"])
+def test_policies_act_identically_on_every_rank(runs, kind):
+    rank0, rank1 = runs[0][f"policies_{kind}"], runs[1][f"policies_{kind}"]
     assert not rank0.get("error"), rank0.get("error")
     assert not rank1.get("error"), rank1.get("error")
     # the stop decided on step 2's analysis reaches every rank at the next snapshot (step 4)

@@ -50,21 +50,21 @@ def reference(model, rank: int):
     return ww_callbacks.analyze(sd) if rank == 0 else None
 
 
-def run_policies(rank: int, out_dir: str) -> dict:
+def run_policies(rank: int, out_dir: str, kind: str) -> dict:
     """FSDP2 with a learning-rate balancer and an early stop due at the first analysis after the
     initial weights, restoring the best weights: what each rank's optimizer and loop did, and
     whether the weights at the end are those of the restored step."""
     from ww_callbacks.policies import HTSREarlyStopping, LayerLRBalancer
     from ww_callbacks.policies.torch_target import param_groups_per_layer
 
-    model = wrap("fsdp2")
+    model = wrap(kind)
     opt = torch.optim.SGD(param_groups_per_layer(model, lr=0.05), lr=0.05)
     # plateau with a huge min_delta: step 0 sets the best, step 2 shows the signal
     stop = HTSREarlyStopping("plateau", min_delta=100.0, patience=1, verbose=False,
                              restore_best_weights=True)
     steps_run = 0
     states = {0: full_state_dict(model)}
-    with Watcher(model, log_dir=os.path.join(out_dir, "policies"), every_n_steps=EVERY,
+    with Watcher(model, log_dir=os.path.join(out_dir, f"policies_{kind}"), every_n_steps=EVERY,
                  optimizer=opt, tensorboard=False, traps_every=0, max_duty=None,
                  policies=[LayerLRBalancer(), stop]) as ww:
         for step in range(1, 5 * EVERY + 1):
@@ -152,8 +152,8 @@ def run_zero3(rank: int, out_dir: str) -> dict:
 def run_case(case: str, rank: int, out_dir: str) -> dict:
     if case == "zero3":
         return run_zero3(rank, out_dir)
-    if case == "policies":
-        return run_policies(rank, out_dir)
+    if case.startswith("policies_"):
+        return run_policies(rank, out_dir, case.removeprefix("policies_"))
     if case == "duty":
         return run_default_duty(rank, out_dir)
     model = wrap(case)

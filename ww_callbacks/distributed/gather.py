@@ -24,8 +24,8 @@ from typing import Any
 
 from ..layers import LayerWeights, Skip, select_layers
 from ..layers.torch_modules import module_layers, weight_attributes
+from ..layers.wrappers import bare_modules
 from .ownership import analysis_cost, assign_owners
-from .wrappers import bare_modules
 
 PLAIN, DTENSOR, FSDP1, DEEPSPEED = "plain", "dtensor", "fsdp1", "deepspeed"
 _FSDP1_ATTRIBUTES = ("weight", "in_proj_weight", "q_proj_weight", "k_proj_weight",

@@ -123,10 +123,14 @@ def weight_attributes(module: Any) -> list[str]:
 
 
 def torch_layers(model: Any) -> tuple[list[LayerWeights], list[Skip]]:
-    """All analysable weights of a torch module, and the modules passed over with the reason."""
+    """All analysable weights of a torch module, and the modules passed over with the reason.
+    Wrappers (DDP, FSDP units, ``torch.compile``, ...) are seen through: names and ids are those
+    of the bare model, the same a sharded analysis and the policies use."""
+    from .wrappers import bare_modules
+
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
-    for layer_id, (longname, module) in enumerate(model.named_modules()):
+    for layer_id, (longname, module) in enumerate(bare_modules(model)):
         found, skip = module_layers(layer_id, longname, module)
         layers.extend(found)
         if skip is not None:
