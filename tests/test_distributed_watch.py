@@ -1,9 +1,9 @@
 """The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
 FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated step, every
 row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
-share. Policies (FSDP2, DDP): early
-stopping stops every rank at the same step and restores each rank's own shards, learning-rate
-multipliers are the same on every rank. Lightning ``ModelParallelStrategy`` likewise."""
+share. Policies (FSDP2, DDP): early stopping stops every rank at the same step and restores each
+rank's own shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2)
+writes each rank's shards. Lightning ``ModelParallelStrategy`` and DeepSpeed ZeRO-3 likewise."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ CASES = ["ddp", "fsdp2", "fsdp1_flat"]
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES,
-                    "policies_fsdp2", "policies_ddp", "duty")
+                    "policies_fsdp2", "policies_ddp", "duty", "traps")
 
 
 def assert_history_matches(history, refs) -> list[int]:
@@ -114,3 +114,14 @@ def test_deepspeed_zero3_watcher(tmp_path):
     steps = assert_history_matches(rank0["history"], rank0["refs"])
     assert {0, 6} <= set(steps)
     assert rank1["history_path"] == "None"
+
+
+def test_trap_removal_writes_each_ranks_shards(runs):
+    """FSDP2: the planted trap is found, every rank removes the same components (rank 0's new
+    matrix cut into each rank's shards) and the outlier is gone from the full weights."""
+    rank0, rank1 = runs[0]["traps"], runs[1]["traps"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["removed"] == rank1["removed"] and rank0["removed"].get("blocks.0.fc1", 0) > 0
+    assert rank0["before"] == 25.0 and abs(rank0["after"]) < 1.0
+    assert rank0["after"] == rank1["after"]

@@ -149,7 +149,40 @@ def run_zero3(rank: int, out_dir: str) -> dict:
     return out
 
 
+def run_traps(rank: int, out_dir: str) -> dict:
+    """FSDP2 with a correlation trap planted in blocks.0.fc1 and ``TrapRemoval``: every rank
+    removes the same components from its own shards."""
+    from torch.distributed.fsdp import fully_shard
+
+    from ww_callbacks.policies import TrapRemoval
+
+    model = built(TinyTransformer)
+    with torch.no_grad():
+        model.blocks[0].fc1.weight[3, 5] = 25.0  # one huge entry: a trap
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    removal = TrapRemoval(verbose=False)
+    before = full_state_dict(model)["blocks.0.fc1.weight"][3, 5].item()
+    with Watcher(model, log_dir=None, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
+                 traps_every=1, max_duty=None, policies=[removal]) as ww:
+        for step in range(1, STEPS + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+            ww.wait_idle()
+    after = full_state_dict(model)["blocks.0.fc1.weight"][3, 5].item()
+    return {"removed": dict(removal.removed), "before": before, "after": after}
+
+
 def run_case(case: str, rank: int, out_dir: str) -> dict:
+    if case == "traps":
+        return run_traps(rank, out_dir)
     if case == "zero3":
         return run_zero3(rank, out_dir)
     if case.startswith("policies_"):
