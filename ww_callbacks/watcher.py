@@ -172,10 +172,10 @@ class Watcher:
         if (is_torch and not is_keras and self._snapshotter is not None
                 and self._model_ref is not None and self._model_ref() is model):
             return self._snapshotter
+        self._analysis["device"] = resolve_analysis_device(model, self.analysis_device)
         if is_torch and not is_keras:
             from .distributed.detect import collective_snapshots
 
-            self._analysis["device"] = resolve_analysis_device(model, self.analysis_device)
             if collective_snapshots(model, self.distributed):
                 from .distributed.session import DistributedSnapshots
 
@@ -183,7 +183,6 @@ class Watcher:
                 self._snapshotter = self._dist
                 self._model_ref = weakref.ref(model)
                 return self._dist
-        self._analysis["device"] = resolve_analysis_device(model, self.analysis_device)
         found, _ = extract_layers(model)
         kept, _ = select_layers(found, self._select["layers"],
                                 min_evals=self._select["min_evals"],
@@ -388,9 +387,14 @@ class Watcher:
             worker.dropped = 0
             if deliver:
                 self._handle(*worker.drain())
-        if self._dist is not None:  # collective: the last parts to rank 0
-            merged, _ = self._dist.exchange()
-            if deliver:
+        if self._dist is not None and deliver and final:  # collective: last parts to rank 0
+            # (not after a failure nor at interpreter exit: the other ranks may be gone)
+            try:
+                merged, _ = self._dist.exchange()
+            except RuntimeError as err:  # another rank did not close: report, do not hang
+                warnings.warn(f"ww_callbacks: the last analyses could not be collected: {err}",
+                              WatcherWarning, stacklevel=2)
+            else:
                 self._record_merged(merged)
         if deliver and final and self.policies:
             for policy in self.policies:
