@@ -305,7 +305,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        """Make the watcher on rank 0 when fitting starts; the other ranks only keep going."""
+        """Make the watcher on rank 0 when fitting starts; the other ranks only keep going (with
+        a strategy that shards the weights, every rank gets one: snapshots are collectives)."""
         if stage != "fit":
             return
         # `Trainer.log_dir` broadcasts: it must be read on every rank, or rank 0 stalls.
@@ -313,7 +314,13 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         # computed on every rank: every rank logs the same keys for the monitors
         self._log_epoch = _monitors_ww(trainer) if self.log_epoch_metrics is None \
             else bool(self.log_epoch_metrics)
+        sharded = _shards_weights(trainer)
         if not trainer.is_global_zero:
+            if sharded:  # snapshots are collectives: a session on every rank, rank 0 records
+                self._close(final=False)
+                self._watcher = WatchSession(cadence=self.cadence, wait="never", log_dir=None,
+                                             distributed=True, **self._watcher_options)
+                self._last_epoch = None
             return
         self._close(final=False)  # a watcher left over from an interrupted earlier fit
         sinks: list[Sink] = []
@@ -325,6 +332,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             "epoch" if _monitors_ww(trainer) or self.policies else "never"
         self._watcher = WatchSession(cadence=self.cadence, wait=wait, log_dir=log_dir,
                                      sinks=sinks, policies=self.policies,
+                                     distributed=True if sharded else None,
                                      **self._watcher_options)
         self._last_epoch = None
         if self._pending_state is not None:
@@ -450,3 +458,14 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         watcher = self._open_watcher()
         if watcher is not None:
             watcher.close(final=final)
+
+
+#: Strategies whose weights are split across ranks: the watcher runs on every rank.
+SHARDING_STRATEGIES = ("ModelParallelStrategy", "FSDPStrategy", "DeepSpeedStrategy")
+
+
+def _shards_weights(trainer: Any) -> bool:
+    """True when ``trainer`` runs on several ranks with a strategy that shards the weights, so
+    that a snapshot must be a collective (:mod:`ww_callbacks.distributed`)."""
+    names = {cls.__name__ for cls in type(trainer.strategy).__mro__}
+    return trainer.world_size > 1 and bool(names & set(SHARDING_STRATEGIES))

@@ -60,6 +60,13 @@ class Watcher(WatchSession):
     - ``policies``: :mod:`ww_callbacks.policies` (early stopping: check :attr:`should_stop` in
       your loop; learning-rate balancing; trap removal). They act inside :meth:`step`.
     - ``wait``: ``"never"``, ``"epoch"`` or ``"always"`` (:data:`ww_callbacks.options.Wait`).
+    - ``distributed``: under a torch process group of more than one rank (DDP, FSDP, FSDP2,
+      tensor parallel, ZeRO-3), create the Watcher on every rank: each snapshot is a collective,
+      each rank analyses its share of the layers in its worker, rank 0 writes the one history
+      and feeds the sinks (the other ranks ignore ``log_dir``, ``tensorboard``, ``wandb`` and
+      ``sinks``), every rank's policies decide on the same analyses. None (default): True when
+      such a group is initialized when the Watcher is made; False: every rank analyses on its
+      own (replicated weights only).
     - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
       ``layers``, ``mp_fit``, ``strict``, ...). ``writer`` and ``wandb_run`` are the old names
       of ``tensorboard=<writer>`` and ``wandb`` (deprecated).
@@ -75,20 +82,28 @@ class Watcher(WatchSession):
                  wandb: Any = None, wandb_options: dict | None = None,
                  every_n_steps: int | None = 100, every_n_epochs: int | None = None,
                  traps_every: int = 1, optimizer: Any = None, schedulers: Any = (),
-                 wait: Wait = "never", writer: Any = None, wandb_run: Any = None,
-                 **watcher_kwargs: Any):
+                 wait: Wait = "never", distributed: bool | None = None,
+                 writer: Any = None, wandb_run: Any = None, **watcher_kwargs: Any):
         if writer is not None:
             deprecated("writer", "tensorboard")
             tensorboard = writer
         if wandb_run is not None:
             deprecated("wandb_run", "wandb")
             wandb = wandb_run
+        from ww_callbacks.distributed.detect import process_group_rank, process_group_size
+
+        if distributed is None:  # a plain loop runs the Watcher on every rank
+            distributed = process_group_size() > 1
+        if distributed and process_group_rank() != 0:  # rank 0 records, logs and writes
+            log_dir, tensorboard, wandb = None, False, None
+            watcher_kwargs["sinks"] = []
         super().__init__(cadence=Cadence(every_n_steps=every_n_steps,
                                          every_n_epochs=every_n_epochs),
                          wait=wait, log_dir=log_dir, tensorboard=tensorboard,
                          tensorboard_options=tensorboard_options, wandb=wandb,
                          wandb_options=wandb_options, traps_every=traps_every,
-                         get_model=self._current_model, **watcher_kwargs)
+                         get_model=self._current_model, distributed=distributed,
+                         **watcher_kwargs)
         self.model = model
         self.optimizer = optimizer
         self.schedulers = [schedulers] if hasattr(schedulers, "step") else list(schedulers)
@@ -137,7 +152,7 @@ class Watcher(WatchSession):
             return
         try:
             if final and deliver and self.model is not None:
-                self.take(self.global_step, self.epoch, self.model)
+                self.take(self.global_step, self.epoch, self.model, force=True)
         finally:
             if self._hook is not None:
                 self._hook.remove()

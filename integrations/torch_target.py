@@ -62,6 +62,14 @@ def _watched(model: Any, layers: Any = None, **limits: Any) -> list[LayerWeights
     return kept
 
 
+def _is_dtensor(tensor: Any) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor`` (without importing torch.distributed)."""
+    import sys
+
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    return dtensor is not None and isinstance(tensor, dtensor)
+
+
 def _owner_bias(model: Any) -> dict[int, Any]:
     """id(weight parameter) -> the bias of the same module (when it has one)."""
     out = {}
@@ -136,17 +144,31 @@ class TorchTarget:
         return list(self._layers)
 
     def layer_weight(self, longname: str) -> LayerWeights:
-        """The live weight of one watched layer (a view of its parameter)."""
-        return self._layers[longname]
+        """The live weight of one watched layer (a view of its parameter). A DTensor (FSDP2,
+        tensor parallel) comes back whole: a collective, every rank calls it for the same
+        layers (the policies of a distributed watcher decide the same on every rank)."""
+        layer = self._layers[longname]
+        if _is_dtensor(layer.weight):
+            from dataclasses import replace
+
+            return replace(layer, weight=layer.weight.detach().full_tensor())
+        return layer
 
     def set_layer_weight(self, longname: str, weight: np.ndarray) -> None:
         """Overwrite one layer's weight in place (dtype and device kept), given in the layout of
-        :meth:`layer_weight`, i.e. as stored: the copy goes into the same tensor or view."""
+        :meth:`layer_weight`, i.e. as stored: the copy goes into the same tensor or view. A
+        DTensor gets rank 0's ``weight`` cut into its own shards (a collective, as
+        :meth:`layer_weight`)."""
         import torch
 
         live = self._layers[longname].weight
+        new = torch.as_tensor(np.asarray(weight), dtype=live.dtype).to(live.device)
+        if _is_dtensor(live):
+            from torch.distributed.tensor import distribute_tensor
+
+            new = distribute_tensor(new, live.device_mesh, live.placements)
         with torch.no_grad():
-            live.copy_(torch.as_tensor(np.asarray(weight), dtype=live.dtype).to(live.device))
+            live.copy_(new)
 
     # ------------------------------------------------------------------ learning rates
 

@@ -130,6 +130,8 @@ class _TorchEngine:
 
 def _pick_engine(layers: list[LayerWeights], device: Any, dtype: str, seed: int | None):
     """numpy unless ``device=`` is given or the weights already live on an accelerator."""
+    if isinstance(device, str) and device == "auto":  # (see ww_callbacks.devices)
+        device = None
     if device is None:
         for layer in layers:
             if is_torch_tensor(layer.weight) and layer.weight.device.type != "cpu":
@@ -328,7 +330,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     ``randomize=True`` also the correlation-trap columns (``rand_num_spikes`` = ``num_traps``),
     with ``mp_fit=True`` the Marchenko-Pastur ones. ``device`` (``"cuda"``, ``"cpu"``, a
     ``torch.device``) computes spectra with torch there; weights already on a GPU are analysed
-    on it. ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
+    on it; ``"auto"``: the GPU a torch model lives on, else numpy on the CPU.
+    ``dtype='float32'`` (torch path only) trades ~1e-4 precision for speed. ``seed`` drives
     the private generator of the shuffles (the global random state is never touched).
     Layers passed over are listed, with the reason, in ``df.attrs["skipped"]``; with
     ``keep_spectra`` the eigenvalues are in ``df.attrs["spectra"]`` (longname -> array).
@@ -337,7 +340,31 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     ``base_model``): analyse ``W - W_base`` per layer, layers paired by longname.
     ``adapters`` (peft LoRA layers): ``"effective"`` (default) analyses ``W0 + scaling * B @ A``,
     ``"only"`` the update ``scaling * B @ A``, ``"both"`` both (rows of ``layer_type="lora"``).
+
+    Under a torch process group of more than one rank, ``analyze(torch_module)`` is a collective
+    (FSDP, FSDP2, tensor parallel, DeepSpeed ZeRO-3, DDP): every rank must call it; each analyses
+    about 1/R of the layers and all return the full frame
+    (:func:`ww_callbacks.distributed.analyze_distributed`). Called on one rank only it raises
+    instead of hanging. (``base``, ``adapters`` other than ``"effective"`` and ``keep_spectra``
+    are not available there yet: a clear error says so.)
     """
+    from .devices import resolve_analysis_device
+    from .distributed.detect import wants_collective
+
+    device = resolve_analysis_device(model, device)
+
+    if wants_collective(model):
+        from .distributed.analyze import analyze_distributed
+
+        if base is not None or adapters != "effective" or keep_spectra:
+            raise NotImplementedError("analyze(): base=, adapters= and keep_spectra= are not "
+                                      "supported under a process group yet (the collective "
+                                      "analysis reads each layer's own weight)")
+
+        return analyze_distributed(model, layers=layers, min_evals=min_evals,
+                                   max_evals=max_evals, max_N=max_N, randomize=randomize,
+                                   mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool,
+                                   device=device, progress=progress, dtype=dtype, seed=seed)
     found, skipped = extract_layers(model, adapters=adapters)
     if base is not None:
         found, unmatched = subtract_base(found, base_weights(extract_layers(base)[0]))

@@ -131,10 +131,11 @@ class WatchSession(Watcher):
         return model
 
     def take(self, step: int, epoch: int | None = None, model: Any = None, *,
-             settle: bool = False) -> bool:
+             settle: bool = False, force: bool = False) -> bool:
         """Snapshot the weights of ``step`` unless they were just taken. ``settle``: first wait
         until the previous analysis is done, so that this snapshot replaces none (``wait=
-        "always"`` does it for every snapshot, and delivers that analysis first)."""
+        "always"`` does it for every snapshot, and delivers that analysis first). ``force``: a
+        distributed session takes it even while a rank's worker is busy (the final weights)."""
         if self._closed or not self.is_new_step(step):
             return False
         if self.wait == "always":
@@ -145,7 +146,7 @@ class WatchSession(Watcher):
         model = self._model(model)
         if model is None:  # (a host hook without the model)
             return False
-        return self.snapshot(model, step, epoch)
+        return self.snapshot(model, step, epoch, force=force)
 
     def begin(self, step: int, epoch: int | None = None, model: Any = None) -> None:
         """Training starts (or resumes) at ``step``: the initial weights, when the cadence asks
@@ -170,7 +171,7 @@ class WatchSession(Watcher):
         """Training ended: the final weights (when the cadence asks), then :meth:`close`, which
         waits for every analysis, delivers, lets the policies finish and closes the sinks."""
         if self.cadence.on_train_end:
-            self.take(step, epoch, model)
+            self.take(step, epoch, model, force=True)
         self.close(final=True)
 
     # ------------------------------------------------------------------ epoch report

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .analysis import NON_FINITE, AnalysisCancelled, InitialBase, analyze_layers
+from .devices import resolve_analysis_device
 from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
@@ -92,26 +93,36 @@ class Watcher:
     counted in ``ww/snapshots_dropped`` (without being copied, see :meth:`snapshot`); the first
     (initial weights) and the last (final weights) are always analysed. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
-    ``analysis_device``, ``seed``, ``adapters``) are those of :func:`ww_callbacks.analyze`.
+    ``analysis_device``, ``seed``, ``adapters``) are those of :func:`ww_callbacks.analyze`;
+    ``analysis_device="auto"`` (default): the GPU the model trains on, else the CPU
+    (:mod:`ww_callbacks.devices`); ``"cpu"`` keeps the analysis off the GPU.
     ``base="initial"``: analyse ``W - W_initial``, the update since the first snapshot (see
     :class:`~ww_callbacks.analysis.InitialBase`); None: the weights themselves.
 
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
     makes for its framework, e.g. :class:`~ww_callbacks.integrations.torch_target.TorchTarget`).
+
+    ``distributed``: the watcher runs on every rank of a torch process group and each snapshot is
+    a collective (:mod:`ww_callbacks.distributed.session`): each rank analyses its share of the
+    layers, rank 0 records, delivers and runs the policies. None (default): only when the
+    weights are sharded (FSDP, FSDP2, tensor parallel, ZeRO-3), which one rank cannot read alone.
     """
 
     def __init__(self, *, log_dir: str | os.PathLike | None = None, sinks: Sequence[Sink] = (),
                  policies: Sequence[Policy] = (), layers: Any = None,
                  min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS, max_N: int = MAX_N,
                  traps_every: int = 1,
-                 mp_fit: bool = False, fix_fingers: str | None = None, analysis_device: Any = None,
+                 mp_fit: bool = False, fix_fingers: str | None = None,
+                 analysis_device: Any = "auto",
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
                  seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None, adapters: str = "effective",
-                 base: str | None = None):
+                 base: str | None = None, distributed: bool | None = None):
         if base not in (None, "initial"):
             raise ValueError(f"base must be None or 'initial', not {base!r}")
+        self.distributed = distributed
+        self._dist: Any = None  # a DistributedSnapshots when snapshots are collectives
         self.sinks = list(sinks)
         #: The policies, driven as one (:class:`~ww_callbacks.policies.policy_set.PolicySet`).
         self.policies = PolicySet(policies, strict=strict)
@@ -120,8 +131,9 @@ class Watcher:
         self.strict = strict
         self.traps_every = traps_every
         self._select = dict(layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N)
-        self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=analysis_device,
-                              seed=seed, keep_spectra=keep_spectra)
+        self.analysis_device = analysis_device
+        self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=None, seed=seed,
+                              keep_spectra=keep_spectra)
         self._adapters = adapters
         self._base = InitialBase() if base == "initial" else None
         self.skipped: list = []  # the Skip records of the watched model (what is not analysed)
@@ -176,7 +188,8 @@ class Watcher:
     def dropped(self) -> int:
         """Snapshots dropped because the worker was busy (``ww/snapshots_dropped``)."""
         worker = self._worker.dropped if self._worker else 0
-        return self._dropped_before + worker + self._snapshot_dropped + self._skipped
+        discarded = self._dist.discarded if self._dist is not None else 0
+        return self._dropped_before + worker + self._snapshot_dropped + self._skipped + discarded
 
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
@@ -194,6 +207,20 @@ class Watcher:
         if (is_torch and not is_keras and self._snapshotter is not None
                 and self._model_ref is not None and self._model_ref() is model):
             return self._snapshotter
+        self._analysis["device"] = resolve_analysis_device(model, self.analysis_device)
+        if is_torch and not is_keras:
+            from .distributed.detect import collective_snapshots
+
+            if collective_snapshots(model, self.distributed):
+                if self._base is not None or self._adapters != "effective":
+                    raise NotImplementedError("ww_callbacks: base= and adapters= are not "
+                                              "supported by a distributed watcher yet")
+                from .distributed.session import DistributedSnapshots
+
+                self._dist = DistributedSnapshots(model, self._select, self._analysis)
+                self._snapshotter = self._dist
+                self._model_ref = weakref.ref(model)
+                return self._dist
         found, skipped = extract_layers(model, adapters=self._adapters)
         kept, filtered = select_layers(found, self._select["layers"],
                                        min_evals=self._select["min_evals"],
@@ -217,7 +244,7 @@ class Watcher:
     # ------------------------------------------------------------------ training thread
 
     def snapshot(self, model: Any, step: int, epoch: int | None = None, *,
-                 randomize: bool | None = None) -> bool:
+                 randomize: bool | None = None, force: bool = False) -> bool:
         """Copy the weights of ``model`` now and queue them for analysis; returns False when the
         snapshot was not taken (the same step was just taken, no free GPU buffer, or the worker
         would not get to it before the next due snapshot replaces it). Never waits for the
@@ -229,7 +256,11 @@ class Watcher:
         :attr:`dropped` at no cost to the training thread. While the run's first analysis is in
         flight (its cost unknown) snapshots are copied and the newest wins. If the last call
         of a run was skipped so, :meth:`close` (``final=True``) takes it after all: the final
-        weights are always analysed."""
+        weights are always analysed.
+
+        A distributed watcher decides with every rank at once instead (a collective): the
+        snapshot is skipped on every rank while some rank's worker is busy, unless ``force``
+        (e.g. the final weights)."""
         if not self.is_new_step(step):
             return False  # these weights are already queued or analysed (e.g. last epoch = end)
         again = self._skipped_call is not None and self._skipped_call[1] == step
@@ -240,6 +271,9 @@ class Watcher:
         interval = None if self._last_due is None else now - self._last_due
         self._last_due = now
         self.last_step = max(self.last_step, step)
+        if self._dist is not None:  # (set by the run's first snapshot, always copied)
+            self._skipped_call = None
+            return self._copy_and_submit(model, step, epoch, randomize, force=force)
         if (self.snapshots_taken and self._worker is not None
                 and not self._worker.accepts(interval)):
             # the next due snapshot would replace this one before the worker gets to it: no copy
@@ -255,18 +289,31 @@ class Watcher:
         return self._copy_and_submit(model, step, epoch, randomize)
 
     def _copy_and_submit(self, model: Any, step: int, epoch: int | None,
-                         randomize: bool) -> bool:
-        """Copy the weights and hand them to the worker (``snapshot`` decided it is worth it)."""
+                         randomize: bool, force: bool = False) -> bool:
+        """Copy the weights and hand them to the worker (``snapshot`` decided it is worth it;
+        a distributed watcher decides here, with every rank)."""
         snapshotter = self._snapshotter_for(model)
+        if self._dist is not None:  # collective: finished parts to rank 0, which decides
+            ready = self._worker is None or self._worker.idle
+            merged, take = self._dist.exchange(ready=ready,
+                                               force=force or self.snapshots_taken == 0)
+            self._record_merged(merged)
+            if not take:  # the same on every rank
+                self._snapshot_dropped += 1
+                return False
         snap = snapshotter.take(step, epoch, randomize)
         if snap is None:
             self._snapshot_dropped += 1
             return False
+        step = snap.step  # (distributed: rank 0's step)
+        self.last_step = max(self.last_step, step)
         first = self.snapshots_taken == 0  # the initial weights of a run: never replaced
         self.snapshots_taken += 1
         self._last_snapshot_step = step
         self.policies.on_snapshot(step, self.target)
-        self._ensure_worker().submit(snap, keep=first)
+        # distributed: a forced snapshot (the final weights) is queued, not put in place of a
+        # pending one, which the other ranks may analyse
+        self._ensure_worker().submit(snap, keep=first or (force and self._dist is not None))
         return True
 
     def is_new_step(self, step: int) -> bool:
@@ -304,10 +351,23 @@ class Watcher:
             if self.strict:
                 raise RuntimeError(message + "\n" + err.traceback) from err.error
             warnings.warn(message, WatcherWarning, stacklevel=3)
+        results = [r for r in results if isinstance(r, AnalysisResult)]  # not ranks' parts
         for result in results:
             self._deliver(result)
         self._report_sink_failures()
         return results
+
+    def _record_merged(self, results: list[AnalysisResult]) -> None:
+        """A distributed watcher's merged analyses: rank 0 records and delivers them; on the
+        other ranks only the policies decide on them (the same decisions as on rank 0)."""
+        for result in results:
+            if self._dist.rank == 0:
+                self._record(result)
+                self._deliver(result)
+                continue
+            self.policies.on_result(result)
+            self.results_delivered += 1
+            self.last_result = result
 
     def _scalars(self, result: AnalysisResult) -> dict[str, float]:
         return {**result.summary, DROPPED: float(self.dropped),
@@ -429,6 +489,15 @@ class Watcher:
             worker.dropped = 0
             if deliver:
                 self._handle(*worker.drain())
+        if self._dist is not None and deliver and final:  # collective: last parts to rank 0
+            # (not after a failure nor at interpreter exit: the other ranks may be gone)
+            try:
+                merged, _ = self._dist.exchange()
+            except RuntimeError as err:  # another rank did not close: report, do not hang
+                warnings.warn(f"ww_callbacks: the last analyses could not be collected: {err}",
+                              WatcherWarning, stacklevel=2)
+            else:
+                self._record_merged(merged)
         if deliver and final and self.policies:
             self.policies.finish(self.target)
             self._report_sink_failures()
@@ -456,7 +525,9 @@ class Watcher:
 
     # ------------------------------------------------------------------ worker thread
 
-    def _analyse(self, snapshot: Snapshot) -> AnalysisResult:
+    def _analyse(self, snapshot: Snapshot) -> Any:
+        if self._dist is not None:  # this rank's rows only; rank 0 records them once merged
+            return self._dist.analyse(snapshot)
         start = time.perf_counter()
         snapshot.ready()
         base = self._base.for_layers(snapshot.layers) if self._base is not None else None
@@ -467,6 +538,11 @@ class Watcher:
         result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
                                 snapshot.wall_time, time.perf_counter() - start,
                                 snapshot.randomize, spectra)
+        return self._record(result)
+
+    def _record(self, result: AnalysisResult) -> AnalysisResult:
+        """History first, then the policies decide, then the in-worker sinks (the worker thread;
+        rank 0's training thread for a distributed watcher)."""
         if self.history is not None:  # before any sink or policy sees it; a failure stops neither
             self._output(self.history, f"history {self.history.path}", None,
                          "the results still reach the sinks and policies")(

@@ -72,6 +72,59 @@ def _attention_weights(module: Any, longname: str, name: str, layer_id: int) -> 
     return out
 
 
+def module_layers(layer_id: int, longname: str, module: Any,
+                  weight: Any = None) -> tuple[list[LayerWeights], Skip | None]:
+    """The analysable weights of one module (several for an attention's Q, K, V), or the reason
+    it is passed over. ``weight``: the tensor to use instead of the module's own (a sharded
+    model's full copy or a shape-only stand-in; an attention module takes a dict attribute ->
+    tensor, see :func:`weight_attributes`)."""
+    import torch.nn as nn
+
+    name = longname.split(".")[-1] if longname else ""
+    if isinstance(module, nn.MultiheadAttention):
+        if weight is None:
+            return _attention_weights(module, longname, name, layer_id), None
+        if "in_proj_weight" in weight:
+            return _split_qkv(weight["in_proj_weight"], longname, name, layer_id), None
+        return [LayerWeights(layer_id, f"{name}.{part}_proj", f"{longname}.{part}_proj", DENSE,
+                             weight[f"{part}_proj_weight"], MATRIX)
+                for part in "qkv" if f"{part}_proj_weight" in weight], None
+    the_type = _type_of(module)
+    if the_type is None:
+        return [], None
+    if weight is None:
+        weight = _weight_of(module)
+    if weight is None:
+        if getattr(module, "weight", None) is not None:
+            return [], Skip(layer_id, name, longname, "weight could not be read")
+        return [], None
+    ndim = len(weight.shape)
+    if the_type in _CONV_NDIM and ndim == 2:
+        # HF GPT-2 ``Conv1D`` stores a plain (in, out) dense matrix.
+        return [LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX)], None
+    if the_type in _CONV_NDIM and ndim == _CONV_NDIM[the_type]:
+        return [LayerWeights(layer_id, name, longname, the_type, weight, CONV)], None
+    if the_type in (DENSE, EMBEDDING) and ndim == 2:
+        return [LayerWeights(layer_id, name, longname, the_type, weight, MATRIX)], None
+    reason = f"{the_type} weight of shape {tuple(weight.shape)} is not supported"
+    return [], Skip(layer_id, name, longname, reason)
+
+
+def weight_attributes(module: Any) -> list[str]:
+    """The parameter attributes :func:`module_layers` reads from ``module`` (none when it holds
+    no analysable weight)."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.MultiheadAttention):
+        if getattr(module, "in_proj_weight", None) is not None:
+            return ["in_proj_weight"]
+        return [f"{part}_proj_weight" for part in "qkv"
+                if getattr(module, f"{part}_proj_weight", None) is not None]
+    if _type_of(module) is None or getattr(module, "weight", None) is None:
+        return []
+    return ["weight"]
+
+
 def _unread_reason(module: Any, pname: str, param: Any) -> str:
     """Why a parameter no row reads is passed over, in words."""
     cls = type(module).__name__
@@ -89,30 +142,36 @@ def torch_layers(model: Any, *, adapters: str = "effective") -> tuple[list[Layer
                                                                       list[Skip]]:
     """All analysable weights of a torch module, and everything passed over with the reason.
 
-    Every entry of ``model.named_parameters()`` ends up either in a row's ``params`` or in a
-    :class:`Skip` (biases, normalisation scales and other 1-D parameters included), so nothing
-    is dropped silently. ``adapters``: how peft LoRA layers are analysed (see
-    :mod:`ww_callbacks.layers.lora`).
+    Every parameter of the model ends up either in a row's ``params`` or in a :class:`Skip`
+    (biases, normalisation scales and other 1-D parameters included), so nothing is dropped
+    silently. ``adapters``: how peft LoRA layers are analysed (see :mod:`ww_callbacks.layers.lora`).
+    Wrappers (DDP, FSDP units, ``torch.compile``, ...) are seen through: names and ids are those
+    of the bare model, the same a sharded analysis and the policies use.
     """
     import torch.nn as nn
 
     from .lora import check_adapters, is_lora_layer, lora_rows
     from .recurrent import torch_recurrent_rows
     from .transposed import is_transposed_conv, transposed_conv_row
+    from .wrappers import bare_modules
 
     check_adapters(adapters)
-    param_names = {id(p): n for n, p in model.named_parameters()}
+    modules = list(bare_modules(model))
+    param_names: dict[int, str] = {}  # id(param) -> its name in the bare model
+    owner: dict[int, tuple[int, str, Any]] = {}  # id(param) -> (layer_id, param name, module)
+    for layer_id, (longname, module) in enumerate(modules):
+        for pname, param in module.named_parameters(recurse=False):
+            if id(param) not in param_names:
+                param_names[id(param)] = f"{longname}.{pname}" if longname else pname
+                owner[id(param)] = (layer_id, pname, module)
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
     inside_lora: set[int] = set()  # modules a LoRA layer owns (base_layer, lora_A.x, ...)
-    owner: dict[int, tuple[int, str, Any]] = {}  # id(param) -> (layer_id, param name, module)
 
     def names(*tensors: Any) -> tuple[str, ...]:
         return tuple(param_names[id(t)] for t in tensors if id(t) in param_names)
 
-    for layer_id, (longname, module) in enumerate(model.named_modules()):
-        for pname, param in module.named_parameters(recurse=False):
-            owner.setdefault(id(param), (layer_id, pname, module))
+    for layer_id, (longname, module) in enumerate(modules):
         if id(module) in inside_lora:
             continue
         name = longname.split(".")[-1] if longname else ""
@@ -121,13 +180,6 @@ def torch_layers(model: Any, *, adapters: str = "effective") -> tuple[list[Layer
             rows, skips = lora_rows(module, longname, name, layer_id, adapters, param_names)
             layers.extend(rows)
             skipped.extend(skips)
-            continue
-        if isinstance(module, nn.MultiheadAttention):
-            packed = getattr(module, "in_proj_weight", None)
-            for row in _attention_weights(module, longname, name, layer_id):
-                part = row.longname.rsplit(".", 1)[-1][0]  # "q_proj" -> "q"
-                tensor = packed if packed is not None else getattr(module, f"{part}_proj_weight")
-                layers.append(replace(row, params=names(tensor)))
             continue
         if isinstance(module, nn.RNNBase):
             layers.extend(torch_recurrent_rows(module, longname, name, layer_id, param_names))
@@ -139,33 +191,25 @@ def torch_layers(model: Any, *, adapters: str = "effective") -> tuple[list[Layer
             else:
                 layers.append(row)
             continue
-        the_type = _type_of(module)
-        if the_type is None:
+        rows, skip = module_layers(layer_id, longname, module)
+        if isinstance(module, nn.MultiheadAttention):
+            packed = getattr(module, "in_proj_weight", None)
+            for row in rows:
+                part = row.longname.rsplit(".", 1)[-1][0]  # "q_proj" -> "q"
+                tensor = packed if packed is not None else getattr(module, f"{part}_proj_weight")
+                layers.append(replace(row, params=names(tensor)))
             continue
-        weight = _weight_of(module)
         raw = getattr(module, "weight", None)
         params = names(raw) if hasattr(raw, "shape") else ()
-        if weight is None:
-            if raw is not None:
-                skipped.append(Skip(layer_id, name, longname, "weight could not be read", params))
-            continue
-        ndim = len(weight.shape)
-        if the_type in _CONV_NDIM and ndim == 2:
-            # HF GPT-2 ``Conv1D`` stores a plain (in, out) dense matrix.
-            layers.append(LayerWeights(layer_id, name, longname, DENSE, weight, MATRIX, params))
-        elif the_type in _CONV_NDIM and ndim == _CONV_NDIM[the_type]:
-            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, CONV, params))
-        elif the_type in (DENSE, EMBEDDING) and ndim == 2:
-            layers.append(LayerWeights(layer_id, name, longname, the_type, weight, MATRIX,
-                                       params))
-        else:
-            reason = f"{the_type} weight of shape {tuple(weight.shape)} is not supported"
-            skipped.append(Skip(layer_id, name, longname, reason, params))
+        layers.extend(replace(row, params=params) for row in rows)
+        if skip is not None:
+            skipped.append(replace(skip, params=params))
     listed = {p for row in layers for p in row.params} | {p for s in skipped for p in s.params}
-    for full, param in model.named_parameters():
+    for pid, full in param_names.items():
         if full in listed:
             continue
-        layer_id, pname, module = owner[id(param)]
+        layer_id, pname, module = owner[pid]
         short = full.split(".")[-1]
+        param = getattr(module, pname)
         skipped.append(Skip(layer_id, short, full, _unread_reason(module, pname, param), (full,)))
     return layers, skipped

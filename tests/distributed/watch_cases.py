@@ -1,0 +1,236 @@
+"""Run with ``python -m torch.distributed.run --nproc_per_node 2 watch_cases.py OUT CASE...``
+(gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``,
+``fsdp2``); rank 0 saves the history it wrote and, for every step a snapshot may be taken at, the
+single-process ``analyze()`` of the full state dict at that step, in ``OUT/rank<r>.pkl``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+import ww_callbacks
+from ww_callbacks.integrations.torch import Watcher
+
+sys.path.insert(0, os.path.dirname(__file__))
+from analyze_cases import full_state_dict  # noqa: E402
+from models import VOCAB, TinyTransformer, built, token_batch  # noqa: E402
+
+EVERY, STEPS = 2, 6
+
+
+def wrap(case: str):
+    model = built(TinyTransformer)
+    if case == "ddp":
+        return nn.parallel.DistributedDataParallel(model)
+    if case == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        return fully_shard(model)
+    if case == "fsdp1_flat":  # use_orig_params=False: flat parameters (segfaulted before)
+        from models import Block
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=False,
+                    device_id=torch.device("cpu"))
+    raise ValueError(case)
+
+
+def reference(model, rank: int):
+    """Single-process analysis of the full state dict (rank 0; every rank takes part)."""
+    sd = {k: v.detach().clone() for k, v in full_state_dict(model).items()}
+    return ww_callbacks.analyze(sd) if rank == 0 else None
+
+
+def run_policies(rank: int, out_dir: str, kind: str) -> dict:
+    """FSDP2 with a learning-rate balancer and an early stop due at the first analysis after the
+    initial weights, restoring the best weights: what each rank's optimizer and loop did, and
+    whether the weights at the end are those of the restored step."""
+    from ww_callbacks.policies import HTSREarlyStopping, LayerLRBalancer
+    from ww_callbacks.policies.torch_target import param_groups_per_layer
+
+    model = wrap(kind)
+    opt = torch.optim.SGD(param_groups_per_layer(model, lr=0.05), lr=0.05)
+    # plateau with a huge min_delta: step 0 sets the best, step 2 shows the signal
+    stop = HTSREarlyStopping("plateau", min_delta=100.0, patience=1, verbose=False,
+                             restore_best_weights=True)
+    steps_run = 0
+    states = {0: full_state_dict(model)}
+    with Watcher(model, log_dir=os.path.join(out_dir, f"policies_{kind}"), every_n_steps=EVERY,
+                 optimizer=opt, tensorboard=False, traps_every=0, max_duty=None,
+                 policies=[LayerLRBalancer(), stop]) as ww:
+        for step in range(1, 5 * EVERY + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+            steps_run = step
+            if step % EVERY == 0:
+                states[step] = full_state_dict(model)
+            if ww.should_stop:
+                break
+            ww.wait_idle()  # so that the stop is due at a known step on every rank
+    final = full_state_dict(model)
+    restored = states.get(stop.restored_step, {})
+    same = bool(restored) and all(torch.equal(final[k], restored[k]) for k in final)
+    return {"steps_run": steps_run, "stopped_step": stop.stopped_step,
+            "restored_step": stop.restored_step, "restored_weights_equal": same,
+            "lrs": [group["lr"] for group in opt.param_groups],
+            "groups": len(opt.param_groups)}
+
+
+def run_default_duty(rank: int, out_dir: str) -> dict:
+    """DDP with the default ``max_duty``: the workers rest between analyses, so most snapshots
+    are skipped; rank 0 skips them on every rank alike, so no step is lost half-analysed."""
+    model = wrap("ddp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Watcher(model, log_dir=os.path.join(out_dir, "duty"), every_n_steps=1, optimizer=opt,
+                 tensorboard=False, traps_every=0) as ww:
+        for step in range(1, 31):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+    out = {"dropped": ww.dropped, "discarded": ww._dist.discarded,
+           "taken": ww.snapshots_taken}
+    if rank == 0:
+        out["steps"] = sorted(set(ww_callbacks.load_history(ww.history_path)["step"]))
+    return out
+
+
+def run_zero3(rank: int, out_dir: str) -> dict:
+    """DeepSpeed ZeRO-3 (engine.backward / engine.step) with the Watcher on every rank."""
+    import deepspeed
+
+    config = {"train_batch_size": 4 * dist.get_world_size(), "train_micro_batch_size_per_gpu": 4,
+              "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True,
+              "optimizer": {"type": "SGD", "params": {"lr": 0.05}}}
+    with deepspeed.zero.Init(config_dict_or_path=config):
+        model = TinyTransformer()
+    engine, *_ = deepspeed.initialize(model=model, config=config,
+                                      model_parameters=model.parameters())
+
+    def reference_here():
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            sd = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+        return ww_callbacks.analyze(sd) if rank == 0 else None
+
+    log_dir = os.path.join(out_dir, "zero3")
+    refs = {0: reference_here()}
+    with Watcher(engine, log_dir=log_dir, every_n_steps=EVERY, tensorboard=False, traps_every=0,
+                 max_duty=None) as ww:
+        for step in range(1, STEPS + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(engine(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            engine.backward(loss)
+            engine.step()
+            ww.step()
+            if step % EVERY == 0:
+                refs[step] = reference_here()
+    out = {"dropped": ww.dropped, "history_path": str(ww.history_path)}
+    if rank == 0:
+        out["history"] = ww_callbacks.load_history(log_dir)
+        out["refs"] = refs
+    return out
+
+
+def run_traps(rank: int, out_dir: str) -> dict:
+    """FSDP2 with a correlation trap planted in blocks.0.fc1 and ``TrapRemoval``: every rank
+    removes the same components from its own shards."""
+    from torch.distributed.fsdp import fully_shard
+
+    from ww_callbacks.policies import TrapRemoval
+
+    model = built(TinyTransformer)
+    with torch.no_grad():
+        model.blocks[0].fc1.weight[3, 5] = 25.0  # one huge entry: a trap
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    removal = TrapRemoval(verbose=False)
+    before = full_state_dict(model)["blocks.0.fc1.weight"][3, 5].item()
+    with Watcher(model, log_dir=None, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
+                 traps_every=1, max_duty=None, policies=[removal]) as ww:
+        for step in range(1, STEPS + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+            ww.wait_idle()
+    after = full_state_dict(model)["blocks.0.fc1.weight"][3, 5].item()
+    return {"removed": dict(removal.removed), "before": before, "after": after}
+
+
+def run_case(case: str, rank: int, out_dir: str) -> dict:
+    if case == "traps":
+        return run_traps(rank, out_dir)
+    if case == "zero3":
+        return run_zero3(rank, out_dir)
+    if case.startswith("policies_"):
+        return run_policies(rank, out_dir, case.removeprefix("policies_"))
+    if case == "duty":
+        return run_default_duty(rank, out_dir)
+    model = wrap(case)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    log_dir = os.path.join(out_dir, case)
+    refs = {0: reference(model, rank)}
+    with Watcher(model, log_dir=log_dir, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
+                 traps_every=0, max_duty=None) as ww:
+        for step in range(1, STEPS + 1):
+            tokens, targets = token_batch(rank, step)
+            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
+                                               targets.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ww.step()
+            if step % EVERY == 0:
+                refs[step] = reference(model, rank)
+    out = {"dropped": ww.dropped, "gathered_bytes": ww._dist.gathered_bytes,
+           "owned": [p.layers[0].longname for p in ww._dist.sharded.owned],
+           "history_path": str(ww.history_path)}
+    dist.barrier()
+    if rank == 0:
+        out["history"] = ww_callbacks.load_history(log_dir)
+        out["refs"] = refs
+    return out
+
+
+def main() -> None:
+    out_dir, cases = sys.argv[1], sys.argv[2:]
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    results = {}
+    for case in cases:
+        try:
+            results[case] = run_case(case, rank, out_dir)
+        except Exception as err:
+            results[case] = {"error": f"{err!r}\n{traceback.format_exc()}"}
+        dist.barrier()
+    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(results, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
+FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated step, every
+row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
+share. Policies (FSDP2, DDP): early stopping stops every rank at the same step and restores each
+rank's own shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2)
+writes each rank's shards. Lightning ``ModelParallelStrategy`` and DeepSpeed ZeRO-3 likewise."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from tests.distributed.launch import torchrun
+
+CASES = ["ddp", "fsdp2", "fsdp1_flat"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES,
+                    "policies_fsdp2", "policies_ddp", "duty", "traps")
+
+
+def assert_history_matches(history, refs) -> list[int]:
+    """Every analysis in ``history`` equals ``analyze()`` of the full state dict at its step, to
+    1e-9 relative (layer ids aside: a state dict counts entries); returns the steps."""
+    steps = [int(s) for s in history.drop_duplicates("step")["step"]]
+    assert steps == sorted(set(steps)), "no step twice (before: each rank appended)"
+    for step in steps:
+        rows = history[history["step"] == step].reset_index(drop=True)
+        ref = refs[step]
+        assert list(rows["longname"]) == list(ref["longname"])
+        for col in ref.columns:
+            if col == "layer_id" or col not in rows.columns:
+                continue
+            if ref[col].dtype.kind in "fiub":
+                np.testing.assert_allclose(rows[col].to_numpy(float), ref[col].to_numpy(float),
+                                           rtol=1e-9, atol=0, err_msg=f"step {step} {col}")
+            else:
+                assert list(rows[col]) == list(ref[col]), (step, col)
+    return steps
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_history_equal_to_full_state_dict_analyses(runs, case):
+    rank0, rank1 = runs[0][case], runs[1][case]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    # the initial and the final weights are always analysed, the others unless a rank's worker
+    # dropped them for a newer snapshot (then the step is discarded and counted)
+    assert {0, 6} <= set(steps)
+    assert rank0["dropped"] == 6 // 2 + 1 - len(steps)
+    assert rank1["history_path"] == "None", "only rank 0 keeps a history"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_rank_analyses_its_share(runs, case):
+    owned = [runs[r][case]["owned"] for r in (0, 1)]
+    assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
+    total = sum(runs[r][case]["gathered_bytes"] for r in (0, 1))
+    assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
+
+
+@pytest.mark.parametrize("kind", ["fsdp2", "ddp"])
+def test_policies_act_identically_on_every_rank(runs, kind):
+    rank0, rank1 = runs[0][f"policies_{kind}"], runs[1][f"policies_{kind}"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    # the stop decided on step 2's analysis reaches every rank at the next snapshot (step 4)
+    assert rank0["stopped_step"] == rank1["stopped_step"] == 2
+    assert rank0["steps_run"] == rank1["steps_run"] == 4
+    assert rank0["groups"] > 2
+    assert rank0["lrs"] == rank1["lrs"]
+    # restore_best_weights: each rank put back its own shards of step 0 (the best)
+    assert rank0["restored_step"] == rank1["restored_step"] == 0
+    assert rank0["restored_weights_equal"] and rank1["restored_weights_equal"]
+    assert len(set(rank0["lrs"])) > 2, "the balancer changed the learning rates"
+
+
+@pytest.mark.slow
+def test_lightning_model_parallel_strategy(tmp_path):
+    """Lightning ``ModelParallelStrategy`` (FSDP2 in ``configure_model``): the callback runs on
+    both ranks, rank 0 writes one history equal to the full state dict's analyses."""
+    rank0, rank1 = (r["lightning"] for r in torchrun("lightning_cases.py", tmp_path))
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    assert steps == [0, 2, 4]  # start, both epoch ends (the end of training is the last one)
+    assert rank1["history_path"] == "None"
+
+
+def test_busy_workers_skip_the_snapshot_on_every_rank(runs):
+    """Default ``max_duty``: rank 0 takes a snapshot only when every rank's worker is idle, so
+    none is analysed on one rank and replaced on the other (a lost step); the final weights
+    are always analysed."""
+    rank0, rank1 = runs[0]["duty"], runs[1]["duty"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert rank0["discarded"] == 0
+    assert rank0["taken"] == rank1["taken"] == len(rank0["steps"]) < 31
+    assert rank0["dropped"] == rank1["dropped"] > 0
+    assert rank0["steps"][0] == 0 and rank0["steps"][-1] == 30
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is not installed (pip install deepspeed; see setup.cfg)")
+def test_deepspeed_zero3_watcher(tmp_path):
+    rank0, rank1 = (r["zero3"] for r in torchrun("watch_cases.py", tmp_path, "zero3"))
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    assert {0, 6} <= set(steps)
+    assert rank1["history_path"] == "None"
+
+
+def test_trap_removal_writes_each_ranks_shards(runs):
+    """FSDP2: the planted trap is found, every rank removes the same components (rank 0's new
+    matrix cut into each rank's shards) and the outlier is gone from the full weights."""
+    rank0, rank1 = runs[0]["traps"], runs[1]["traps"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["removed"] == rank1["removed"] and rank0["removed"].get("blocks.0.fc1", 0) > 0
+    assert rank0["before"] == 25.0 and abs(rank0["after"]) < 1.0
+    assert rank0["after"] == rank1["after"]
