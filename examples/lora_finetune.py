@@ -109,11 +109,11 @@ def finetune(out: str, epochs: int, seed: int, callback: WeightWatcherCallback |
 
 def main(out: str = "ww_logs/lora", epochs: int = 3, seed: int = 0) -> None:
     """Fine-tune, then print what the callback recorded about the adapters."""
-    # A model this small trains faster than it is analysed: wait_for_analysis keeps every
-    # snapshot (in real training leave it False; analyses then never slow training down).
+    # A model this small trains faster than it is analysed: wait="always" keeps every
+    # snapshot (in real training leave it out; analyses then never slow training down).
     callback = WeightWatcherCallback(every_n_steps=10, every_n_epochs=None, log_dir=out,
                                      tensorboard=False, adapters="both", traps_every=0,
-                                     wait_for_analysis=True)
+                                     wait="always")
     trainer = finetune(out, epochs, seed, callback)
     print("eval:", {k: round(v, 3) for k, v in trainer.evaluate().items()})
 

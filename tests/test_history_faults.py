@@ -175,7 +175,7 @@ def test_lightning_resume_from_checkpoint_over_a_torn_history(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
 
     def fit(max_epochs: int, ckpt_path: str | None = None) -> WeightWatcherCallback:
-        cb = WeightWatcherCallback(traps_every=0, wait_for_epoch=True, log_dir=tmp_path / "ww")
+        cb = WeightWatcherCallback(traps_every=0, wait="epoch", log_dir=tmp_path / "ww")
         ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=-1)
         trainer = L.Trainer(**quiet(max_epochs=max_epochs, enable_checkpointing=True,
                                     logger=False, callbacks=[cb, ckpt]))

@@ -29,8 +29,8 @@ def test_history_tensorboard_and_final_alphas(run):
     assert len(report["steps"]) >= 2 and report["steps"][0] == 0
 
 
-def test_every_n_batches_cadence(run):
-    """``every_n_batches``: snapshots at multiples of n, taken between steps (batch begins)."""
+def test_every_n_steps_cadence(run):
+    """``every_n_steps``: snapshots at multiples of n, taken between steps (batch begins)."""
     run.check("batch_cadence")
 
 

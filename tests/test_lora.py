@@ -232,7 +232,7 @@ def test_hf_trainer_watches_the_adapters(tmp_path, one_torch_thread):
                                           disable_tqdm=True, logging_steps=50)
     callback = WeightWatcherCallback(every_n_steps=2, every_n_epochs=None, log_dir=tmp_path,
                                      tensorboard=False, adapters="both", traps_every=0,
-                                     wait_for_analysis=True, min_evals=1)
+                                     wait="always", min_evals=1)
     wrapped = Head(model)
     transformers.Trainer(model=wrapped, args=args, train_dataset=Data(),
                          callbacks=[callback]).train()

@@ -67,7 +67,7 @@ def watched_run(tmp_path_factory) -> Path:
     opt = torch.optim.SGD(param_groups_per_layer(model), lr=0.1, momentum=0.9)
     writer = EventWriter(log_dir)
     step = 0
-    with Watcher(model, log_dir=log_dir, writer=writer, every_n_steps=11, traps_every=2,
+    with Watcher(model, log_dir=log_dir, tensorboard=writer, every_n_steps=11, traps_every=2,
                  optimizer=opt, policies=[LayerLRBalancer()], max_duty=None,
                  tensorboard_options={"images_every": 0}) as watcher:
         for _ in range(5):

@@ -54,8 +54,7 @@ def run_policies(rank: int, out_dir: str, kind: str) -> dict:
     """FSDP2 with a learning-rate balancer and an early stop due at the first analysis after the
     initial weights, restoring the best weights: what each rank's optimizer and loop did, and
     whether the weights at the end are those of the restored step."""
-    from ww_callbacks.policies import HTSREarlyStopping, LayerLRBalancer
-    from ww_callbacks.policies.torch_target import param_groups_per_layer
+    from ww_callbacks.policies import HTSREarlyStopping, LayerLRBalancer, param_groups_per_layer
 
     model = wrap(kind)
     opt = torch.optim.SGD(param_groups_per_layer(model, lr=0.05), lr=0.05)

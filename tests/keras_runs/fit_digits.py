@@ -99,10 +99,10 @@ def check_fit(out: Path) -> dict:
 
 
 def check_batch_cadence(out: Path) -> dict:
-    """every_n_batches: snapshots at multiples of n, taken between steps (batch begins)."""
+    """every_n_steps: snapshots at multiples of n, taken between steps (batch begins)."""
     x, y = _data()
     model = _model(4)
-    cb = WeightWatcherCallback(log_dir=out / "batches", every_n_batches=10, every_n_epochs=None,
+    cb = WeightWatcherCallback(log_dir=out / "batches", every_n_steps=10, every_n_epochs=None,
                                max_duty=None, tensorboard=False)
     model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
     assert _no_batch_end_hook(cb)
