@@ -13,7 +13,15 @@ from tests.keras_runs.runner import BACKENDS, run_on_backend
 SCRIPT = Path(__file__).parent / "keras_runs" / "resume.py"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_keras_resume_continues_the_policy_state(backend, tmp_path):
-    report = run_on_backend(SCRIPT, backend, tmp_path)
+@pytest.fixture(scope="module", params=BACKENDS)
+def run(request, tmp_path_factory):
+    return run_on_backend(SCRIPT, request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_old_option_names_warn(run):
+    run.check("old_names")
+
+
+def test_keras_resume_continues_the_policy_state(run):
+    report = run.check("resume")
     assert report["kept_streak"] == 2 and report["resumed_streak"] == 4

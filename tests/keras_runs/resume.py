@@ -6,8 +6,8 @@ process (KERAS_BACKEND is fixed at import).
 A fit with :class:`HTSREarlyStopping` (plateau rule: every analysis after the first is a signal;
 patience 100, so it never stops) is interrupted after its epoch-1 backup; the fit that
 ``BackupAndRestore`` resumes gets a fresh policy object, which must continue the streak kept in
-``<backup_dir>/ww_state.json`` instead of starting at 0. Prints one JSON line; exits non-zero on
-a failed check.
+``<backup_dir>/ww_state.json`` instead of starting at 0. Each check is reported by name
+(:mod:`checks`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import warnings
 from pathlib import Path
 
 import keras
-from fit_digits import _data, _model  # (this folder is on sys.path: scripts run as files)
+from checks import run_checks  # (this folder is on sys.path: scripts run as files)
+from fit_digits import _data, _model
 
 from ww_callbacks.history import load_history
 from ww_callbacks.integrations.keras import STATE_FILE, WeightWatcherCallback
@@ -55,7 +56,7 @@ def _fit(out: Path, policy: HTSREarlyStopping, extra: list) -> None:
                   callbacks=[ww, keras.callbacks.BackupAndRestore(str(backup)), *extra])
 
 
-def check_old_names() -> None:
+def check_old_names() -> dict:
     """``every_n_batches`` and ``wandb_run`` still work, with a DeprecationWarning."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -63,11 +64,11 @@ def check_old_names() -> None:
     assert cb.cadence.every_n_steps == 7 and cb.wandb is False
     assert {str(w.message).split("'")[1] for w in caught
             if w.category is DeprecationWarning} == {"every_n_batches", "wandb_run"}, caught
+    return {}
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
-    check_old_names()
+def check_resume(out: Path) -> dict:
+    """The resumed fit continues the streak kept next to the backup's files."""
     first = _plateau()
     try:
         _fit(out, first, [Interrupt(1)])
@@ -86,8 +87,15 @@ def main() -> None:
     assert resumed.streak == kept_streak + 2, resumed.streak
     assert resumed.best_alpha == first.best_alpha
     assert not (out / "backup").exists()  # removed with the backup at the end of the fit
-    print(json.dumps({"backend": keras.backend.backend(), "kept_streak": kept_streak,
-                      "resumed_streak": resumed.streak, "steps": steps}))
+    return {"kept_streak": kept_streak, "resumed_streak": resumed.streak, "steps": steps}
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    run_checks(out, keras.backend.backend(), [
+        ("old_names", check_old_names),
+        ("resume", lambda: check_resume(out)),
+    ])
 
 
 if __name__ == "__main__":
