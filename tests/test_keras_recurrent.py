@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).parent / "keras_runs" / "recurrent.py"
 @pytest.mark.slow  # ~1 min per backend on 2 cores (TensorFlow/JAX start-up and fit)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_keras_recurrent_on_backend(backend, tmp_path):
-    report = run_on_backend(SCRIPT, backend, tmp_path)
+    report = run_on_backend(SCRIPT, backend, tmp_path).check("gates")
     # LSTM 2 x 4 gates, two GRU directions 2 x 2 x 3, SimpleRNN 2
     assert report["gate_rows"] == 8 + 12 + 2
     assert report["rows"] == 8 + 12 + 2 + 1  # and the head

@@ -69,6 +69,7 @@ def watched_run(tmp_path_factory) -> Path:
     step = 0
     with Watcher(model, log_dir=log_dir, tensorboard=writer, every_n_steps=11, traps_every=2,
                  optimizer=opt, policies=[LayerLRBalancer()], max_duty=None,
+                 wait="always",  # every requested step analysed: this loop outruns the analysis
                  tensorboard_options={"images_every": 0}) as watcher:
         for _ in range(5):
             for idx in torch.randperm(len(x_train), generator=gen).split(64):
@@ -362,3 +363,60 @@ def test_spectra_and_policy_scalars_kept_in_history_records(tmp_path):
     assert sum(data["esd"]["l0"][0]["counts"]) == 200
     assert [(e["step"], e["tag"], e["from"], e["value"]) for e in data["policies"]] == [
         (10, "ww_lr_scale/l0", 1.0, 0.5), (20, "ww/stop_reason", 0.0, 2.0)]
+
+
+@pytest.mark.slow
+def test_report_of_a_real_lightning_run_with_csv_metrics(tmp_path):
+    """A real Lightning fit with its CSVLogger and the WeightWatcher callback: the report finds
+    ``val_loss`` in ``metrics.csv`` and pairs it with the analyses."""
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import CSVLogger
+    from sklearn.datasets import load_digits
+
+    from ww_callbacks.integrations.lightning import WeightWatcherCallback
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16
+    y = torch.tensor(digits.target)
+
+    class Net(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                           torch.nn.Linear(128, 10))
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.cross_entropy(self.net(batch[0]),
+                                                                   batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.2)
+
+    data = torch.utils.data.TensorDataset(x, y)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Net()
+        logger = CSVLogger(tmp_path, name="run")
+        trainer = L.Trainer(max_epochs=4, logger=logger, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=False,
+                            accelerator="cpu", devices=1,
+                            callbacks=[WeightWatcherCallback(every_n_epochs=1, max_duty=None,
+                                                               # epochs of ~40 ms outrun the
+                                                               # analysis: analyse every one
+                                                               wait="epoch")])
+        trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=64, shuffle=True),
+                    torch.utils.data.DataLoader(data, batch_size=512))
+    run_dir = Path(logger.log_dir)
+    assert (run_dir / "ww_history.jsonl").exists() and (run_dir / "metrics.csv").exists()
+    out = tmp_path / "report.html"
+    proc = run_cli("report", run_dir, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    data = page_data(out)
+    (metric,) = [m for m in data["metrics"] if m["name"] == "val_loss"]
+    assert metric["source"] == "Lightning metrics.csv (metrics.csv)"
+    assert len(metric["x"]) == 4 and metric["n"] == 4
+    assert metric["rho_alpha"] is None or -1 <= metric["rho_alpha"] <= 1

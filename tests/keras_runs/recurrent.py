@@ -10,12 +10,12 @@ line; exits non-zero on a failed check.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
+from checks import run_checks  # (this folder is on sys.path: scripts run as files)
 
 import ww_callbacks
 from ww_callbacks.history import load_history
@@ -50,8 +50,8 @@ def _cells(model: keras.Model) -> dict[str, object]:
             "rnn.simple_rnn_cell": model.get_layer("rnn").cell}
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def check_gates(out: Path) -> dict:
+    """Per-gate rows equal the hand-cut blocks; the callback watched them during fit."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, T, F)).astype("float32")
     y = x.sum(axis=(1, 2))[:, None].astype("float32") / 5
@@ -87,8 +87,13 @@ def main() -> None:
     last = history[history.step == history.step.max()].set_index("longname")
     assert "lstm.lstm_cell.recurrent_kernel.forget" in last.index
     np.testing.assert_allclose(last.loc[df.longname].alpha, df.alpha, rtol=1e-9)
-    print(json.dumps({"backend": keras.backend.backend(), "gate_rows": checked,
-                      "rows": len(df), "steps": sorted(set(history.step))}))
+    return {"gate_rows": checked, "rows": len(df),
+            "steps": [int(s) for s in sorted(set(history.step))]}
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    run_checks(out, keras.backend.backend(), [("gates", lambda: check_gates(out))])
 
 
 if __name__ == "__main__":
