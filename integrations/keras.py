@@ -48,7 +48,7 @@ import keras
 
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.integrations.keras_target import KerasTarget, multi_optimizer_per_layer
-from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, deprecated
+from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, renamed
 from ww_callbacks.session import WatchSession
 from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink
 
@@ -107,12 +107,9 @@ class WeightWatcherCallback(keras.callbacks.Callback):
                  base: str | None = None,
                  every_n_batches: int | None = None, wandb_run: Any = None):
         super().__init__()
-        if every_n_batches is not None:
-            deprecated("every_n_batches", "every_n_steps")
-            every_n_steps = every_n_batches
-        if wandb_run is not None:
-            deprecated("wandb_run", "wandb")
-            wandb = wandb_run
+        every_n_steps = renamed(every_n_steps, {"every_n_batches": ("every_n_steps",
+                                                                     every_n_batches)})
+        wandb = renamed(wandb, {"wandb_run": ("wandb", wandb_run)})
         self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
         self.wait = wait
         self.log_dir = log_dir

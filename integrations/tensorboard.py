@@ -48,6 +48,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
@@ -55,12 +56,12 @@ from typing import Any
 
 import numpy as np
 
-from ww_callbacks.dashboard import Dashboard, Frame
-from ww_callbacks.figures import esd_figure, figure_to_rgb
+from ww_callbacks.dashboard import Dashboard, Frame, PictureQueue
+from ww_callbacks.faults import WatcherWarning
+from ww_callbacks.figures import esd_figure, figure_to_rgb, matplotlib_missing
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import MODEL_PREFIX, layer_tag
 from ww_callbacks.tags import ALERTS, ESD_HISTOGRAM, ESD_PLOT, SCALAR, families, family_of
-from ww_callbacks.watcher import WatcherWarning
 
 from .tensorboard_events import INSTALL_HINT, EventWriter
 
@@ -183,6 +184,10 @@ class TensorBoardSink:
         self._seen_tags: set[str] = set()
         self._matplotlib_missing = False
         self._closed = False
+        #: Draws and writes the pictures in a thread of this sink (see :class:`PictureQueue`);
+        #: every use of the writer holds ``_lock``.
+        self.pictures = PictureQueue(self._draw, "ww-tensorboard-plots")
+        self._lock = threading.Lock()
 
     @property
     def log_dir(self) -> str | None:
@@ -200,20 +205,22 @@ class TensorBoardSink:
         """Log one analysis at ``global_step=result.step``, then flush the writer. Called by one
         thread at a time (the worker's with ``in_worker``, else the training thread)."""
         n, self.writes = self.writes, self.writes + 1
-        try:
-            frame = self.dashboard.update(result)
-            if self.scalars:
-                self._write_scalars(result, scalars)
-            if self.layout:
-                self._write_layout(result, scalars)
-            if self.histograms_every and n % self.histograms_every == 0:
-                self._write_histograms(result)
-            if self.alerts and frame.alerts:
-                self._write_alerts(result, frame)
-            if frame.plots:
-                self._write_images(result, frame)
-        finally:
-            self.writer.flush()
+        self._report_drawn(wait=False)
+        with self._lock:
+            try:
+                frame = self.dashboard.update(result)
+                if self.scalars:
+                    self._write_scalars(result, scalars)
+                if self.layout:
+                    self._write_layout(result, scalars)
+                if self.histograms_every and n % self.histograms_every == 0:
+                    self._write_histograms(result)
+                if self.alerts and frame.alerts:
+                    self._write_alerts(result, frame)
+            finally:
+                self.writer.flush()
+        if frame.plots:
+            self._write_images(result, frame)
 
     def close(self) -> None:
         """Draw the final analysis if it was not drawn yet, flush, and close the writer if this
@@ -224,11 +231,30 @@ class TensorBoardSink:
         try:
             frame = self.dashboard.final()
             if frame is not None and self.dashboard.last is not None:
-                self._write_images(self.dashboard.last, frame)
+                self._write_images(self.dashboard.last, frame, keep=True)
+            self._report_drawn(wait=True)
         finally:
-            self.writer.flush()
-            if self._owns_writer:
+            self.pictures.close()
+            with self._lock:
+                self.writer.flush()
+                if self._owns_writer:
+                    self.writer.close()
+
+    def reopen(self) -> None:
+        """Called by the watcher before it retries a failed write (a full disk): the sink's own
+        writer starts a new events file in the same folder (the old file's buffer may hold a
+        torn record; TensorBoard reads every events file of a run folder, a torn tail included).
+        A writer the sink was given is left to its owner. Raises while the disk is still full,
+        so the retry is counted and tried again at the next result."""
+        if not (self._owns_writer and isinstance(self.writer, EventWriter)):
+            return
+        with self._lock:
+            try:
                 self.writer.close()
+            except OSError:  # the failed buffer cannot be flushed: it is dropped
+                pass
+            self.writer = EventWriter(self.writer.log_dir)
+            self._layout = None  # written again into the new file
 
     # ------------------------------------------------------------------ parts
 
@@ -270,16 +296,26 @@ class TensorBoardSink:
             add_text(ALERTS, "\n\n".join(f"- {alert}" for alert in frame.alerts),
                      global_step=result.step, walltime=result.wall_time)
 
-    def _write_images(self, result: AnalysisResult, frame: Frame) -> None:
-        if self._matplotlib_missing:
-            return
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+    def _write_images(self, result: AnalysisResult, frame: Frame, *, keep: bool = False) -> None:
+        """Queue the frame's pictures: drawn and written in this sink's picture thread (``keep``:
+        never replaced by a newer frame)."""
+        if self._matplotlib_missing or matplotlib_missing("TensorBoardSink", stacklevel=3):
             self._matplotlib_missing = True
-            warnings.warn("ww_callbacks: matplotlib is not installed, so TensorBoardSink draws "
-                          "no pictures (pip install matplotlib)", WatcherWarning, stacklevel=3)
             return
-        for tag, image in self.dashboard.render(result, frame).items():
-            self.writer.add_image(tag, image, global_step=result.step,
-                                  walltime=result.wall_time, dataformats="HWC")
+        self.pictures.submit(result, frame, keep=keep)
+
+    def _draw(self, result: AnalysisResult, frame: Frame) -> None:
+        """Draw one frame and write its pictures (in the picture thread)."""
+        images = self.dashboard.render(result, frame)
+        with self._lock:
+            for tag, image in images.items():
+                self.writer.add_image(tag, image, global_step=result.step,
+                                      walltime=result.wall_time, dataformats="HWC")
+            self.writer.flush()
+
+    def _report_drawn(self, *, wait: bool) -> None:
+        """Warn about the frames whose drawing failed (all queued ones, waiting, with ``wait``)."""
+        for result, outcome in self.pictures.ready(wait=wait):
+            if isinstance(outcome, Exception):
+                warnings.warn(f"ww_callbacks: drawing the pictures of step {result.step} "
+                              f"failed: {outcome!r}", WatcherWarning, stacklevel=3)

@@ -16,6 +16,7 @@ each ``flush`` puts every event on disk for a running TensorBoard.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import socket
 import struct
@@ -91,6 +92,9 @@ def layout_proto(layout: Mapping[str, Mapping[str, list]]) -> Any:
         for category, charts in layout.items()])
 
 
+_WRITERS = itertools.count()
+
+
 class EventWriter:
     """Writes TensorBoard event files into ``log_dir`` (created): no TensorFlow, no torch.
 
@@ -102,8 +106,10 @@ class EventWriter:
         self.log_dir = os.fspath(log_dir)
         os.makedirs(self.log_dir, exist_ok=True)
         self._lock = threading.Lock()
+        # names sort in creation order (TensorBoard reads a folder's files by name): the
+        # process's writer count breaks ties within one second (a sink reopened after a fault)
         name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{id(self)}{filename_suffix}")
+                f"{os.getpid()}.{next(_WRITERS):06d}.{id(self)}{filename_suffix}")
         self.path = os.path.join(self.log_dir, name)
         self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close()
         self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
@@ -203,8 +209,10 @@ class EventWriter:
         """Flush and close the file. Safe to call twice."""
         with self._lock:
             if not self._file.closed:
-                self._file.flush()
-                self._file.close()
+                try:
+                    self._file.flush()
+                finally:  # closed even when the flush fails (a full disk): no handle leaks
+                    self._file.close()
 
 
 __all__ = ["EventWriter", "INSTALL_HINT", "crc32c", "layout_proto", "masked_crc32c", "tfrecord"]

@@ -24,7 +24,7 @@ import os
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
-from ww_callbacks.options import Wait, deprecated
+from ww_callbacks.options import Wait, renamed
 from ww_callbacks.session import WatchSession
 
 __all__ = ["Watcher"]
@@ -84,12 +84,8 @@ class Watcher(WatchSession):
                  traps_every: int = 1, optimizer: Any = None, schedulers: Any = (),
                  wait: Wait = "never", distributed: bool | None = None,
                  writer: Any = None, wandb_run: Any = None, **watcher_kwargs: Any):
-        if writer is not None:
-            deprecated("writer", "tensorboard")
-            tensorboard = writer
-        if wandb_run is not None:
-            deprecated("wandb_run", "wandb")
-            wandb = wandb_run
+        tensorboard = renamed(tensorboard, {"writer": ("tensorboard", writer)})
+        wandb = renamed(wandb, {"wandb_run": ("wandb", wandb_run)})
         from ww_callbacks.distributed.detect import process_group_rank, process_group_size
 
         if distributed is None:  # a plain loop runs the Watcher on every rank

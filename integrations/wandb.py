@@ -31,10 +31,10 @@ import sys
 import tempfile
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ww_callbacks.dashboard import Dashboard, Frame
+from ww_callbacks.dashboard import Dashboard, Frame, PictureQueue
+from ww_callbacks.figures import matplotlib_missing
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.tags import ALERTS, wandb_globs
 from ww_callbacks.watcher import WatcherWarning
@@ -123,9 +123,10 @@ class WandbSink:
         self.alerts = alerts
         self.console_alerts = console_alerts
         self.dashboard = Dashboard(images_every, max_images, plot_on_change)
-        self._renderer: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[int, Future]] = []  # (step, future of {tag: png path})
+        #: Draws the pictures, as PNG files, in a thread of this sink (:class:`PictureQueue`).
+        self.pictures = PictureQueue(self._draw, "ww-wandb-plots")
         self._image_dir: tempfile.TemporaryDirectory | None = None
+        self._drawn = 0
         self._matplotlib_missing = False
 
     # ------------------------------------------------------------------ setup
@@ -207,7 +208,7 @@ class WandbSink:
             if run is not None and not getattr(run, "_is_finished", False):
                 final = self.dashboard.final()
                 if final is not None and self.dashboard.last is not None:
-                    self._render(self.dashboard.last, final)
+                    self._render(self.dashboard.last, final, keep=True)
                 self._log_images(run, wait=True)
             result, self._untabled = self._untabled, None
             if (result is None or not self.table_every or run is None
@@ -216,9 +217,7 @@ class WandbSink:
             self._check_thread()
             run.log({self.step_metric: int(result.step), TABLE_KEY: self.table(result)})
         finally:
-            if self._renderer is not None:
-                self._renderer.shutdown(wait=True)
-                self._renderer = None
+            self.pictures.close()
             if self._image_dir is not None:
                 self._image_dir.cleanup()
                 self._image_dir = None
@@ -236,36 +235,30 @@ class WandbSink:
                       level=self._wandb.AlertLevel.WARN)
         return text
 
-    def _render(self, result: AnalysisResult, frame: Frame) -> None:
-        """Draw the frame's pictures in the sink's background thread, as PNG files."""
-        if self._matplotlib_missing:
-            return
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+    def _render(self, result: AnalysisResult, frame: Frame, *, keep: bool = False) -> None:
+        """Queue the frame's pictures for drawing (logged by a later write or at close)."""
+        if self._matplotlib_missing or matplotlib_missing("WandbSink", stacklevel=4):
             self._matplotlib_missing = True
-            warnings.warn("ww_callbacks: matplotlib is not installed, so WandbSink logs no "
-                          "pictures (pip install matplotlib)", WatcherWarning, stacklevel=4)
             return
-        if self._renderer is None:
-            self._renderer = ThreadPoolExecutor(1, thread_name_prefix="ww-wandb-plots")
+        if self._image_dir is None:
             self._image_dir = tempfile.TemporaryDirectory(prefix="ww_wandb_")
-        folder = os.path.join(self._image_dir.name, str(len(self._pending)) + f"_{frame.step}")
-        self._pending.append((frame.step, self._renderer.submit(
-            _draw, self.dashboard, result, frame, folder)))
+        self.pictures.submit(result, frame, keep=keep)
+
+    def _draw(self, result: AnalysisResult, frame: Frame) -> dict[str, str]:
+        """Render the frame's pictures into PNG files (in the queue's thread): ``tag -> path``."""
+        self._drawn += 1
+        folder = os.path.join(self._image_dir.name, f"{self._drawn}_{frame.step}")
+        return _draw(self.dashboard, result, frame, folder)
 
     def _log_images(self, run: Any, *, wait: bool) -> None:
         """Log the pictures that are drawn (all of them, waiting, with ``wait``), in order."""
-        while self._pending and (wait or self._pending[0][1].done()):
-            step, future = self._pending.pop(0)
-            try:
-                paths = future.result()
-            except Exception as err:  # a picture never stops training nor the scalars
-                warnings.warn(f"ww_callbacks: drawing the pictures of step {step} failed: "
-                              f"{err!r}", WatcherWarning, stacklevel=4)
+        for result, paths in self.pictures.ready(wait=wait):
+            if isinstance(paths, Exception):  # a picture never stops training nor the scalars
+                warnings.warn(f"ww_callbacks: drawing the pictures of step {result.step} "
+                              f"failed: {paths!r}", WatcherWarning, stacklevel=4)
                 continue
             if paths:
-                run.log({self.step_metric: step,
+                run.log({self.step_metric: int(result.step),
                          **{tag: self._wandb.Image(path) for tag, path in paths.items()}})
 
 

@@ -1,7 +1,8 @@
 """Drive headless Chromium over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
 JSON messages ending in NUL on file descriptors 3 and 4), with no websocket client and no
-network: enough for the report's browser test to load a page offline, collect console errors and
-failed requests, move the mouse, run a line of JavaScript and take a screenshot."""
+network: enough for the browser tests to load a page (the report offline, a live TensorBoard on
+127.0.0.1: loopback is never sent to the proxy), collect console errors and failed requests, move
+the mouse, run a line of JavaScript and take a screenshot."""
 
 from __future__ import annotations
 
@@ -102,6 +103,27 @@ class Browser:
             raise RuntimeError(result["exceptionDetails"])
         return result["result"].get("value")
 
+    def open(self, url: str, *, offline: bool = False, wait: bool = True) -> None:
+        """Load ``url`` in the page (``offline``: with the network emulated offline) and, with
+        ``wait``, wait for its load event (a live app that keeps loading, TensorBoard, is polled
+        by its test instead); console messages, exceptions and requests go to :attr:`events`."""
+        for method in ("Runtime.enable", "Log.enable", "Network.enable", "Page.enable"):
+            self.call(method, page=True)
+        if offline:
+            self.call("Network.emulateNetworkConditions",
+                      {"offline": True, "latency": 0, "downloadThroughput": -1,
+                       "uploadThroughput": -1}, page=True)
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
+        self.call("Page.navigate", {"url": url}, page=True)
+        if wait:
+            self.wait_for("Page.loadEventFired")
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the page's viewport."""
+        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                         "deviceScaleFactor": 1,
+                                                         "mobile": False}, page=True)
+
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport":
                                                     True}, page=True)["data"]
@@ -127,21 +149,22 @@ def open_offline(chromium: str, profile: Path, url: str) -> Browser:
     messages, exceptions and requests are in ``browser.events``."""
     browser = Browser(chromium, profile)
     try:
-        for method in ("Runtime.enable", "Log.enable", "Network.enable", "Page.enable"):
-            browser.call(method, page=True)
-        browser.call("Network.emulateNetworkConditions",
-                     {"offline": True, "latency": 0, "downloadThroughput": -1,
-                      "uploadThroughput": -1}, page=True)
-        browser.call("Page.navigate", {"url": url}, page=True)
-        browser.wait_for("Page.loadEventFired")
+        browser.open(url, offline=True)
     except BaseException:
         browser.close()
         raise
     return browser
 
 
-def problems(events: list[dict]) -> list[str]:
-    """Console errors/warnings, uncaught exceptions, log errors and non-file requests."""
+def script_errors(events: list[dict]) -> list[str]:
+    """Uncaught JavaScript exceptions and ``console.error`` calls."""
+    return [p for p in problems(events, requests=False)
+            if p.startswith(("exception:", "console.error"))]
+
+
+def problems(events: list[dict], *, requests: bool = True) -> list[str]:
+    """Console errors/warnings, uncaught exceptions, log errors and (``requests``) non-file
+    requests."""
     out = []
     for event in events:
         method, params = event.get("method"), event.get("params", {})
@@ -152,7 +175,7 @@ def problems(events: list[dict]) -> list[str]:
             out.append(f"console.{params['type']}: {params.get('args')}")
         elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
             out.append(f"log: {params['entry'].get('text')}")
-        elif method == "Network.requestWillBeSent":
+        elif method == "Network.requestWillBeSent" and requests:
             url = params["request"]["url"]
             if not url.startswith(("file:", "data:", "about:")):
                 out.append(f"request: {url}")

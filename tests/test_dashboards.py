@@ -125,6 +125,7 @@ def test_tensorboard_draws_when_a_layer_gains_a_trap(tmp_path):
             watcher.snapshot(model, step)
             watcher.wait_idle()
             watcher.poll()
+        sink.pictures.wait_idle()  # (pictures are drawn in the sink's own thread)
         acc = accumulator(tmp_path)  # before close: what the trap alone made the sink draw
         assert [im.step for im in acc.Images("ww_esd_plot/2")] == [1]
         assert [im.step for im in acc.Images(tags.CORRELATION_FLOW)] == [1]

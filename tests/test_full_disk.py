@@ -170,3 +170,61 @@ def test_full_tmpfs_history_fails_sink_on_a_healthy_disk_gets_everything(tmp_pat
     assert history == [0, 1, 2, 8, 9, 10]
     assert list(report["counts"].values()) == [{"No space left on device": 5}]
     assert len(report["warnings"]) == 1 and "No space left on device" in report["warnings"][0]
+
+
+_TENSORBOARD_SCRIPT = textwrap.dedent("""
+    import json, os, resource, signal, sys, warnings
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    import torch.nn as nn
+    from ww_callbacks.integrations.tensorboard import TensorBoardSink
+    from ww_callbacks.watcher import Watcher, WatcherWarning
+
+    tb_dir = sys.argv[1]
+    model = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 16))
+    sink = TensorBoardSink(log_dir=tb_dir, images_every=0, histograms_every=0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    step = 0
+    def run(n):
+        global step
+        for _ in range(n):
+            w.snapshot(model, step)
+            w.wait_idle()
+            w.poll()
+            step += 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = Watcher(log_dir=None, sinks=[sink], traps_every=0, max_duty=None)
+        run(3)                                   # 0-2 healthy
+        first_file = sink.writer.path
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(first_file), hard))
+        run(3)                                   # 3-5: the events file cannot grow
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        run(3)                                   # 6-8: recovered, in a new events file
+        w.close()
+    print(json.dumps({
+        "counts": w.faults.counts(), "first_file": os.path.basename(first_file),
+        "files": sorted(os.listdir(tb_dir)), "delivered": w.results_delivered,
+        "warnings": [str(c.message) for c in caught if issubclass(c.category, WatcherWarning)]}))
+""")
+
+
+def test_tensorboard_sink_recovers_in_a_new_events_file(tmp_path):
+    """The issue's case: TensorBoard, once its file failed, never wrote again. Now the sink
+    starts a new events file when it is retried, and TensorBoard's own reader sees the steps
+    before the fault and after it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = subprocess.run([sys.executable, "-c", _TENSORBOARD_SCRIPT, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["delivered"] == 9
+    ((name, causes),) = report["counts"].items()
+    assert name == "sink TensorBoardSink" and set(causes) == {"File too large"}
+    assert sum("File too large" in m for m in report["warnings"]) == 1  # once per cause
+    assert len(report["files"]) >= 2 and report["first_file"] in report["files"]
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("ww/alpha_mean")]
+    assert steps[:3] == [0, 1, 2] and steps[-3:] == [6, 7, 8], steps

@@ -9,29 +9,24 @@ Chromium is driven with the DevTools protocol over ``--remote-debugging-pipe`` (
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.chromium_pipe import Browser, script_errors
+
 pytest.importorskip("tensorboard")
 pytest.importorskip("matplotlib")
 
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--window-size=1400,1000", "--remote-debugging-pipe"]
 PLOT_TAGS = ["ww_plots/alpha_heatmap", "ww_plots/correlation_flow", "ww_plots/alpha_histogram"]
 
 #: Every text and image inside the page, shadow roots included (TensorBoard's dashboards are
@@ -55,96 +50,6 @@ def artifacts_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("WW_TEST_ARTIFACTS") or tmp_path / "artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-class Chromium:
-    """Headless Chromium with a DevTools session on one page, over a pipe."""
-
-    def __init__(self):
-        self.profile = tempfile.mkdtemp(prefix="ww_chromium_")
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire() -> None:  # the child's fd 3 reads commands, fd 4 writes replies
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
-
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}",
-                                      "about:blank"], preexec_fn=wire, pass_fds=(3, 4),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._id = 0
-        self._buffer = b""
-        self.events: list[dict] = []
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target,
-                                 flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            self.call(f"{domain}.enable", session=True)
-
-    def _read(self, timeout: float) -> dict | None:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._from_chrome], [], [], timeout)
-            if not ready:
-                return None
-            chunk = os.read(self._from_chrome, 1 << 20)
-            if not chunk:
-                raise RuntimeError("Chromium closed its DevTools pipe")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def call(self, method: str, session: bool = False, timeout: float = 60.0, **params) -> dict:
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            reply = self._read(deadline - time.monotonic())
-            if reply is None:
-                break
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-        raise TimeoutError(method)
-
-    def open(self, url: str) -> None:
-        self.call("Page.navigate", session=True, url=url)
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", session=True, expression=expression,
-                           returnByValue=True)
-        return result["result"].get("value")
-
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
-        path.write_bytes(base64.b64decode(data))
-
-    def errors(self) -> list[str]:
-        """JavaScript exceptions and console errors seen so far."""
-        out = []
-        for event in self.events:
-            method, params = event.get("method"), event.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                out.append(json.dumps(params.get("exceptionDetails", {}))[:500])
-            elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-                out.append(json.dumps(params.get("args", []))[:500])
-        return out
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.close(self._to_chrome)
-        os.close(self._from_chrome)
-        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -209,8 +114,8 @@ def test_live_tensorboard_in_headless_chromium(example, tmp_path):
             assert shared, scalars.keys()
 
         out = artifacts_dir(tmp_path)
-        browser = Chromium()
-        browser.open(f"{base}/#images")
+        browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1000)
+        browser.open(f"{base}/#images", wait=False)
         expected = [t for t in image_tags if t.startswith("ww_plots/")]
         seen: dict = {}
         while time.monotonic() < deadline + 120:
@@ -227,9 +132,8 @@ def test_live_tensorboard_in_headless_chromium(example, tmp_path):
         assert loaded and all(im["complete"] and im["w"] > 0 for im in loaded), loaded
         # the model-level pictures first (TensorBoard sorts ww_esd_plot before ww_plots), in a
         # taller window
-        browser.call("Emulation.setDeviceMetricsOverride", session=True, width=1400,
-                     height=1600, deviceScaleFactor=1, mobile=False)
-        browser.open(f"{base}/#images&tagFilter=ww_plots")
+        browser.resize(1400, 1600)
+        browser.open(f"{base}/#images&tagFilter=ww_plots", wait=False)
         for _ in range(30):
             time.sleep(2)
             seen = json.loads(browser.evaluate(COLLECT))
@@ -239,10 +143,9 @@ def test_live_tensorboard_in_headless_chromium(example, tmp_path):
                 break
         browser.screenshot(out / f"{example}_plots.png")
         assert all(tag in seen["texts"] for tag in expected)
-        browser.call("Emulation.setDeviceMetricsOverride", session=True, width=1400,
-                     height=1000, deviceScaleFactor=1, mobile=False)
+        browser.resize(1400, 1000)
 
-        browser.open(f"{base}/#custom_scalars&_smoothingWeight=0")
+        browser.open(f"{base}/#custom_scalars&_smoothingWeight=0", wait=False)
         for _ in range(30):
             time.sleep(2)
             texts = json.loads(browser.evaluate(COLLECT))["texts"]
@@ -251,7 +154,7 @@ def test_live_tensorboard_in_headless_chromium(example, tmp_path):
         browser.screenshot(out / f"{example}_custom_scalars.png")
         assert "alpha (all layers)" in texts and "ww model" in texts
         assert "learning-rate multipliers (LayerLRBalancer)" not in texts  # no empty charts
-        assert browser.errors() == []
+        assert script_errors(browser.events) == []
         assert (out / f"{example}_images.png").stat().st_size > 10_000
     finally:
         if browser is not None:

@@ -48,6 +48,22 @@ SUMMARY_SIZE = (8.0, 4.4)
 DPI = 100
 
 
+def matplotlib_missing(owner: str, stacklevel: int = 2) -> bool:
+    """True when matplotlib cannot be imported, after a warning that ``owner`` (a sink) draws
+    no pictures; its caller remembers the answer, so the warning comes once per sink."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        import warnings
+
+        from .faults import WatcherWarning
+
+        warnings.warn(f"ww_callbacks: matplotlib is not installed, so {owner} draws no pictures "
+                      "(pip install matplotlib)", WatcherWarning, stacklevel=stacklevel + 1)
+        return True
+    return False
+
+
 def _figure(figsize: tuple[float, float], dpi: int) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

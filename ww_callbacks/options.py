@@ -7,7 +7,7 @@ README.md has the table of every option and the integrations it applies to.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 #: Layer-selection defaults (see :func:`ww_callbacks.layers.select_layers`): a layer is analysed
 #: when its smaller dimension has at least ``MIN_EVALS`` and at most ``MAX_EVALS`` eigenvalues
@@ -37,6 +37,17 @@ def deprecated(old: str, new: str, stacklevel: int = 3) -> None:
     uses the old option's value as the new one's."""
     warnings.warn(f"ww_callbacks: option {old!r} is deprecated, use {new!r}",
                   DeprecationWarning, stacklevel=stacklevel)
+
+
+def renamed(new_value: Any, renames: dict[str, tuple[str, Any]]) -> Any:
+    """The value of an option that also has old names: ``renames`` maps each old name to
+    ``(new name, value given under the old name or None)``; an old name that was given warns
+    (:func:`deprecated`) and its value wins."""
+    for old, (new, value) in renames.items():
+        if value is not None:
+            deprecated(old, new, stacklevel=4)
+            return value
+    return new_value
 
 
 def wait_from_flag(old: str, flag: bool | None, true_value: str, wait: str) -> str:
