@@ -9,6 +9,9 @@ run, on the training thread:
 - ``Watcher.snapshot`` when the worker is free: the snapshot is copied (24 MB);
 - ``Watcher.snapshot`` at every step while a slow analysis runs: the worker predicts it would not
   reach the snapshot before the next one, so nothing is copied and the step counts as dropped.
+- a Python call that does nothing, timed the same way at the same moments: while the analysis
+  thread runs Python code, any call on the training thread may wait for the GIL (up to the
+  5 ms switch interval); the difference is what the dropped snapshot itself costs.
 Prints the median of each and the ratios to the step time.
 """
 
@@ -52,10 +55,13 @@ def main() -> None:
         copied.append(time.perf_counter() - start)
         watcher.wait_idle(600)
         watcher.poll()
-    dropped, skipped_before = [], watcher.dropped
+    dropped, idle_calls, skipped_before = [], [], watcher.dropped
     assert watcher.snapshot(model, 100)  # a real analysis of 6 layers, seconds long
     for step in range(101, 101 + args.steps):
         train_step()
+        start = time.perf_counter()
+        _noop(model, step)  # the same call shape doing nothing: the GIL wait alone
+        idle_calls.append(time.perf_counter() - start)
         start = time.perf_counter()
         watcher.snapshot(model, step)
         dropped.append(time.perf_counter() - start)
@@ -68,12 +74,23 @@ def main() -> None:
     step_t = statistics.median(steps)
     copy_t = statistics.median(copied[1:])  # the first one also chose the layers
     drop_t = statistics.median(dropped)
+    noop_t = statistics.median(idle_calls)
     print(f"training step           : median {step_t * 1e3:8.3f} ms")
     print(f"due step, copied        : median {copy_t * 1e3:8.3f} ms  ({copy_t / step_t:.2f}x the "
           f"step)")
     print(f"due step, dropped       : median {drop_t * 1e3:8.3f} ms  ({drop_t / step_t:.4f}x the "
           f"step; {n_dropped} of {len(dropped)} due steps dropped while one analysis ran)")
-    print(f"copied / dropped        : {copy_t / drop_t:.0f}x")
+    print(f"no-op call, same moment : median {noop_t * 1e3:8.3f} ms  (a Python call doing "
+          "nothing, timed the same way while the analysis runs: waiting for the GIL)")
+    print(f"dropped - no-op         : {(drop_t - noop_t) * 1e3:8.3f} ms  (what the drop itself "
+          "costs)")
+    print(f"copied / dropped        : {copy_t / drop_t:.1f}x")
+
+
+def _noop(model: object, step: int) -> bool:
+    """Does nothing: times what any Python call on the training thread waits for the GIL while
+    the analysis thread runs Python code."""
+    return model is None and step < 0
 
 
 if __name__ == "__main__":
