@@ -23,6 +23,18 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="RLIMIT_FSIZE/tmpfs semantics checked on Linux")
 
+#: Shared by the scripts: one analysed snapshot per call of ``run``, delivered at once.
+_RUN = textwrap.dedent("""
+    step = 0
+    def run(n):
+        global step
+        for _ in range(n):
+            w.snapshot(model, step)
+            w.wait_idle()
+            w.poll()
+            step += 1
+""")
+
 _SCRIPT = textwrap.dedent("""
     import json, logging, os, resource, signal, sys, warnings
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
@@ -88,15 +100,6 @@ _SCRIPT = textwrap.dedent("""
         else:
             os.remove(filler)
 
-    step = 0
-    def run(n):
-        global step
-        for _ in range(n):
-            w.snapshot(model, step)
-            w.wait_idle()
-            w.poll()
-            step += 1
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         w = Watcher(log_dir=history_dir, sinks=[sink], policies=[policy], traps_every=0,
@@ -119,7 +122,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run(mode: str, history_dir, sink_dir) -> dict:
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, mode, str(history_dir), str(sink_dir)],
+    out = subprocess.run([sys.executable, "-c", _RUN + _SCRIPT, mode, str(history_dir),
+                          str(sink_dir)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -183,15 +187,6 @@ _TENSORBOARD_SCRIPT = textwrap.dedent("""
     model = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 16))
     sink = TensorBoardSink(log_dir=tb_dir, images_every=0, histograms_every=0)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    step = 0
-    def run(n):
-        global step
-        for _ in range(n):
-            w.snapshot(model, step)
-            w.wait_idle()
-            w.poll()
-            step += 1
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         w = Watcher(log_dir=None, sinks=[sink], traps_every=0, max_duty=None)
@@ -215,7 +210,7 @@ def test_tensorboard_sink_recovers_in_a_new_events_file(tmp_path):
     before the fault and after it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = subprocess.run([sys.executable, "-c", _TENSORBOARD_SCRIPT, str(tmp_path)],
+    out = subprocess.run([sys.executable, "-c", _RUN + _TENSORBOARD_SCRIPT, str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
