@@ -316,6 +316,16 @@ class Watcher:
         self._ensure_worker().submit(snap, keep=first or (force and self._dist is not None))
         return True
 
+    def _take_skipped(self) -> None:
+        """Copy and queue the last due snapshot that :meth:`snapshot` skipped, if it is of the
+        newest step (no step since, so the weights are still those of that step)."""
+        skipped, self._skipped_call = self._skipped_call, None
+        if skipped is None or skipped[1] != self.last_step or self._cancel.is_set():
+            return
+        self._skipped -= 1
+        self.snapshots_taken -= 1
+        self._copy_and_submit(*skipped)
+
     def is_new_step(self, step: int) -> bool:
         """False when the weights of ``step`` were the last ones snapshotted (already queued or
         analysed: the end of training right after an epoch's snapshot, extra micro-batches of
@@ -433,7 +443,11 @@ class Watcher:
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until the worker has nothing left (for tests, monitored epochs and the end of
-        training); the worker skips its ``max_duty`` rest for what is pending now."""
+        training); the worker skips its ``max_duty`` rest for what is pending now. A due
+        snapshot that was skipped because the worker was busy is taken first when it is of the
+        newest step (the weights have not changed since): waiting, the caller gets every
+        requested step up to now analysed, and its ``state_dict`` agrees with the history."""
+        self._take_skipped()
         if self._worker is not None:
             self._worker.skip_rest()
         deadline = time.monotonic() + timeout
@@ -465,15 +479,10 @@ class Watcher:
         """Stop the worker after it analysed the pending snapshot (``final=False`` drops it,
         e.g. when training failed; the initial weights are analysed either way), deliver what is
         left, close the sinks. Safe to call twice."""
+        if final and deliver:  # the run's last call was skipped: its weights are the final ones
+            self._take_skipped()
+        self._skipped_call = None
         worker = self._worker  # kept until it has finished: its last result counts its drops
-        skipped, self._skipped_call = self._skipped_call, None
-        if (final and deliver and skipped is not None and skipped[1] == self.last_step
-                and not self._cancel.is_set()):
-            # the run's last call was skipped: its weights are the final ones, analyse them
-            self._skipped -= 1
-            self.snapshots_taken -= 1
-            self._copy_and_submit(*skipped)
-            worker = self._worker
         if worker is not None:
             if not final:  # interrupted: return within ~1 s whatever the analysis in flight
                 worker.discard_pending()
