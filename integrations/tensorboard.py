@@ -3,7 +3,9 @@ and alerts.
 
 :class:`TensorBoardSink` is a :class:`~ww_callbacks.watcher.Sink`: the watcher calls
 ``write(result, scalars)`` for every finished analysis, in its background thread (the sink sets
-``in_worker``: rendering pictures there never holds up training). It writes
+``in_worker``); the pictures are drawn and written in a thread of the sink
+(:class:`~ww_callbacks.dashboard.PictureQueue`), so they hold up neither training nor the
+next analysis. It writes
 
 - ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``, ``ww_traps/<layer>``, the policies'
   families and the ``ww/`` model scalars (``scalars=True``) at ``global_step=result.step``;
