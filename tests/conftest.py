@@ -64,3 +64,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def analysis_gate(monkeypatch):
+    """Holds every watcher analysis until the test sets the returned event (10 s at most), so
+    a test can keep the worker busy while it takes snapshots."""
+    import threading
+
+    import ww_callbacks.watcher as watcher_module
+
+    real = watcher_module.analyze_layers
+    gate = threading.Event()
+
+    def gated(*args, **kwargs):
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watcher_module, "analyze_layers", gated)
+    return gate

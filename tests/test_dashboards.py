@@ -275,3 +275,36 @@ def test_hf_run_dir_finds_hugging_faces_own_run(tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "chosen"))
     assert hf_run_dir(args) == str(tmp_path / "chosen")
     assert hf_run_dir(SimpleNamespace(output_dir="x", logging_dir="/given")) == "/given"
+
+
+def test_picture_queue_replaces_the_oldest_waiting_frame_never_the_final():
+    """While one frame is drawn, at most ``max_waiting`` wait: a newer one replaces the oldest
+    waiting (results hold DataFrames, so the queue must not compare them), the kept one stays."""
+    import threading
+
+    import pandas as pd
+
+    from ww_callbacks.dashboard import Frame, PictureQueue
+    from ww_callbacks.results import AnalysisResult
+
+    started, release = threading.Event(), threading.Event()
+
+    def draw(result, frame):
+        started.set()
+        release.wait(10)
+        return result.step
+
+    queue = PictureQueue(draw, "test-pictures", max_waiting=2)
+    results = [AnalysisResult(step, None, pd.DataFrame({"alpha": [3.0]}), {}, 0.0, 0.0, False)
+               for step in range(6)]
+    try:
+        queue.submit(results[0], Frame(0))
+        assert started.wait(10)  # frame 0 is being drawn (and blocked) now
+        queue.submit(results[1], Frame(1), keep=True)
+        for result in results[2:]:
+            queue.submit(result, Frame(result.step))
+    finally:
+        release.set()
+    drawn = [outcome for _, outcome in queue.ready(wait=True)]
+    queue.close()
+    assert drawn == [0, 1, 4, 5] and queue.replaced == 2

@@ -372,44 +372,24 @@ def test_report_of_a_real_lightning_run_with_csv_metrics(tmp_path):
     torch = pytest.importorskip("torch")
     L = pytest.importorskip("lightning.pytorch")
     from lightning.pytorch.loggers import CSVLogger
-    from sklearn.datasets import load_digits
 
+    from tests.test_lightning import DigitsMLP, digits_loader, quiet
     from ww_callbacks.integrations.lightning import WeightWatcherCallback
 
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16
-    y = torch.tensor(digits.target)
-
-    class Net(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
-                                           torch.nn.Linear(128, 10))
-
-        def training_step(self, batch, batch_idx):
-            return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
+    class Net(DigitsMLP):  # the Lightning tests' digits MLP, with a validation metric
         def validation_step(self, batch, batch_idx):
-            self.log("val_loss", torch.nn.functional.cross_entropy(self.net(batch[0]),
-                                                                   batch[1]))
+            self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
 
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.2)
+        def val_dataloader(self):
+            return digits_loader(512)
 
-    data = torch.utils.data.TensorDataset(x, y)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = Net()
         logger = CSVLogger(tmp_path, name="run")
-        trainer = L.Trainer(max_epochs=4, logger=logger, enable_progress_bar=False,
-                            enable_model_summary=False, enable_checkpointing=False,
-                            accelerator="cpu", devices=1,
-                            callbacks=[WeightWatcherCallback(every_n_epochs=1, max_duty=None,
-                                                               # epochs of ~40 ms outrun the
-                                                               # analysis: analyse every one
-                                                               wait="epoch")])
-        trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=64, shuffle=True),
-                    torch.utils.data.DataLoader(data, batch_size=512))
+        # epochs of ~40 ms outrun the analysis: wait="epoch" analyses every one
+        callback = WeightWatcherCallback(every_n_epochs=1, max_duty=None, wait="epoch")
+        L.Trainer(**quiet(max_epochs=4, logger=logger, callbacks=[callback])).fit(model)
     run_dir = Path(logger.log_dir)
     assert (run_dir / "ww_history.jsonl").exists() and (run_dir / "metrics.csv").exists()
     out = tmp_path / "report.html"

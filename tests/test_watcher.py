@@ -178,19 +178,10 @@ def test_slow_analysis_drops_snapshots_and_memory_stays_flat(monkeypatch):
     assert grown < 2_000_000, grown
 
 
-def test_initial_snapshot_is_never_replaced(monkeypatch):
+def test_initial_snapshot_is_never_replaced(analysis_gate):
     """Snapshots arriving while the worker is busy replace each other (newest wins), but the
     first of a run, the initial weights, is always analysed."""
-    import ww_callbacks.watcher as watcher_module
-
-    real = watcher_module.analyze_layers
-    gate = threading.Event()
-
-    def gated(*args, **kwargs):
-        gate.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(watcher_module, "analyze_layers", gated)
+    gate = analysis_gate
     model = _model()
     watcher = Watcher(traps_every=0, max_duty=None)
     for step in range(5):  # all five arrive before the worker analyses anything

@@ -277,10 +277,11 @@ class PictureQueue:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
         waiting = [item for item in self._pending if not item[2] and not item[1].running()
                    and not item[1].done()]
-        for item in waiting[:max(0, len(waiting) + 1 - self.max_waiting)]:
-            if item[1].cancel():
-                self.replaced += 1
-                self._pending.remove(item)
+        excess = waiting[:max(0, len(waiting) + 1 - self.max_waiting)]  # the oldest first
+        cancelled = {id(item) for item in excess if item[1].cancel()}
+        if cancelled:  # (by identity: results hold DataFrames, which == cannot compare)
+            self.replaced += len(cancelled)
+            self._pending = [item for item in self._pending if id(item) not in cancelled]
         self._pending.append((result, self._executor.submit(self._draw, result, frame), keep))
 
     def ready(self, *, wait: bool = False) -> list[tuple[AnalysisResult, Any]]:

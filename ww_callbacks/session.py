@@ -139,10 +139,10 @@ class WatchSession(Watcher):
         if self._closed or not self.is_new_step(step):
             return False
         if self.wait == "always":
-            self.wait_idle(WAIT_TIMEOUT_S)
+            self.wait_idle(WAIT_TIMEOUT_S, before_step=step)
             self.poll(step)
         elif settle:
-            self.wait_idle(WAIT_TIMEOUT_S)
+            self.wait_idle(WAIT_TIMEOUT_S, before_step=step)
         model = self._model(model)
         if model is None:  # (a host hook without the model)
             return False

@@ -254,9 +254,9 @@ class Watcher:
         cost of its recent analyses (:meth:`BackgroundWorker.accepts`) and the time since the
         previous call whether it is free before the next call; if not, this one is counted in
         :attr:`dropped` at no cost to the training thread. While the run's first analysis is in
-        flight (its cost unknown) snapshots are copied and the newest wins. If the last call
-        of a run was skipped so, :meth:`close` (``final=True``) takes it after all: the final
-        weights are always analysed.
+        flight (its cost unknown) snapshots are copied and the newest wins. If the newest call was
+        skipped so, :meth:`wait_idle` and :meth:`close` (``final=True``) take it after all: a
+        caller that waits gets it analysed, and the final weights always are.
 
         A distributed watcher decides with every rank at once instead (a collective): the
         snapshot is skipped on every rank while some rank's worker is busy, unless ``force``
@@ -272,7 +272,6 @@ class Watcher:
         self._last_due = now
         self.last_step = max(self.last_step, step)
         if self._dist is not None:  # (set by the run's first snapshot, always copied)
-            self._skipped_call = None
             return self._copy_and_submit(model, step, epoch, randomize, force=force)
         if (self.snapshots_taken and self._worker is not None
                 and not self._worker.accepts(interval)):
@@ -316,11 +315,14 @@ class Watcher:
         self._ensure_worker().submit(snap, keep=first or (force and self._dist is not None))
         return True
 
-    def _take_skipped(self) -> None:
+    def _take_skipped(self, before_step: int | None = None) -> None:
         """Copy and queue the last due snapshot that :meth:`snapshot` skipped, if it is of the
-        newest step (no step since, so the weights are still those of that step)."""
+        newest step (no step since, so the weights are still those of that step). With
+        ``before_step`` (a snapshot of that step comes next), a skipped snapshot of another step
+        is forgotten instead: the model no longer holds its weights, the new one replaces it."""
         skipped, self._skipped_call = self._skipped_call, None
-        if skipped is None or skipped[1] != self.last_step or self._cancel.is_set():
+        if (skipped is None or skipped[1] != self.last_step or self._cancel.is_set()
+                or (before_step is not None and skipped[1] != before_step)):
             return
         self._skipped -= 1
         self.snapshots_taken -= 1
@@ -441,13 +443,14 @@ class Watcher:
         while self._sink_failures:
             warnings.warn(self._sink_failures.popleft(), WatcherWarning, stacklevel=4)
 
-    def wait_idle(self, timeout: float = 60.0) -> bool:
+    def wait_idle(self, timeout: float = 60.0, *, before_step: int | None = None) -> bool:
         """Block until the worker has nothing left (for tests, monitored epochs and the end of
         training); the worker skips its ``max_duty`` rest for what is pending now. A due
         snapshot that was skipped because the worker was busy is taken first when it is of the
         newest step (the weights have not changed since): waiting, the caller gets every
-        requested step up to now analysed, and its ``state_dict`` agrees with the history."""
-        self._take_skipped()
+        requested step up to now analysed, and its ``state_dict`` agrees with the history.
+        ``before_step``: the caller snapshots that step next (see :meth:`_take_skipped`)."""
+        self._take_skipped(before_step)
         if self._worker is not None:
             self._worker.skip_rest()
         deadline = time.monotonic() + timeout
