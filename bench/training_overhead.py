@@ -14,9 +14,12 @@ Dashboards (CPU):
     python bench/training_overhead.py --only cpu-dashboards
 The same Lightning fits, alternating three variants: without the callback, with the callback but
 no pictures or alerts (``TensorBoardSink(images_every=0, alerts=False)``), and with the default
-dashboards (pictures every 5th analysis, on a new trap or band change, and at the final analysis;
+dashboards (pictures every 5th analysis, on a new trap or band change, as the picture thread's
+CPU budget ``picture_duty`` allows, and at the final analysis, drawn after ``fit`` returns;
 alerts). Prints the medians, the extra wall time of the dashboards relative to the fit without the
-callback (target <= 1%), and the CPU time the analysis thread spent drawing.
+callback (target <= 1%), the frames drawn during and after the fit with their CPU time, and how
+long after ``fit`` returned the last pictures were written (``wait_for_pictures``, not part of
+the fit's time). ``--picture-duty none`` draws every frame the cadence asks for (the old way).
 
 The drawing alone (CPU, seconds; for machines too loaded to time fits to 1%):
     python bench/training_overhead.py --only cpu-drawing
@@ -117,13 +120,14 @@ def cpu_lightning(epochs: int, repeats: int) -> None:
 # ----------------------------------------------------------------------------- CPU: dashboards
 
 
-def cpu_dashboards(epochs: int, repeats: int) -> None:
+def cpu_dashboards(epochs: int, repeats: int, picture_duty: float | None) -> None:
     """Lightning fits without the callback, with it minus the pictures, and with it."""
     import logging
     import threading
 
     import ww_callbacks.integrations.tensorboard as tb  # where Lightning's sink factory looks
     from ww_callbacks.dashboard import Dashboard
+    from ww_callbacks.picture_queue import wait_for_pictures
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     default_sink = tb.TensorBoardSink
@@ -132,7 +136,11 @@ def cpu_dashboards(epochs: int, repeats: int) -> None:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **{**kwargs, "images_every": 0, "alerts": False})
 
-    drawing: dict = {"cpu": 0.0, "frames": 0, "threads": set()}
+    class Dashboards(default_sink):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "picture_duty": picture_duty})
+
+    drawing: dict = {"cpu": 0.0, "frames": 0, "threads": set(), "during": 0, "cpu_during": 0.0}
     render = Dashboard.render
 
     def timed_render(self, result, frame):
@@ -146,12 +154,13 @@ def cpu_dashboards(epochs: int, repeats: int) -> None:
 
     Dashboard.render = timed_render
     print(f"== cpu-dashboards: DigitsMLP(hidden=512), {epochs} epochs, {repeats} repeats, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, picture_duty {picture_duty}")
     runs: dict[str, list[float]] = {"without": [], "no pictures": [], "dashboards": []}
-    analysed = 0
+    analysed, after = 0, []
     with tempfile.TemporaryDirectory() as root:
         _lightning_fit(1, False, root)
         _lightning_fit(1, True, root)  # warm-up (imports, matplotlib's font cache)
+        wait_for_pictures()
         drawing.update(cpu=0.0, frames=0, threads=set())
         for _ in range(repeats):
             runs["without"].append(_lightning_fit(epochs, False, root)[0])
@@ -160,7 +169,18 @@ def cpu_dashboards(epochs: int, repeats: int) -> None:
                 runs["no pictures"].append(_lightning_fit(epochs, True, root)[0])
             finally:
                 tb.TensorBoardSink = default_sink
-            wall, _, _, done = _lightning_fit(epochs, True, root)
+            wait_for_pictures()
+            tb.TensorBoardSink = Dashboards
+            frames, cpu = drawing["frames"], drawing["cpu"]
+            try:
+                wall, _, _, done = _lightning_fit(epochs, True, root)
+            finally:
+                tb.TensorBoardSink = default_sink
+            drawing["during"] += drawing["frames"] - frames
+            drawing["cpu_during"] += drawing["cpu"] - cpu
+            start = time.perf_counter()
+            wait_for_pictures()  # the final frame, drawn after fit returned: not the fit's time
+            after.append(time.perf_counter() - start)
             runs["dashboards"].append(wall)
             analysed += done
     Dashboard.render = render
@@ -172,10 +192,14 @@ def cpu_dashboards(epochs: int, repeats: int) -> None:
           f"(target <= 1%); callback with dashboards / without: "
           f"{medians['dashboards'] / medians['without']:.3f}")
     per_fit = drawing["cpu"] / repeats
-    print(f"drawing: {drawing['frames'] / repeats:.1f} frames per fit, {per_fit:.2f} s CPU of "
-          f"the analysis thread per fit = {per_fit / medians['without'] * 100:.2f}% of the fit's "
-          f"wall time ({analysed / repeats:.1f} analyses per fit; drawn in the threads "
+    during = drawing["cpu_during"] / repeats
+    print(f"drawing: {drawing['frames'] / repeats:.1f} frames per fit, "
+          f"{drawing['during'] / repeats:.1f} of them while fit ran, {during:.2f} s CPU then = "
+          f"{during / medians['without'] * 100:.2f}% of the fit's wall time; {per_fit:.2f} s CPU "
+          f"in all ({analysed / repeats:.1f} analyses per fit; drawn in the threads "
           f"{sorted(drawing['threads'])})")
+    print(f"last pictures written {statistics.median(after):.2f} s (median) after fit returned "
+          f"{[round(t, 2) for t in after]}")
 
 
 def cpu_drawing(repeats: int = 5) -> None:
@@ -319,6 +343,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=320)
+    parser.add_argument("--picture-duty", default="0.005",
+                        help="cpu-dashboards: the sinks' picture_duty ('none': no budget)")
     args = parser.parse_args()
     sections = args.only.split(",")
     if "cpu-lightning" in sections:
@@ -326,7 +352,8 @@ def main() -> None:
     if "cpu-drawing" in sections:
         cpu_drawing()
     if "cpu-dashboards" in sections:
-        cpu_dashboards(args.epochs, args.repeats)
+        duty = None if args.picture_duty == "none" else float(args.picture_duty)
+        cpu_dashboards(args.epochs, args.repeats, duty)
     if "gpu-gpt2" in sections:
         gpu_gpt2(args.steps)
 

@@ -4,8 +4,9 @@ and alerts.
 :class:`TensorBoardSink` is a :class:`~ww_callbacks.watcher.Sink`: the watcher calls
 ``write(result, scalars)`` for every finished analysis, in its background thread (the sink sets
 ``in_worker``); the pictures are drawn and written in a thread of the sink
-(:class:`~ww_callbacks.dashboard.PictureQueue`), so they hold up neither training nor the
-next analysis. It writes
+(:class:`~ww_callbacks.picture_queue.PictureQueue`) under a CPU-time budget (``picture_duty``),
+so they hold up neither training nor the next analysis; the final frame is drawn after training
+has returned (:func:`~ww_callbacks.picture_queue.wait_for_pictures` waits for it). It writes
 
 - ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``, ``ww_traps/<layer>``, the policies'
   families and the ``ww/`` model scalars (``scalars=True``) at ``global_step=result.step``;
@@ -15,7 +16,8 @@ next analysis. It writes
 - ``ww_esd/<layer>``: the spectrum as a histogram of log10 eigenvalues (*Histograms* tab);
 - *Images* tab, drawn by :mod:`ww_callbacks.figures` at the :class:`~ww_callbacks.dashboard.
   Dashboard`'s cadence (every ``images_every``-th analysis, when a layer gains a trap or leaves
-  the 2-6 band, and the final analysis at :meth:`TensorBoardSink.close`):
+  the 2-6 band, as the ``picture_duty`` budget allows, and the final analysis at
+  :meth:`TensorBoardSink.close`):
   ``ww_plots/alpha_heatmap``, ``ww_plots/correlation_flow``, ``ww_plots/alpha_histogram`` and
   ``ww_esd_plot/<layer>`` (log-log ESD, fitted power law, randomized ESD with MP edge and traps);
 - ``ww/alerts`` (*Text* tab) and a console line when a trap appears, a layer crosses alpha 2 or
@@ -58,9 +60,10 @@ from typing import Any
 
 import numpy as np
 
-from ww_callbacks.dashboard import Dashboard, Frame, PictureQueue
+from ww_callbacks.dashboard import Dashboard, Frame
 from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.figures import esd_figure, figure_to_rgb, matplotlib_missing
+from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import MODEL_PREFIX, layer_tag
 from ww_callbacks.tags import ALERTS, ESD_HISTOGRAM, ESD_PLOT, SCALAR, families, family_of
@@ -140,7 +143,10 @@ class TensorBoardSink:
     ``histograms_every``: ESD histograms at every k-th write from the first; ``images_every``:
     pictures at the k-th, 2k-th, ... write (the initial weights are not drawn on schedule), when
     a layer gains a trap or leaves the 2-6 band (``plot_on_change``) and the final analysis at
-    :meth:`close`; 0: no pictures. ``max_images``: ESD plots per scheduled write, the layers with
+    :meth:`close`; 0: no pictures. ``picture_duty``: the share of wall time the sink's picture
+    thread may spend drawing, in its CPU time (frames beyond it are merged into the next one;
+    None: draw every frame the cadence asks for; see :mod:`ww_callbacks.picture_queue`).
+    ``max_images``: ESD plots per scheduled write, the layers with
     the lowest alpha first (failed fits last). ``layout``: write the custom-scalars layout.
     ``alerts``: write each analysis' alerts to the Text tab (``ww/alerts``) and, with
     ``console_alerts``, print them on stderr.
@@ -165,7 +171,8 @@ class TensorBoardSink:
                  scalars: bool = True, histograms_every: int = 1, images_every: int = 5,
                  layout: bool = True, max_images: int = 16, in_worker: bool = True,
                  owns_writer: bool | None = None, plot_on_change: bool = True,
-                 alerts: bool = True, console_alerts: bool = True):
+                 alerts: bool = True, console_alerts: bool = True,
+                 picture_duty: float | None = PICTURE_DUTY):
         for name, value in (("histograms_every", histograms_every),
                             ("images_every", images_every), ("max_images", max_images)):
             if not isinstance(value, int) or value < 0:
@@ -188,7 +195,7 @@ class TensorBoardSink:
         self._closed = False
         #: Draws and writes the pictures in a thread of this sink (see :class:`PictureQueue`);
         #: every use of the writer holds ``_lock``.
-        self.pictures = PictureQueue(self._draw, "ww-tensorboard-plots")
+        self.pictures = PictureQueue(self._draw, "ww-tensorboard-plots", duty=picture_duty)
         self._lock = threading.Lock()
 
     @property
@@ -225,8 +232,12 @@ class TensorBoardSink:
             self._write_images(result, frame)
 
     def close(self) -> None:
-        """Draw the final analysis if it was not drawn yet, flush, and close the writer if this
-        sink created it. Safe to call twice."""
+        """Queue the final analysis' pictures if they were not drawn yet, then let the picture
+        thread draw them, flush and close the writer if this sink created it, while training's
+        caller goes on (the final frame alone costs a short fit a few %, RESULTS.md 6b). A
+        writer the sink was given (Lightning's) is flushed now and left to its owner: the final
+        pictures go to a new events file of this sink in the same folder, or, when the writer
+        does not say its folder, are drawn before this returns. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -234,9 +245,35 @@ class TensorBoardSink:
             frame = self.dashboard.final()
             if frame is not None and self.dashboard.last is not None:
                 self._write_images(self.dashboard.last, frame, keep=True)
-            self._report_drawn(wait=True)
+            self._report_drawn(wait=False)
         finally:
-            self.pictures.close()
+            with self._lock:
+                self.writer.flush()
+            if self._owns_writer or self._own_final_writer():
+                self.pictures.finish(self._finish)
+            else:
+                self.pictures.close()
+                self._finish()
+
+    def _own_final_writer(self) -> bool:
+        """Switch to an events file of this sink for the pictures still to draw when the given
+        writer says its folder (True), leaving the given writer to its owner."""
+        if not self.pictures.pending:
+            return False
+        log_dir = self.log_dir
+        if log_dir is None:
+            return False
+        with self._lock:
+            self.writer = EventWriter(log_dir)
+            self._owns_writer = True
+        return True
+
+    def _finish(self) -> None:
+        """The last step of :meth:`close` (in the picture thread unless it draws synchronously):
+        warn about failed pictures, flush, close the writer if the sink owns it."""
+        try:
+            self._report_drawn(wait=False)
+        finally:
             with self._lock:
                 self.writer.flush()
                 if self._owns_writer:

@@ -33,8 +33,9 @@ import threading
 import warnings
 from typing import Any
 
-from ww_callbacks.dashboard import Dashboard, Frame, PictureQueue
+from ww_callbacks.dashboard import Dashboard, Frame
 from ww_callbacks.figures import matplotlib_missing
+from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.tags import ALERTS, wandb_globs
 from ww_callbacks.watcher import WatcherWarning
@@ -94,7 +95,9 @@ class WandbSink:
     first write and every ``table_every``-th one after it, and the last result's at
     :meth:`close` (0 or None: never).
     ``images_every``, ``max_images``, ``plot_on_change``: the pictures' cadence, as for
-    :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (0: no pictures).
+    :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (0: no pictures);
+    ``picture_duty``: their CPU-time budget, as there. The final frame is drawn and logged
+    before :meth:`close` returns (the run may be finished right after ``fit``).
     ``alerts``: also raise each analysis' alerts (a trap appeared, a layer crossed alpha 2 or 6,
     NaN/Inf) with ``run.alert`` (opt-in: W&B may e-mail them); they are always logged as text
     under ``ww/alerts``. ``console_alerts``: print them on stderr.
@@ -103,7 +106,7 @@ class WandbSink:
     def __init__(self, run: Any = None, *, scalars: bool = True, step_metric: str = "ww/step",
                  table_every: int | None = 5, images_every: int = 5, max_images: int = 16,
                  plot_on_change: bool = True, alerts: bool = False,
-                 console_alerts: bool = False):
+                 console_alerts: bool = False, picture_duty: float | None = PICTURE_DUTY):
         if table_every is not None and (not isinstance(table_every, int) or table_every < 0):
             raise ValueError(f"table_every must be a non-negative int or None, not "
                              f"{table_every!r}")
@@ -124,7 +127,7 @@ class WandbSink:
         self.console_alerts = console_alerts
         self.dashboard = Dashboard(images_every, max_images, plot_on_change)
         #: Draws the pictures, as PNG files, in a thread of this sink (:class:`PictureQueue`).
-        self.pictures = PictureQueue(self._draw, "ww-wandb-plots")
+        self.pictures = PictureQueue(self._draw, "ww-wandb-plots", duty=picture_duty)
         self._image_dir: tempfile.TemporaryDirectory | None = None
         self._drawn = 0
         self._matplotlib_missing = False

@@ -15,9 +15,9 @@ import torch.nn as nn
 pytest.importorskip("tensorboard")
 pytest.importorskip("matplotlib")
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: E402
 
+from tests.events import read_events  # noqa: E402
 from ww_callbacks import tags  # noqa: E402
 from ww_callbacks.bands import FEW_EIGENVALUES  # noqa: E402
 from ww_callbacks.figures import (  # noqa: E402
@@ -30,7 +30,6 @@ from ww_callbacks.integrations.tensorboard import TensorBoardSink  # noqa: E402
 from ww_callbacks.policies import LayerLRBalancer, TorchTarget, param_groups_per_layer  # noqa: E402
 from ww_callbacks.watcher import Watcher  # noqa: E402
 
-GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 PLOTS = [tags.ALPHA_HEATMAP, tags.CORRELATION_FLOW, tags.ALPHA_HISTOGRAM]
 
 
@@ -76,17 +75,13 @@ def watch(model: nn.Module, sinks: list, steps=(0, 1, 2, 3, 4), nan_at: int | No
     return recorder
 
 
-def accumulator(log_dir) -> EventAccumulator:
-    acc = EventAccumulator(str(log_dir), size_guidance=GUIDANCE)
-    acc.Reload()
-    return acc
-
 
 def test_tensorboard_images_alerts_and_final_step(tmp_path, capsys):
-    sink = TensorBoardSink(log_dir=tmp_path, images_every=2, plot_on_change=False)
+    sink = TensorBoardSink(log_dir=tmp_path, images_every=2, plot_on_change=False,
+                           picture_duty=None)  # every frame the cadence asks for
     recorder = watch(trapped_mlp(), [sink], nan_at=3)
     assert recorder.results[0].details.set_index("longname").rand_num_spikes["2"] >= 1
-    acc = accumulator(tmp_path)
+    acc = read_events(tmp_path)
     images = acc.Tags()["images"]
     # model-level pictures at the 2nd and 4th analyses (steps 1, 3) and the final one (4),
     # drawn at close because it was not on schedule
@@ -115,7 +110,7 @@ def test_tensorboard_draws_when_a_layer_gains_a_trap(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
                           nn.Linear(256, 10))
-    sink = TensorBoardSink(log_dir=tmp_path, images_every=100)
+    sink = TensorBoardSink(log_dir=tmp_path, images_every=100, picture_duty=None)
     recorder = Recorder()
     with Watcher(sinks=[recorder, sink]) as watcher:
         for step in (0, 1):
@@ -126,13 +121,13 @@ def test_tensorboard_draws_when_a_layer_gains_a_trap(tmp_path):
             watcher.wait_idle()
             watcher.poll()
         sink.pictures.wait_idle()  # (pictures are drawn in the sink's own thread)
-        acc = accumulator(tmp_path)  # before close: what the trap alone made the sink draw
+        acc = read_events(tmp_path)  # before close: what the trap alone made the sink draw
         assert [im.step for im in acc.Images("ww_esd_plot/2")] == [1]
         assert [im.step for im in acc.Images(tags.CORRELATION_FLOW)] == [1]
         assert "ww_esd_plot/0" not in acc.Tags()["images"]  # no change there, not on schedule
     traps = [r.details.set_index("longname").rand_num_spikes["2"] for r in recorder.results]
     assert traps[0] == 0 and traps[1] >= 1
-    acc = accumulator(tmp_path)  # close drew the final analysis' other layers, once
+    acc = read_events(tmp_path)  # close drew the final analysis' other layers, once
     assert [im.step for im in acc.Images("ww_esd_plot/0")] == [1]
     assert [im.step for im in acc.Images("ww_esd_plot/2")] == [1]
     assert [im.step for im in acc.Images(tags.CORRELATION_FLOW)] == [1]
@@ -144,7 +139,7 @@ def test_layout_has_policy_charts_only_when_used(tmp_path):
     sink = TensorBoardSink(log_dir=tmp_path, images_every=0)
     watch(model, [sink], steps=(0, 1), policies=[LayerLRBalancer()],
           target=TorchTarget(model, [opt]))
-    acc = accumulator(tmp_path)
+    acc = read_events(tmp_path)
     layout = layout_pb2.Layout()
     layout.ParseFromString(acc.Tensors("custom_scalars__config__")[-1]
                            .tensor_proto.string_val[0])
@@ -223,7 +218,8 @@ def test_wandb_pictures_alerts_and_table(wandb_offline):
     from ww_callbacks.integrations.wandb import STEP_COLUMN, WandbSink
 
     run = wandb.init(project="ww-test", dir=wandb_offline)
-    sink = WandbSink(run, images_every=2, table_every=1, alerts=True, plot_on_change=False)
+    sink = WandbSink(run, images_every=2, table_every=1, alerts=True, plot_on_change=False,
+                     picture_duty=None)
     watch(trapped_mlp(), [sink], steps=(0, 1, 2))
     run.finish()
 
@@ -275,36 +271,3 @@ def test_hf_run_dir_finds_hugging_faces_own_run(tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "chosen"))
     assert hf_run_dir(args) == str(tmp_path / "chosen")
     assert hf_run_dir(SimpleNamespace(output_dir="x", logging_dir="/given")) == "/given"
-
-
-def test_picture_queue_replaces_the_oldest_waiting_frame_never_the_final():
-    """While one frame is drawn, at most ``max_waiting`` wait: a newer one replaces the oldest
-    waiting (results hold DataFrames, so the queue must not compare them), the kept one stays."""
-    import threading
-
-    import pandas as pd
-
-    from ww_callbacks.dashboard import Frame, PictureQueue
-    from ww_callbacks.results import AnalysisResult
-
-    started, release = threading.Event(), threading.Event()
-
-    def draw(result, frame):
-        started.set()
-        release.wait(10)
-        return result.step
-
-    queue = PictureQueue(draw, "test-pictures", max_waiting=2)
-    results = [AnalysisResult(step, None, pd.DataFrame({"alpha": [3.0]}), {}, 0.0, 0.0, False)
-               for step in range(6)]
-    try:
-        queue.submit(results[0], Frame(0))
-        assert started.wait(10)  # frame 0 is being drawn (and blocked) now
-        queue.submit(results[1], Frame(1), keep=True)
-        for result in results[2:]:
-            queue.submit(result, Frame(result.step))
-    finally:
-        release.set()
-    drawn = [outcome for _, outcome in queue.ready(wait=True)]
-    queue.close()
-    assert drawn == [0, 1, 4, 5] and queue.replaced == 2

@@ -16,10 +16,10 @@ import torch.nn as nn
 pytest.importorskip("tensorboard")
 pytest.importorskip("matplotlib")
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
+from tests.events import read_events  # noqa: E402
 from ww_callbacks.integrations.tensorboard import (  # noqa: E402
     EventWriter,
     TensorBoardSink,
@@ -28,7 +28,6 @@ from ww_callbacks.integrations.tensorboard import (  # noqa: E402
 )
 from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
-GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 LAYOUT_TAG = "custom_scalars__config__"
 
 
@@ -54,16 +53,11 @@ def _run(model: nn.Module, sink: TensorBoardSink, steps=(0, 10, 20, 30), **kwarg
     return results
 
 
-def _accumulator(log_dir) -> EventAccumulator:
-    acc = EventAccumulator(str(log_dir), size_guidance=GUIDANCE)
-    acc.Reload()
-    return acc
-
 
 def test_scalars_histograms_images_layout(tmp_path):
-    sink = TensorBoardSink(log_dir=tmp_path, images_every=2)
+    sink = TensorBoardSink(log_dir=tmp_path, images_every=2, picture_duty=None)
     results = _run(_mlp(), sink)
-    acc = _accumulator(tmp_path)
+    acc = read_events(tmp_path)
     tags = acc.Tags()
     layers = list(results[0].details.longname)
     assert layers == ["0", "2", "4"]
@@ -154,17 +148,18 @@ def test_scalars_false_and_cadences(tmp_path):
     sink = TensorBoardSink(log_dir=tmp_path, scalars=False, histograms_every=2, images_every=0,
                            layout=False, alerts=False)
     _run(_mlp(), sink, steps=(0, 1, 2))
-    tags = _accumulator(tmp_path).Tags()
+    tags = read_events(tmp_path).Tags()
     assert not tags["scalars"] and not tags["images"] and not tags["tensors"]
-    acc = _accumulator(tmp_path)
+    acc = read_events(tmp_path)
     assert [h.step for h in acc.Histograms("ww_esd/0")] == [0, 2]
 
 
 def test_image_cap_lowest_alpha_first(tmp_path):
-    sink = TensorBoardSink(log_dir=tmp_path, max_images=2, histograms_every=0, images_every=1)
+    sink = TensorBoardSink(log_dir=tmp_path, max_images=2, histograms_every=0, images_every=1,
+                           picture_duty=None)
     (result,) = _run(_mlp(), sink, steps=(0,))
     lowest = result.details.sort_values("alpha").longname[:2]
-    esd_tags = [t for t in _accumulator(tmp_path).Tags()["images"] if t.startswith("ww_esd_plot/")]
+    esd_tags = [t for t in read_events(tmp_path).Tags()["images"] if t.startswith("ww_esd_plot/")]
     assert sorted(esd_tags) == sorted(f"ww_esd_plot/{name}" for name in lowest)
 
 
@@ -174,7 +169,7 @@ def test_passed_writer_is_not_closed(tmp_path):
     _run(_mlp(), sink, steps=(0,))  # the watcher closes the sink
     writer.add_scalar("after/close", 1.0, global_step=7)  # still usable
     writer.close()
-    acc = _accumulator(tmp_path)
+    acc = read_events(tmp_path)
     assert acc.Scalars("after/close")[0].step == 7
     assert "ww_alpha/0" in acc.Tags()["scalars"]
 
@@ -188,7 +183,7 @@ def test_writer_is_flushed_after_every_write(tmp_path):
         watcher.snapshot(model, 3)
         watcher.wait_idle()
         watcher.poll()
-        assert [e.step for e in _accumulator(tmp_path).Scalars("ww_alpha/0")] == [3]
+        assert [e.step for e in read_events(tmp_path).Scalars("ww_alpha/0")] == [3]
     finally:
         watcher.close()
 
@@ -235,7 +230,7 @@ print("pyplot-imported" if after and not before else "pyplot-untouched", matplot
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert out == ["pyplot-untouched", "svg"]
-    assert _accumulator(tmp_path).Tags()["images"]
+    assert read_events(tmp_path).Tags()["images"]
 
 
 def test_no_matplotlib_skips_images_with_one_warning(tmp_path, monkeypatch):
@@ -246,7 +241,7 @@ def test_no_matplotlib_skips_images_with_one_warning(tmp_path, monkeypatch):
         _run(_mlp(), sink, steps=(0, 1))
     ours = [w for w in caught if issubclass(w.category, WatcherWarning)]
     assert len(ours) == 1 and "matplotlib" in str(ours[0].message)
-    tags = _accumulator(tmp_path).Tags()
+    tags = read_events(tmp_path).Tags()
     assert not tags["images"] and "ww_alpha/0" in tags["scalars"] and tags["histograms"]
 
 
@@ -279,7 +274,7 @@ def test_heavy_work_runs_in_the_worker_thread(tmp_path):
                                    images_every=1)
         _run(_mlp(), sink, steps=(0, 1))
         assert sink.threads == [thread, thread]
-        assert _accumulator(tmp_path / str(in_worker)).Tags()["images"]
+        assert read_events(tmp_path / str(in_worker)).Tags()["images"]
 
 
 def test_event_writer_without_torch_or_tensorflow(tmp_path):
@@ -287,7 +282,7 @@ def test_event_writer_without_torch_or_tensorflow(tmp_path):
     images and the custom-scalars layout, read back with TensorBoard's reader."""
     sink = TensorBoardSink(EventWriter(tmp_path), owns_writer=True, images_every=1)
     results = _run(_mlp(), sink, steps=(0, 10))
-    acc = _accumulator(tmp_path)
+    acc = read_events(tmp_path)
     tags = acc.Tags()
     for layer in results[0].details.longname:
         events = acc.Scalars(f"ww_alpha/{layer}")

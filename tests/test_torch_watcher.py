@@ -18,17 +18,15 @@ import torch.nn as nn
 
 pytest.importorskip("tensorboard")
 from sklearn.datasets import load_digits  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
+from tests.events import read_events  # noqa: E402
 from ww_callbacks import analyze  # noqa: E402
 from ww_callbacks.history import load_history, read_records  # noqa: E402
 from ww_callbacks.integrations.tensorboard import TensorBoardSink  # noqa: E402
 from ww_callbacks.integrations.torch import Watcher  # noqa: E402
 from ww_callbacks.results import Snapshot  # noqa: E402
 from ww_callbacks.watcher import WatcherWarning  # noqa: E402
-
-GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +83,7 @@ def test_plain_loop_tensorboard_and_history(tmp_path, digits):
     np.testing.assert_allclose(history[history.step == 105].alpha,
                                analyze(model, randomize=True).alpha, rtol=1e-12)
 
-    acc = EventAccumulator(str(tmp_path), size_guidance=GUIDANCE)
+    acc = read_events(str(tmp_path))
     acc.Reload()
     for layer in layers:
         events = acc.Scalars(f"ww_alpha/{layer}")
@@ -150,7 +148,7 @@ def test_failing_sink_warns_once_and_loses_nothing(tmp_path, digits):
     assert broken.calls == 5
     assert _history_steps(tmp_path) == [0, 10, 20, 30, 40]
     # the TensorBoard sink next to the broken one got everything
-    acc = EventAccumulator(str(tmp_path), size_guidance=GUIDANCE)
+    acc = read_events(str(tmp_path))
     acc.Reload()
     assert [e.step for e in acc.Scalars("ww_alpha/0")] == [0, 10, 20, 30, 40]
 
@@ -273,7 +271,7 @@ def test_passed_writer_is_used_and_left_open(tmp_path):
         assert [type(s) for s in w.sinks] == [TensorBoardSink]
     writer.add_scalar("still/open", 1.0, 1)
     writer.close()
-    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance=GUIDANCE)
+    acc = read_events(str(tmp_path / "tb"))
     acc.Reload()
     assert {"ww_alpha/0", "still/open"} <= set(acc.Tags()["scalars"])
     assert not any(p.name.startswith("events") for p in (tmp_path / "ww").iterdir())

@@ -8,10 +8,11 @@ training libraries live in ``ww_callbacks.integrations``.
 
 from .analysis import analyze, columns_for, summarize
 from .history import load_history
+from .picture_queue import wait_for_pictures
 from .powerlaw import PowerLawFit, fit_powerlaw
 from .report import write_report
 
 __version__ = "0.1.0"
 
 __all__ = ["PowerLawFit", "analyze", "columns_for", "fit_powerlaw", "load_history", "summarize",
-           "write_report", "__version__"]
+           "wait_for_pictures", "write_report", "__version__"]

@@ -12,8 +12,8 @@ A :class:`Dashboard` follows the analyses a sink receives, in order, and says fo
   sink closes, if it was not drawn already.
 
 :meth:`Dashboard.render` turns that into ``tag -> RGB array`` with :mod:`ww_callbacks.figures`;
-the sinks call it in a :class:`PictureQueue`, a thread of their own (never the training thread,
-nor the analysis worker).
+the sinks call it in a :class:`~ww_callbacks.picture_queue.PictureQueue`, a thread of their own
+(never the training thread, nor the analysis worker), under a CPU-time budget.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ NONFINITE_WARNING = "weights contain NaN or Inf"
 @dataclass
 class Frame:
     """What to show for one analysis: ``alerts`` (texts), ``summary`` (model-level figures
-    due), ``esd_layers`` (longnames whose ESD to draw)."""
+    due), ``esd_layers`` (longnames whose ESD to draw), ``changed`` (those of them drawn because
+    the layer gained a trap or left the 2-6 band, not on schedule)."""
 
     step: int
     alerts: list[str] = field(default_factory=list)
     summary: bool = False
     esd_layers: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
 
     @property
     def plots(self) -> bool:
@@ -133,8 +135,8 @@ class Dashboard:
             frame.esd_layers = self._scheduled(rows, result)
         if self.images_every and self.plot_on_change and changed:
             frame.summary = True
-            frame.esd_layers += [n for n in changed if n not in frame.esd_layers
-                                 and n in result.spectra]
+            frame.changed = [n for n in changed if n in result.spectra]
+            frame.esd_layers += [n for n in frame.changed if n not in frame.esd_layers]
         if frame.plots:
             self.last_drawn_step, self._drawn = frame.step, frame
         return frame
@@ -244,67 +246,3 @@ class Dashboard:
 
 
 __all__ = ["Dashboard", "Frame", "NONFINITE_WARNING"]
-
-
-class PictureQueue:
-    """Draws a sink's pictures in one thread of its own, in order, so that drawing never holds up
-    the analysis worker (or the training thread): the worker is free for the next snapshot while
-    a frame is drawn. Measured reason: one frame of the digits MLP is ~0.5 s of CPU (RESULTS.md
-    6b) against ~0.09 s for its analysis; drawn in the worker, it made the worker miss most
-    epoch snapshots of the Lightning example (6 of 11 analysed); drawn here, they are analysed.
-
-    ``draw(result, frame)`` makes the pictures (in the queue's thread; TensorBoard also writes
-    them there, under its writer's lock); the sink hands frames over with :meth:`submit` and takes
-    what is drawn with :meth:`ready` (W&B logs them from its own thread). At most ``max_waiting``
-    frames wait: beyond that the oldest waiting one is replaced (counted in :attr:`replaced`),
-    never a frame submitted with ``keep`` (the final one).
-    """
-
-    def __init__(self, draw: Any, name: str, max_waiting: int = 4):
-        self._draw = draw
-        self._name = name
-        self.max_waiting = max_waiting
-        self._executor: Any = None
-        self._pending: list[tuple[AnalysisResult, Any, bool]] = []  # (result, future, keep)
-        #: Frames replaced by a newer one before their drawing started.
-        self.replaced = 0
-
-    def submit(self, result: AnalysisResult, frame: Frame, *, keep: bool = False) -> None:
-        """Queue ``frame`` of ``result`` for drawing (replacing a frame still waiting)."""
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
-        waiting = [item for item in self._pending if not item[2] and not item[1].running()
-                   and not item[1].done()]
-        excess = waiting[:max(0, len(waiting) + 1 - self.max_waiting)]  # the oldest first
-        cancelled = {id(item) for item in excess if item[1].cancel()}
-        if cancelled:  # (by identity: results hold DataFrames, which == cannot compare)
-            self.replaced += len(cancelled)
-            self._pending = [item for item in self._pending if id(item) not in cancelled]
-        self._pending.append((result, self._executor.submit(self._draw, result, frame), keep))
-
-    def ready(self, *, wait: bool = False) -> list[tuple[AnalysisResult, Any]]:
-        """The frames drawn so far, in order, as ``(result, pictures)``; ``pictures`` is the
-        exception when drawing failed. ``wait``: every queued frame, waiting for each."""
-        out = []
-        while self._pending and (wait or self._pending[0][1].done()):
-            result, future, _ = self._pending.pop(0)
-            try:
-                out.append((result, future.result()))
-            except Exception as err:  # a picture never stops training nor the scalars
-                out.append((result, err))
-        return out
-
-    def wait_idle(self, timeout: float | None = 60.0) -> bool:
-        """Block until every queued frame is drawn (for tests and the end); False on timeout."""
-        from concurrent.futures import wait
-
-        pending = [future for _, future, _ in self._pending]
-        return not pending or not wait(pending, timeout=timeout).not_done
-
-    def close(self) -> None:
-        """Stop the thread after the queued frames (take them with ``ready(wait=True)`` first)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
