@@ -193,19 +193,24 @@ def test_fit_logs_to_tensorboard_and_csv_equal_to_history(tmp_path):
 
 
 def test_tensorboard_extras_for_a_tensorboard_logger(tmp_path):
-    """A TensorBoardLogger also gets the TensorBoardSink's extras (ESD histograms, layout) and
-    no duplicate scalars (the sink is made with scalars=False)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """A TensorBoardLogger also gets the TensorBoardSink's extras (ESD histograms, layout,
+    pictures) and no duplicate scalars (the sink is made with scalars=False). The final frame is
+    drawn after ``fit`` returns, into an events file of the sink in the logger's run folder
+    (Lightning closes its own writer)."""
+    from tests.events import read_events
 
     cb = WeightWatcherCallback(wait="epoch")
     tb = TensorBoardLogger(tmp_path, name="tb")
     L.Trainer(**quiet(max_epochs=2, logger=tb, callbacks=[cb])).fit(DigitsMLP())
-    acc = EventAccumulator(tb.log_dir, size_guidance={"scalars": 0, "histograms": 0})
-    acc.Reload()
+    acc = read_events(tb.log_dir)
     tags = acc.Tags()
     assert {f"ww_esd/{n}" for n in ("net.0", "net.2", "net.4")} <= set(tags["histograms"])
     steps = [e.step for e in acc.Scalars("ww/alpha_mean")]
     assert steps == [0, BATCHES, 2 * BATCHES]  # once per step: no second writer of scalars
+    # a 2-epoch fit is far too short for a frame within the pictures' budget: the final one
+    for tag in ("ww_plots/alpha_heatmap", "ww_plots/correlation_flow", "ww_esd_plot/net.2"):
+        assert [e.step for e in acc.Images(tag)] == [2 * BATCHES], tag
+    assert len(list(Path(tb.log_dir).glob("events.out.tfevents.*"))) == 2
 
 
 def test_pytorch_lightning_trainer(tmp_path):
