@@ -3,7 +3,8 @@ FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated
 row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
 share. Policies (FSDP2, DDP): early stopping stops every rank at the same step and restores each
 rank's own shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2)
-writes each rank's shards. Lightning ``ModelParallelStrategy`` and DeepSpeed ZeRO-3 likewise."""
+writes each rank's shards. Lightning ``ModelParallelStrategy``, Lightning DDP (policies
+included) and DeepSpeed ZeRO-3 likewise."""
 
 from __future__ import annotations
 
@@ -80,16 +81,49 @@ def test_policies_act_identically_on_every_rank(runs, kind):
     assert len(set(rank0["lrs"])) > 2, "the balancer changed the learning rates"
 
 
+@pytest.fixture(scope="module")
+def lightning_runs(tmp_path_factory):
+    """One launch, one ``Trainer.fit`` per case (see tests/distributed/lightning_cases.py)."""
+    return torchrun("lightning_cases.py", tmp_path_factory.mktemp("lightning"),
+                    "model_parallel", "ddp", "ddp_policies")
+
+
 @pytest.mark.slow
-def test_lightning_model_parallel_strategy(tmp_path):
-    """Lightning ``ModelParallelStrategy`` (FSDP2 in ``configure_model``): the callback runs on
-    both ranks, rank 0 writes one history equal to the full state dict's analyses."""
-    rank0, rank1 = (r["lightning"] for r in torchrun("lightning_cases.py", tmp_path))
+@pytest.mark.parametrize("case", ["model_parallel", "ddp", "ddp_policies"])
+def test_lightning_one_history_split_analysis(lightning_runs, case):
+    """Lightning ``ModelParallelStrategy`` (FSDP2 in ``configure_model``) and ``strategy="ddp"``
+    (replicated weights): the callback runs on both ranks, each analyses a disjoint share of the
+    layers, rank 0 writes one history equal to the full state dict's analyses (before, under
+    DDP rank 0 analysed every layer alone)."""
+    rank0, rank1 = lightning_runs[0][case], lightning_runs[1][case]
     assert not rank0.get("error"), rank0.get("error")
     assert not rank1.get("error"), rank1.get("error")
     steps = assert_history_matches(rank0["history"], rank0["refs"])
-    assert steps == [0, 2, 4]  # start, both epoch ends (the end of training is the last one)
+    # start, both epoch ends (the end of training is the last one); the policies stop the fit
+    # at the end of epoch 0
+    assert steps == ([0, 3] if case == "ddp_policies" else [0, 3, 6])
     assert rank1["history_path"] == "None"
+    owned = [rank0["owned"], rank1["owned"]]
+    assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
+    # (an owned attention in_proj is named by its first slice, q_proj)
+    assert set(owned[0]) | set(owned[1]) <= set(rank0["history"]["longname"])
+
+
+@pytest.mark.slow
+def test_lightning_ddp_policies_act_identically_on_every_rank(lightning_runs):
+    """DDP with ``LayerLRBalancer`` and ``HTSREarlyStopping(restore_best_weights=True)`` given to
+    the callback: both ranks' policies decide on the same merged analyses, so both stop at the
+    end of epoch 0 (``wait="epoch"``, the default with policies: every rank's part of the
+    epoch's analysis is merged at its end, so the stop is decided on the epoch's own weights),
+    hold the same learning rates and restore the step-0 weights themselves."""
+    rank0, rank1 = lightning_runs[0]["ddp_policies"], lightning_runs[1]["ddp_policies"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["stopped_step"] == rank1["stopped_step"] == 3
+    assert rank0["global_step"] == rank1["global_step"] == 3  # of max_epochs=4: 12
+    assert rank0["lrs"] == rank1["lrs"] and len(set(rank0["lrs"])) > 2
+    assert rank0["restored_step"] == rank1["restored_step"] == 0
+    assert rank0["restored_weights_equal"] and rank1["restored_weights_equal"]
 
 
 def test_busy_workers_skip_the_snapshot_on_every_rank(runs):

@@ -460,6 +460,17 @@ class Watcher:
             time.sleep(0.01)
         return True
 
+    def collect(self) -> list[AnalysisResult]:
+        """A distributed watcher: every rank's finished parts to rank 0 now (a collective: call
+        it on every rank at the same point), rather than at the next snapshot; the analyses now
+        complete are recorded and delivered (rank 0) and decided on by every rank's policies.
+        Nothing for a watcher on one process (its worker records each analysis itself)."""
+        if self._dist is None:
+            return []
+        merged, _ = self._dist.exchange()
+        self._record_merged(merged)
+        return merged
+
     def wait_for_result(self, step: int | None = None, timeout: float = 60.0) -> bool:
         """Block until at least one analysis has been delivered (e.g. the initial weights' one,
         before the first epoch's logs); unlike :meth:`wait_idle` it does not wait for the
