@@ -159,3 +159,65 @@ def test_trap_removal_writes_each_ranks_shards(runs):
     assert rank0["removed"] == rank1["removed"] and rank0["removed"].get("blocks.0.fc1", 0) > 0
     assert rank0["before"] == 25.0 and abs(rank0["after"]) < 1.0
     assert rank0["after"] == rank1["after"]
+
+
+@pytest.fixture(scope="module")
+def hf_runs(tmp_path_factory):
+    """One launch: a Hugging Face ``Trainer`` per case (see
+    tests/distributed/transformers_cases.py)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    return torchrun("transformers_cases.py", tmp_path_factory.mktemp("transformers"),
+                    "ddp", "ddp_resume", "ddp_policies")
+
+
+@pytest.mark.slow
+def test_transformers_trainer_ddp(hf_runs):
+    """``Trainer(use_cpu=True)`` under torchrun (accelerate's multi-CPU DDP): the callback runs
+    on both processes, each analyses a disjoint share of the layers, the main process alone
+    writes the history (every step's rows equal to ``analyze()`` of the state dict then),
+    TensorBoard events and the ``ww/`` logs."""
+    rank0, rank1 = hf_runs[0]["ddp"], hf_runs[1]["ddp"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["distributed_type"] == rank1["distributed_type"] == "DistributedType.MULTI_CPU"
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    assert {0, 8} <= set(steps)
+    assert rank0["events"] and rank0["ww_logged"] and rank0["sinks"] >= 2
+    assert rank1["history_path"] == "None" and rank1["sinks"] == 0 and not rank1["ww_logged"]
+    owned = [rank0["owned"], rank1["owned"]]
+    assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
+    assert set(owned[0]) | set(owned[1]) <= set(rank0["history"]["longname"])
+
+
+@pytest.mark.slow
+def test_transformers_trainer_ddp_resume(hf_runs):
+    """Resumed from the step-4 checkpoint on both processes: the history keeps steps 0-4 of the
+    first run and continues (no step twice). Rank 0 alone has the history, from which a resumed
+    session learns that step 4 is already analysed: the other rank gets it from rank 0 (without
+    that, rank 1 snapshotted step 4 again alone and the run hung)."""
+    first, rank0, rank1 = hf_runs[0]["ddp"], hf_runs[0]["ddp_resume"], hf_runs[1]["ddp_resume"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["global_step"] == rank1["global_step"] == 8
+    refs = {**{s: r for s, r in first["refs"].items() if s <= 4},
+            **{s: r for s, r in rank0["refs"].items() if s > 4}}
+    steps = assert_history_matches(rank0["history"], refs)
+    assert {0, 4, 8} <= set(steps)
+    assert rank1["history_path"] == "None"
+
+
+@pytest.mark.slow
+def test_transformers_trainer_ddp_policies(hf_runs):
+    """Early stopping and a learning-rate balancer on both processes decide on the same merged
+    analyses: ``control.should_training_stop`` comes at the same step on both, the learning
+    rates are the same, each process restores the step-0 weights itself."""
+    rank0, rank1 = hf_runs[0]["ddp_policies"], hf_runs[1]["ddp_policies"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["stopped_step"] == rank1["stopped_step"] == 2
+    assert rank0["global_step"] == rank1["global_step"] == 4  # of max_steps=8
+    assert rank0["lrs"] == rank1["lrs"] and len(set(rank0["lrs"])) > 2
+    assert rank0["restored_step"] == rank1["restored_step"] == 0
+    assert rank0["restored_weights_equal"] and rank1["restored_weights_equal"]
+    assert_history_matches(rank0["history"], rank0["refs"])

@@ -583,15 +583,31 @@ class Watcher:
         """Continue the history of an interrupted run at ``step`` when no state dict is at hand
         (Keras ``BackupAndRestore``, Hugging Face checkpoints): analyses recorded after ``step``
         are removed (they are trained again), counters continue from what is left, and a step
-        already recorded is not snapshotted again."""
-        if self.history is None or not self.history.path.exists():
+        already recorded is not snapshotted again. A distributed watcher: call it on every rank
+        (each takes rank 0's counters)."""
+        if self.history is not None and self.history.path.exists():
+            self.history.truncate_after(step)
+            steps = [record["step"] for record in read_records(self.history.path)]
+            self.snapshots_taken = len(steps)
+            if step in steps:
+                self._last_snapshot_step = step
+                self.last_step = max(self.last_step, step)
+        # rank 0 alone has the history: every rank takes its counters (without this a 2-rank
+        # Hugging Face run resumed at an analysed step hung: rank 1 snapshotted it alone)
+        if self.distributed:
+            self._share_resume_counters()
+
+    def _share_resume_counters(self) -> None:
+        """A distributed watcher resuming: rank 0's counters on every rank (a collective)."""
+        from .distributed.detect import process_group_size
+
+        if process_group_size() <= 1:
             return
-        self.history.truncate_after(step)
-        steps = [record["step"] for record in read_records(self.history.path)]
-        self.snapshots_taken = len(steps)
-        if step in steps:
-            self._last_snapshot_step = step
-            self.last_step = max(self.last_step, step)
+        import torch.distributed as dist
+
+        counters = [(self.snapshots_taken, self._last_snapshot_step, self.last_step)]
+        dist.broadcast_object_list(counters, src=0)
+        self.snapshots_taken, self._last_snapshot_step, self.last_step = counters[0]
 
     @property
     def should_stop(self) -> bool:
