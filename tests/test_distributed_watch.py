@@ -1,5 +1,6 @@
 """The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
-FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated step, every
+FSDP2, FSDP1 (``use_orig_params`` both ways) and tensor parallelism (DTensors, ``Shard(0)`` and
+``Shard(1)``): one history, written by rank 0, no duplicated step, every
 row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
 share. Policies (FSDP2, DDP): early stopping stops every rank at the same step and restores each
 rank's own shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2)
@@ -15,7 +16,7 @@ import pytest
 
 from tests.distributed.launch import torchrun
 
-CASES = ["ddp", "fsdp2", "fsdp1_flat"]
+CASES = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp"]
 
 
 @pytest.fixture(scope="module")

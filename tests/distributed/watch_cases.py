@@ -1,6 +1,7 @@
 """Run with ``python -m torch.distributed.run --nproc_per_node 2 watch_cases.py OUT CASE...``
 (gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``,
-``fsdp2``); rank 0 saves the history it wrote and, for every step a snapshot may be taken at, the
+``fsdp2``, ``fsdp1_flat``, ``fsdp1_orig``, ``tp``: tensor-parallel DTensors, ``Shard(0)`` and
+``Shard(1)``); rank 0 saves the history it wrote and, for every step a snapshot may be taken at, the
 single-process ``analyze()`` of the full state dict at that step, in ``OUT/rank<r>.pkl``."""
 
 from __future__ import annotations
@@ -34,14 +35,41 @@ def wrap(case: str):
         for block in model.blocks:
             fully_shard(block)
         return fully_shard(model)
-    if case == "fsdp1_flat":  # use_orig_params=False: flat parameters (segfaulted before)
+    if case in ("fsdp1_flat", "fsdp1_orig"):
+        # use_orig_params=False: flat parameters (segfaulted before); True: the original
+        # parameters are views of flat 1-D shards (every layer was skipped before)
         from models import Block
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=False,
-                    device_id=torch.device("cpu"))
+        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}),
+                    use_orig_params=case == "fsdp1_orig", device_id=torch.device("cpu"))
+    if case == "tp":  # DTensors: up and out sharded by rows (Shard(0)), down by columns
+        from models import MLP
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        return parallelize_module(built(MLP), mesh, {"up": ColwiseParallel(),
+                                                     "down": RowwiseParallel(),
+                                                     "out": ColwiseParallel()})
     raise ValueError(case)
+
+
+def loss_of(case: str, model, rank: int, step: int):
+    """The training loss of ``step``: the MLP of ``tp`` gets the same input on every rank (its
+    ranks hold parts of one model), the transformer a batch of the rank's own."""
+    if case == "tp":
+        from models import WIDTH
+
+        gen = torch.Generator().manual_seed(7 + step)
+        return model(torch.randn(8, WIDTH, generator=gen)).square().mean()
+    tokens, targets = token_batch(rank, step)
+    return nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB), targets.reshape(-1))
 
 
 def reference(model, rank: int):
@@ -195,9 +223,7 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
     with Watcher(model, log_dir=log_dir, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
                  traps_every=0, max_duty=None) as ww:
         for step in range(1, STEPS + 1):
-            tokens, targets = token_batch(rank, step)
-            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
-                                               targets.reshape(-1))
+            loss = loss_of(case, model, rank, step)
             opt.zero_grad()
             loss.backward()
             opt.step()
