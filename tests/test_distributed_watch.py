@@ -1,11 +1,11 @@
-"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
-FSDP2, FSDP1 (``use_orig_params`` both ways) and tensor parallelism (DTensors, ``Shard(0)`` and
-``Shard(1)``): one history, written by rank 0, no duplicated step, every
-row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
-share. Policies (FSDP2, DDP): early stopping stops every rank at the same step and restores each
-rank's own shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2)
-writes each rank's shards. Lightning ``ModelParallelStrategy``, Lightning DDP (policies
-included) and DeepSpeed ZeRO-3 likewise."""
+"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP (also
+with peft LoRA adapters and with ``base="initial"``), FSDP2, FSDP1 (``use_orig_params`` both
+ways) and tensor parallelism (DTensors, ``Shard(0)`` and ``Shard(1)``): one history, written by
+rank 0, no duplicated step, every row equal to ``analyze()`` of the full state dict at that
+step; each rank gathered only its share. Policies (FSDP2, DDP): early stopping stops every rank
+at the same step and restores each rank's own shards, learning-rate multipliers are the same on
+every rank, trap removal (FSDP2) writes each rank's shards. Lightning ``ModelParallelStrategy``,
+Lightning DDP (policies included) and DeepSpeed ZeRO-3 likewise."""
 
 from __future__ import annotations
 
@@ -16,12 +16,17 @@ import pytest
 
 from tests.distributed.launch import torchrun
 
-CASES = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp"]
+HAS_PEFT = importlib.util.find_spec("peft") is not None
+LORA_CASES = ["ddp_lora", "fsdp2_lora"] if HAS_PEFT else []
+#: ddp_lora: peft LoRA under DDP read with adapters="both"; ddp_base: base="initial" under DDP
+CASES = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base",
+         pytest.param("ddp_lora", marks=pytest.mark.skipif(not HAS_PEFT, reason="needs peft"))]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES,
+    cases = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", *LORA_CASES]
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *cases,
                     "policies_fsdp2", "policies_ddp", "duty", "traps")
 
 
@@ -64,6 +69,16 @@ def test_each_rank_analyses_its_share(runs, case):
     assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
     total = sum(runs[r][case]["gathered_bytes"] for r in (0, 1))
     assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
+
+
+@pytest.mark.skipif(not HAS_PEFT, reason="needs peft")
+def test_sharded_lora_is_refused_clearly(runs):
+    """peft LoRA layers in a sharded model (FSDP2 here) would be read as their base layer and
+    their wrapper's weight (two wrong rows each): the Watcher refuses them on every rank with a
+    message saying what is supported."""
+    for rank in (0, 1):
+        refused = runs[rank]["fsdp2_lora"].get("refused")
+        assert refused and "LoRA" in refused and "not supported" in refused, runs[rank]
 
 
 @pytest.mark.parametrize("kind", ["fsdp2", "ddp"])

@@ -212,12 +212,10 @@ class Watcher:
             from .distributed.detect import collective_snapshots
 
             if collective_snapshots(model, self.distributed):
-                if self._base is not None or self._adapters != "effective":
-                    raise NotImplementedError("ww_callbacks: base= and adapters= are not "
-                                              "supported by a distributed watcher yet")
                 from .distributed.session import DistributedSnapshots
 
-                self._dist = DistributedSnapshots(model, self._select, self._analysis)
+                self._dist = DistributedSnapshots(model, self._select, self._analysis,
+                                                  adapters=self._adapters, base=self._base)
                 self._snapshotter = self._dist
                 self._model_ref = weakref.ref(model)
                 return self._dist
