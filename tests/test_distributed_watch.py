@@ -1,11 +1,12 @@
 """The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP (also
-with peft LoRA adapters and with ``base="initial"``), FSDP2, FSDP1 (``use_orig_params`` both
-ways) and tensor parallelism (DTensors, ``Shard(0)`` and ``Shard(1)``): one history, written by
-rank 0, no duplicated step, every row equal to ``analyze()`` of the full state dict at that
-step; each rank gathered only its share. Policies (FSDP2, DDP): early stopping stops every rank
-at the same step and restores each rank's own shards, learning-rate multipliers are the same on
-every rank, trap removal (FSDP2) writes each rank's shards. Lightning ``ModelParallelStrategy``,
-Lightning DDP (policies included) and DeepSpeed ZeRO-3 likewise."""
+with peft LoRA adapters and with ``base="initial"``), FSDP2 (also with ``base="initial"``),
+FSDP1 (``use_orig_params`` both ways) and tensor parallelism (DTensors, ``Shard(0)`` and
+``Shard(1)``): one history, written by rank 0, no duplicated step, every row equal to
+``analyze()`` of the full state dict at that step; each rank gathered only its share. Policies
+(FSDP2, DDP): early stopping stops every rank at the same step and restores each rank's own
+shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2) writes each
+rank's shards. Lightning ``ModelParallelStrategy``, Lightning DDP (policies included) and
+DeepSpeed ZeRO-3 likewise."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from tests.distributed.launch import torchrun
 
 HAS_PEFT = importlib.util.find_spec("peft") is not None
 LORA_CASES = ["ddp_lora", "fsdp2_lora"] if HAS_PEFT else []
-#: ddp_lora: peft LoRA under DDP read with adapters="both"; ddp_base: base="initial" under DDP
-CASES = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base",
+#: ddp_lora: peft LoRA under DDP read with adapters="both"; *_base: base="initial"
+CASES = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", "fsdp2_base",
          pytest.param("ddp_lora", marks=pytest.mark.skipif(not HAS_PEFT, reason="needs peft"))]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    cases = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", *LORA_CASES]
+    cases = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", "fsdp2_base",
+             *LORA_CASES]
     return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *cases,
                     "policies_fsdp2", "policies_ddp", "duty", "traps")
 

@@ -1,10 +1,10 @@
 """Run with ``python -m torch.distributed.run --nproc_per_node 2 watch_cases.py OUT CASE...``
-(gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``,
-``fsdp2``, ``fsdp1_flat``, ``fsdp1_orig``, ``tp``: tensor-parallel DTensors, ``Shard(0)`` and
-``Shard(1)``; ``ddp_lora``: peft LoRA under DDP with ``adapters="both"``; ``ddp_base``:
-``base="initial"`` under DDP; ``fsdp2_lora``: refused); rank 0 saves the history it wrote
-and, for every step a snapshot may be taken at, the single-process ``analyze()`` of the full
-state dict at that step, in ``OUT/rank<r>.pkl``."""
+(gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``, ``fsdp2``,
+``fsdp1_flat``, ``fsdp1_orig``, ``tp``: tensor-parallel DTensors, ``Shard(0)`` and ``Shard(1)``;
+``ddp_lora``: peft LoRA under DDP with ``adapters="both"``; ``ddp_base``: ``base="initial"``
+under DDP and ``fsdp2_base`` under FSDP2; ``fsdp2_lora``: refused); rank 0 saves the history it
+wrote and, for every step a snapshot may be taken at, the single-process ``analyze()`` of the
+full state dict at that step, in ``OUT/rank<r>.pkl``."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def wrap(case: str):
         for block in model.base_model.model.blocks:
             fully_shard(block)
         return fully_shard(model)
-    if case == "fsdp2":
+    if case in ("fsdp2", "fsdp2_base"):
         from torch.distributed.fsdp import fully_shard
 
         for block in model.blocks:
@@ -99,7 +99,8 @@ def loss_of(case: str, model, rank: int, step: int):
 
 
 #: The Watcher options of each case (the others: the defaults).
-OPTIONS = {"ddp_lora": {"adapters": "both"}, "ddp_base": {"base": "initial"}}
+OPTIONS = {"ddp_lora": {"adapters": "both"}, "ddp_base": {"base": "initial"},
+           "fsdp2_base": {"base": "initial"}}
 
 
 def reference(model, rank: int, case: str = "", initial: dict | None = None):
@@ -271,7 +272,7 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     log_dir = os.path.join(out_dir, case)
     initial = None
-    if case == "ddp_base":
+    if case in ("ddp_base", "fsdp2_base"):
         initial = {k: v.detach().clone() for k, v in full_state_dict(model).items()}
     refs = {0: reference(model, rank, case, initial)}
     with Watcher(model, log_dir=log_dir, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
