@@ -15,7 +15,10 @@ DeepSpeed) it runs on every process: each snapshot is a collective, each process
 share of the layers (:mod:`ww_callbacks.distributed`), the main process
 (``state.is_world_process_zero``) alone writes the history, TensorBoard, W&B and ``logs``, and
 every process's policies decide on the same analyses (``control.should_training_stop`` is set
-at the same step on every process).
+at the same step on every process). Tested under DDP (``use_cpu=True``); accelerate's FSDP is
+not: accelerate 1.16.0 cannot run it on CPU (``AcceleratorState`` turns FSDP on only for GPU-like
+distributed types, ``accelerate/state.py`` line 947; ``fsdp=True`` with ``use_cpu=True`` trains
+under DDP).
 
 Where the results go:
 
