@@ -15,9 +15,14 @@ them in one background thread and delivers the results on the training thread to
 
 At every training-epoch end the latest model summary (``ww/alpha_mean``, ...) is also logged with
 ``pl_module.log`` (not to the loggers, which already have it at its true step), so that
-``EarlyStopping`` and ``ModelCheckpoint`` can monitor a ``ww/`` key. Under DDP only rank 0
-snapshots, analyses and writes; what it knows (the summary and its ``should_stop`` decision) is
-broadcast to every rank once per epoch, so all ranks log the same values and stop together.
+``EarlyStopping`` and ``ModelCheckpoint`` can monitor a ``ww/`` key.
+
+On several ranks (DDP and the other replicated strategies as well as FSDP,
+``ModelParallelStrategy`` and DeepSpeed, which shard the weights) the callback runs a session on
+every rank: each snapshot is a collective (:mod:`ww_callbacks.distributed`), each rank analyses
+its share of the layers, rank 0 alone writes the history and logs; every rank's policies decide
+on the same merged analyses. Rank 0's summary and ``should_stop`` decision are also broadcast
+once per epoch, so all ranks log the same values and stop together.
 """
 
 from __future__ import annotations
@@ -160,9 +165,10 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     :class:`~ww_callbacks.watcher.Sink` s (closed at the end of training); ``policies``:
     :mod:`ww_callbacks.policies` (``HTSREarlyStopping``, ``LayerLRBalancer``, ``TrapRemoval``, or
     any object with ``on_result(result)`` and optionally ``should_stop``). They act on the
-    module, ``trainer.optimizers`` and the trainer's LR schedulers; a stop is decided on rank 0
-    and applied on every rank at the next epoch end (``ww/stop_reason`` is logged), and best
-    weights restored on rank 0 are broadcast to every rank.
+    module, ``trainer.optimizers`` and the trainer's LR schedulers, on every rank (each rank's
+    run on the same analyses, so they decide alike; best weights are restored by each rank into
+    its own weights or shards); a stop is applied on every rank at the next epoch end
+    (``ww/stop_reason`` is logged).
 
     Monitoring: the ``ww/`` summary of the latest analysis is logged at each training-epoch end
     with ``pl_module.log`` so ``EarlyStopping(monitor="ww/alpha_mean")`` and
@@ -266,8 +272,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     @property
     def watcher(self) -> WatchSession | None:
-        """The :class:`~ww_callbacks.session.WatchSession` of the current (or last) fit; rank 0
-        only (None on the other ranks and before ``fit``)."""
+        """The :class:`~ww_callbacks.session.WatchSession` of the current (or last) fit (None
+        before ``fit``; on ranks other than 0 only when the trainer runs on several ranks,
+        where that session analyses the rank's share and records nothing)."""
         return self._watcher
 
     @property
@@ -305,37 +312,38 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        """Make the watcher on rank 0 when fitting starts; the other ranks only keep going (with
-        a strategy that shards the weights, every rank gets one: snapshots are collectives)."""
+        """Make the watch session when fitting starts: on every rank when the trainer runs on
+        several (DDP, FSDP, ``ModelParallelStrategy``, DeepSpeed: snapshots are collectives,
+        each rank analyses its share of the layers, rank 0 records and logs them, every rank's
+        policies decide on the same analyses); on the one process otherwise."""
         if stage != "fit":
             return
         # `Trainer.log_dir` broadcasts: it must be read on every rank, or rank 0 stalls.
         log_dir = self.log_dir if self.log_dir is not None else default_log_dir(trainer)
-        # computed on every rank: every rank logs the same keys for the monitors
-        self._log_epoch = _monitors_ww(trainer) if self.log_epoch_metrics is None \
+        # computed on every rank: every rank logs the same keys for the monitors, and waits
+        # at the same points (a rank that waits for its worker while another does not would
+        # find the other's worker busy and skip the snapshot on every rank)
+        monitored = _monitors_ww(trainer)
+        self._log_epoch = monitored if self.log_epoch_metrics is None \
             else bool(self.log_epoch_metrics)
-        sharded = _shards_weights(trainer)
-        if not trainer.is_global_zero:
-            if sharded:  # snapshots are collectives: a session on every rank, rank 0 records
-                self._close(final=False)
-                self._watcher = WatchSession(cadence=self.cadence, wait="never", log_dir=None,
-                                             distributed=True, **self._watcher_options)
-                self._last_epoch = None
+        distributed = _on_every_rank(trainer)
+        if not trainer.is_global_zero and not distributed:
             return
         self._close(final=False)  # a watcher left over from an interrupted earlier fit
         sinks: list[Sink] = []
-        for logger in trainer.loggers:
-            sinks.append(LoggerSink(logger, log_per_layer=self.log_per_layer))
-            sinks.extend(_extra_sinks(logger, self.tensorboard_options, self.wandb_options))
-        sinks.extend(self.sinks)
+        if trainer.is_global_zero:  # rank 0 records and logs; the other ranks only analyse
+            for logger in trainer.loggers:
+                sinks.append(LoggerSink(logger, log_per_layer=self.log_per_layer))
+                sinks.extend(_extra_sinks(logger, self.tensorboard_options, self.wandb_options))
+            sinks.extend(self.sinks)
         wait = self.wait if self.wait is not None else \
-            "epoch" if _monitors_ww(trainer) or self.policies else "never"
-        self._watcher = WatchSession(cadence=self.cadence, wait=wait, log_dir=log_dir,
+            "epoch" if monitored or self.policies else "never"
+        self._watcher = WatchSession(cadence=self.cadence, wait=wait,
+                                     log_dir=log_dir if trainer.is_global_zero else None,
                                      sinks=sinks, policies=self.policies,
-                                     distributed=True if sharded else None,
-                                     **self._watcher_options)
+                                     distributed=distributed, **self._watcher_options)
         self._last_epoch = None
-        if self._pending_state is not None:
+        if self._pending_state is not None:  # (the same checkpoint on every rank)
             self._watcher.load_state_dict(self._pending_state)
             self._pending_state = None
 
@@ -396,9 +404,10 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         self._share_restored_weights(trainer, pl_module)
 
     def _share_restored_weights(self, trainer: Any, pl_module: Any) -> None:
-        """Under DDP, weights a policy restored on rank 0 go to every rank."""
+        """Weights a policy restored on rank 0 go to every rank, when the session ran on rank 0
+        only (a session on every rank restores each rank's own weights or shards)."""
         policies = PolicySet(self.policies)
-        if trainer.world_size <= 1 or not policies.restores_weights:
+        if trainer.world_size <= 1 or not policies.restores_weights or _on_every_rank(trainer):
             return
         if trainer.strategy.broadcast(policies.restored, src=0):
             state = pl_module.state_dict() if trainer.is_global_zero else None
@@ -449,7 +458,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     # ------------------------------------------------------------------ helpers
 
     def _open_watcher(self) -> WatchSession | None:
-        """The session while a fit runs on rank 0; None otherwise (other ranks, after close)."""
+        """The session while a fit runs (on this rank); None otherwise (before, after close)."""
         watcher = self._watcher
         return None if watcher is None or watcher.closed else watcher
 
@@ -460,12 +469,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             watcher.close(final=final)
 
 
-#: Strategies whose weights are split across ranks: the watcher runs on every rank.
-SHARDING_STRATEGIES = ("ModelParallelStrategy", "FSDPStrategy", "DeepSpeedStrategy")
+def _on_every_rank(trainer: Any) -> bool:
+    """True when ``trainer`` runs on several ranks of a process group: the session runs on
+    every rank (:func:`ww_callbacks.distributed.detect.on_every_rank` decides)."""
+    from ww_callbacks.distributed.detect import on_every_rank
 
-
-def _shards_weights(trainer: Any) -> bool:
-    """True when ``trainer`` runs on several ranks with a strategy that shards the weights, so
-    that a snapshot must be a collective (:mod:`ww_callbacks.distributed`)."""
-    names = {cls.__name__ for cls in type(trainer.strategy).__mro__}
-    return trainer.world_size > 1 and bool(names & set(SHARDING_STRATEGIES))
+    return trainer.world_size > 1 and on_every_rank()

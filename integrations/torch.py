@@ -86,10 +86,9 @@ class Watcher(WatchSession):
                  writer: Any = None, wandb_run: Any = None, **watcher_kwargs: Any):
         tensorboard = renamed(tensorboard, {"writer": ("tensorboard", writer)})
         wandb = renamed(wandb, {"wandb_run": ("wandb", wandb_run)})
-        from ww_callbacks.distributed.detect import process_group_rank, process_group_size
+        from ww_callbacks.distributed.detect import on_every_rank, process_group_rank
 
-        if distributed is None:  # a plain loop runs the Watcher on every rank
-            distributed = process_group_size() > 1
+        distributed = on_every_rank(distributed)  # a plain loop runs the Watcher on every rank
         if distributed and process_group_rank() != 0:  # rank 0 records, logs and writes
             log_dir, tensorboard, wandb = None, False, None
             watcher_kwargs["sinks"] = []

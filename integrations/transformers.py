@@ -8,9 +8,17 @@
                       callbacks=[WeightWatcherCallback(every_n_steps=100)])
     trainer.train()
 
-The callback snapshots the weights on the main process (``state.is_world_process_zero``) at the
-start of training, every ``every_n_steps`` optimizer steps and/or every ``every_n_epochs``
-epochs, and at the end; a background thread analyses them while training goes on.
+The callback snapshots the weights at the start of training, every ``every_n_steps`` optimizer
+steps and/or every ``every_n_epochs`` epochs, and at the end; a background thread analyses them
+while training goes on. On several processes (``torchrun``: DDP, or accelerate's FSDP and
+DeepSpeed) it runs on every process: each snapshot is a collective, each process analyses its
+share of the layers (:mod:`ww_callbacks.distributed`), the main process
+(``state.is_world_process_zero``) alone writes the history, TensorBoard, W&B and ``logs``, and
+every process's policies decide on the same analyses (``control.should_training_stop`` is set
+at the same step on every process). Tested under DDP (``use_cpu=True``); accelerate's FSDP is
+not: accelerate 1.16.0 cannot run it on CPU (``AcceleratorState`` turns FSDP on only for GPU-like
+distributed types, ``accelerate/state.py`` line 947; ``fsdp=True`` with ``use_cpu=True`` trains
+under DDP).
 
 Where the results go:
 
@@ -203,20 +211,32 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, model: Any = None, **kwargs: Any) -> None:
-        """Create the watcher (main process only) and analyse the initial weights."""
-        if not state.is_world_process_zero:
+        """Create the watcher and analyse the initial weights: on the main process, or on every
+        process when training runs on several (a torch process group: DDP, accelerate's FSDP or
+        DeepSpeed), where each analyses its share of the layers and the main process alone
+        records, logs and writes TensorBoard / W&B; every process's policies decide on the
+        same analyses, so the stop comes at the same step everywhere."""
+        from ww_callbacks.distributed.detect import on_every_rank
+
+        options = dict(self.watcher_options)
+        distributed = on_every_rank(options.pop("distributed", None))
+        if not state.is_world_process_zero and not distributed:
             return
         self.close()  # the previous train() raised: its watcher was never closed
-        log_dir = self.resolve_log_dir(args)
         self._latest.pending = None
-        tensorboard = _reports_to(args, "tensorboard") if self.tensorboard is None \
-            else self.tensorboard
-        wandb = _reports_to(args, "wandb") if self.wandb is None else self.wandb
+        if state.is_world_process_zero:
+            log_dir: Path | None = self.resolve_log_dir(args)
+            tensorboard = _reports_to(args, "tensorboard") if self.tensorboard is None \
+                else self.tensorboard
+            wandb = _reports_to(args, "wandb") if self.wandb is None else self.wandb
+            sinks = [*self.sinks, self._latest]
+        else:  # analyses its share only
+            log_dir, tensorboard, wandb, sinks = None, False, None, []
         self.watcher = WatchSession(
-            cadence=self.cadence, wait=self.wait, log_dir=log_dir,
-            sinks=[*self.sinks, self._latest], tensorboard=tensorboard,
-            tensorboard_options=self.tensorboard_options, wandb=wandb,
-            wandb_options=self.wandb_options, policies=self.policies, **self.watcher_options)
+            cadence=self.cadence, wait=self.wait, log_dir=log_dir, sinks=sinks,
+            tensorboard=tensorboard, tensorboard_options=self.tensorboard_options, wandb=wandb,
+            wandb_options=self.wandb_options, policies=self.policies, distributed=distributed,
+            **options)
         self.watcher.bind(self)
         from ww_callbacks.integrations.torch_target import TorchTarget
 

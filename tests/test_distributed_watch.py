@@ -1,9 +1,12 @@
-"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP,
-FSDP2 and FSDP1 (flat parameters): one history, written by rank 0, no duplicated step, every
-row equal to ``analyze()`` of the full state dict at that step; each rank gathered only its
-share. Policies (FSDP2, DDP): early stopping stops every rank at the same step and restores each
-rank's own shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2)
-writes each rank's shards. Lightning ``ModelParallelStrategy`` and DeepSpeed ZeRO-3 likewise."""
+"""The torch ``Watcher`` in a plain ``torch.distributed.run`` loop (2 ranks, gloo) under DDP (also
+with peft LoRA adapters and with ``base="initial"``), FSDP2 (also with ``base="initial"``),
+FSDP1 (``use_orig_params`` both ways) and tensor parallelism (DTensors, ``Shard(0)`` and
+``Shard(1)``): one history, written by rank 0, no duplicated step, every row equal to
+``analyze()`` of the full state dict at that step; each rank gathered only its share. Policies
+(FSDP2, DDP): early stopping stops every rank at the same step and restores each rank's own
+shards, learning-rate multipliers are the same on every rank, trap removal (FSDP2) writes each
+rank's shards. Lightning ``ModelParallelStrategy``, Lightning DDP (policies included) and
+DeepSpeed ZeRO-3 likewise."""
 
 from __future__ import annotations
 
@@ -14,12 +17,18 @@ import pytest
 
 from tests.distributed.launch import torchrun
 
-CASES = ["ddp", "fsdp2", "fsdp1_flat"]
+HAS_PEFT = importlib.util.find_spec("peft") is not None
+LORA_CASES = ["ddp_lora", "fsdp2_lora"] if HAS_PEFT else []
+#: ddp_lora: peft LoRA under DDP read with adapters="both"; *_base: base="initial"
+CASES = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", "fsdp2_base",
+         pytest.param("ddp_lora", marks=pytest.mark.skipif(not HAS_PEFT, reason="needs peft"))]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *CASES,
+    cases = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", "fsdp2_base",
+             *LORA_CASES]
+    return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *cases,
                     "policies_fsdp2", "policies_ddp", "duty", "traps")
 
 
@@ -64,6 +73,16 @@ def test_each_rank_analyses_its_share(runs, case):
     assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
 
 
+@pytest.mark.skipif(not HAS_PEFT, reason="needs peft")
+def test_sharded_lora_is_refused_clearly(runs):
+    """peft LoRA layers in a sharded model (FSDP2 here) would be read as their base layer and
+    their wrapper's weight (two wrong rows each): the Watcher refuses them on every rank with a
+    message saying what is supported."""
+    for rank in (0, 1):
+        refused = runs[rank]["fsdp2_lora"].get("refused")
+        assert refused and "LoRA" in refused and "not supported" in refused, runs[rank]
+
+
 @pytest.mark.parametrize("kind", ["fsdp2", "ddp"])
 def test_policies_act_identically_on_every_rank(runs, kind):
     rank0, rank1 = runs[0][f"policies_{kind}"], runs[1][f"policies_{kind}"]
@@ -80,16 +99,49 @@ def test_policies_act_identically_on_every_rank(runs, kind):
     assert len(set(rank0["lrs"])) > 2, "the balancer changed the learning rates"
 
 
+@pytest.fixture(scope="module")
+def lightning_runs(tmp_path_factory):
+    """One launch, one ``Trainer.fit`` per case (see tests/distributed/lightning_cases.py)."""
+    return torchrun("lightning_cases.py", tmp_path_factory.mktemp("lightning"),
+                    "model_parallel", "ddp", "ddp_policies")
+
+
 @pytest.mark.slow
-def test_lightning_model_parallel_strategy(tmp_path):
-    """Lightning ``ModelParallelStrategy`` (FSDP2 in ``configure_model``): the callback runs on
-    both ranks, rank 0 writes one history equal to the full state dict's analyses."""
-    rank0, rank1 = (r["lightning"] for r in torchrun("lightning_cases.py", tmp_path))
+@pytest.mark.parametrize("case", ["model_parallel", "ddp", "ddp_policies"])
+def test_lightning_one_history_split_analysis(lightning_runs, case):
+    """Lightning ``ModelParallelStrategy`` (FSDP2 in ``configure_model``) and ``strategy="ddp"``
+    (replicated weights): the callback runs on both ranks, each analyses a disjoint share of the
+    layers, rank 0 writes one history equal to the full state dict's analyses (before, under
+    DDP rank 0 analysed every layer alone)."""
+    rank0, rank1 = lightning_runs[0][case], lightning_runs[1][case]
     assert not rank0.get("error"), rank0.get("error")
     assert not rank1.get("error"), rank1.get("error")
     steps = assert_history_matches(rank0["history"], rank0["refs"])
-    assert steps == [0, 2, 4]  # start, both epoch ends (the end of training is the last one)
+    # start, both epoch ends (the end of training is the last one); the policies stop the fit
+    # at the end of epoch 0
+    assert steps == ([0, 3] if case == "ddp_policies" else [0, 3, 6])
     assert rank1["history_path"] == "None"
+    owned = [rank0["owned"], rank1["owned"]]
+    assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
+    # (an owned attention in_proj is named by its first slice, q_proj)
+    assert set(owned[0]) | set(owned[1]) <= set(rank0["history"]["longname"])
+
+
+@pytest.mark.slow
+def test_lightning_ddp_policies_act_identically_on_every_rank(lightning_runs):
+    """DDP with ``LayerLRBalancer`` and ``HTSREarlyStopping(restore_best_weights=True)`` given to
+    the callback: both ranks' policies decide on the same merged analyses, so both stop at the
+    end of epoch 0 (``wait="epoch"``, the default with policies: every rank's part of the
+    epoch's analysis is merged at its end, so the stop is decided on the epoch's own weights),
+    hold the same learning rates and restore the step-0 weights themselves."""
+    rank0, rank1 = lightning_runs[0]["ddp_policies"], lightning_runs[1]["ddp_policies"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["stopped_step"] == rank1["stopped_step"] == 3
+    assert rank0["global_step"] == rank1["global_step"] == 3  # of max_epochs=4: 12
+    assert rank0["lrs"] == rank1["lrs"] and len(set(rank0["lrs"])) > 2
+    assert rank0["restored_step"] == rank1["restored_step"] == 0
+    assert rank0["restored_weights_equal"] and rank1["restored_weights_equal"]
 
 
 def test_busy_workers_skip_the_snapshot_on_every_rank(runs):
@@ -125,3 +177,65 @@ def test_trap_removal_writes_each_ranks_shards(runs):
     assert rank0["removed"] == rank1["removed"] and rank0["removed"].get("blocks.0.fc1", 0) > 0
     assert rank0["before"] == 25.0 and abs(rank0["after"]) < 1.0
     assert rank0["after"] == rank1["after"]
+
+
+@pytest.fixture(scope="module")
+def hf_runs(tmp_path_factory):
+    """One launch: a Hugging Face ``Trainer`` per case (see
+    tests/distributed/transformers_cases.py)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    return torchrun("transformers_cases.py", tmp_path_factory.mktemp("transformers"),
+                    "ddp", "ddp_resume", "ddp_policies")
+
+
+@pytest.mark.slow
+def test_transformers_trainer_ddp(hf_runs):
+    """``Trainer(use_cpu=True)`` under torchrun (accelerate's multi-CPU DDP): the callback runs
+    on both processes, each analyses a disjoint share of the layers, the main process alone
+    writes the history (every step's rows equal to ``analyze()`` of the state dict then),
+    TensorBoard events and the ``ww/`` logs."""
+    rank0, rank1 = hf_runs[0]["ddp"], hf_runs[1]["ddp"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["distributed_type"] == rank1["distributed_type"] == "DistributedType.MULTI_CPU"
+    steps = assert_history_matches(rank0["history"], rank0["refs"])
+    assert {0, 8} <= set(steps)
+    assert rank0["events"] and rank0["ww_logged"] and rank0["sinks"] >= 2
+    assert rank1["history_path"] == "None" and rank1["sinks"] == 0 and not rank1["ww_logged"]
+    owned = [rank0["owned"], rank1["owned"]]
+    assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
+    assert set(owned[0]) | set(owned[1]) <= set(rank0["history"]["longname"])
+
+
+@pytest.mark.slow
+def test_transformers_trainer_ddp_resume(hf_runs):
+    """Resumed from the step-4 checkpoint on both processes: the history keeps steps 0-4 of the
+    first run and continues (no step twice). Rank 0 alone has the history, from which a resumed
+    session learns that step 4 is already analysed: the other rank gets it from rank 0 (without
+    that, rank 1 snapshotted step 4 again alone and the run hung)."""
+    first, rank0, rank1 = hf_runs[0]["ddp"], hf_runs[0]["ddp_resume"], hf_runs[1]["ddp_resume"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["global_step"] == rank1["global_step"] == 8
+    refs = {**{s: r for s, r in first["refs"].items() if s <= 4},
+            **{s: r for s, r in rank0["refs"].items() if s > 4}}
+    steps = assert_history_matches(rank0["history"], refs)
+    assert {0, 4, 8} <= set(steps)
+    assert rank1["history_path"] == "None"
+
+
+@pytest.mark.slow
+def test_transformers_trainer_ddp_policies(hf_runs):
+    """Early stopping and a learning-rate balancer on both processes decide on the same merged
+    analyses: ``control.should_training_stop`` comes at the same step on both, the learning
+    rates are the same, each process restores the step-0 weights itself."""
+    rank0, rank1 = hf_runs[0]["ddp_policies"], hf_runs[1]["ddp_policies"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["stopped_step"] == rank1["stopped_step"] == 2
+    assert rank0["global_step"] == rank1["global_step"] == 4  # of max_steps=8
+    assert rank0["lrs"] == rank1["lrs"] and len(set(rank0["lrs"])) > 2
+    assert rank0["restored_step"] == rank1["restored_step"] == 0
+    assert rank0["restored_weights_equal"] and rank1["restored_weights_equal"]
+    assert_history_matches(rank0["history"], rank0["refs"])

@@ -345,8 +345,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     (FSDP, FSDP2, tensor parallel, DeepSpeed ZeRO-3, DDP): every rank must call it; each analyses
     about 1/R of the layers and all return the full frame
     (:func:`ww_callbacks.distributed.analyze_distributed`). Called on one rank only it raises
-    instead of hanging. (``base``, ``adapters`` other than ``"effective"`` and ``keep_spectra``
-    are not available there yet: a clear error says so.)
+    instead of hanging. (``base`` and ``keep_spectra`` are not available there yet, nor
+    ``adapters`` other than ``"effective"`` for sharded weights: a clear error says so.)
     """
     from .devices import resolve_analysis_device
     from .distributed.detect import wants_collective
@@ -356,15 +356,19 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     if wants_collective(model):
         from .distributed.analyze import analyze_distributed
 
-        if base is not None or adapters != "effective" or keep_spectra:
-            raise NotImplementedError("analyze(): base=, adapters= and keep_spectra= are not "
-                                      "supported under a process group yet (the collective "
-                                      "analysis reads each layer's own weight)")
+        if base is not None or keep_spectra:
+            raise NotImplementedError(
+                "analyze(): base= and keep_spectra= are not supported under a process group of "
+                "several ranks yet (there analyze(model) is a collective, each rank analysing "
+                "its share); analyse a full state dict on one rank instead, e.g. "
+                "analyze(get_model_state_dict(model, options=StateDictOptions("
+                "full_state_dict=True)), base=...)")
 
         return analyze_distributed(model, layers=layers, min_evals=min_evals,
                                    max_evals=max_evals, max_N=max_N, randomize=randomize,
                                    mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool,
-                                   device=device, progress=progress, dtype=dtype, seed=seed)
+                                   device=device, progress=progress, dtype=dtype, seed=seed,
+                                   adapters=adapters)
     found, skipped = extract_layers(model, adapters=adapters)
     if base is not None:
         found, unmatched = subtract_base(found, base_weights(extract_layers(base)[0]))

@@ -160,11 +160,15 @@ class WatchSession(Watcher):
 
     def epoch_end(self, step: int, epoch: int, model: Any = None) -> None:
         """End of epoch ``epoch`` (from 0) at ``step``: snapshot when the epoch is due (with
-        ``wait``, after the previous analysis, and then wait for this one), then deliver."""
+        ``wait``, after the previous analysis, and then wait for this one: on every rank, for a
+        distributed session, whose ranks' parts are then merged), then deliver."""
         if self.cadence.epoch_due(epoch):
             self.take(step, epoch, model, settle=self.waits_at_epochs)
             if self.waits_at_epochs:
                 self.wait_idle(WAIT_TIMEOUT_S)
+                # distributed: this rank's part waits here until the next snapshot's exchange;
+                # fetch every rank's now, so the epoch's decision is on the epoch's weights
+                self.collect()
         self.poll(step)
 
     def end(self, step: int, epoch: int | None = None, model: Any = None) -> None:

@@ -66,6 +66,11 @@ class Snapshotter:
         self._side_stream: Any = None
         self._frozen = FrozenCopies()
 
+    def host_copy(self, weight: Any) -> Any:
+        """A synchronous host copy of one of the layers' weights, whatever its device (frozen
+        torch tensors and frozen parts copied once)."""
+        return self._host(weight)
+
     def _host(self, weight: Any) -> Any:
         """A host copy of one weight; frozen torch tensors and frozen parts copied once."""
         if is_composite(weight):

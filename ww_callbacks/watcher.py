@@ -212,12 +212,10 @@ class Watcher:
             from .distributed.detect import collective_snapshots
 
             if collective_snapshots(model, self.distributed):
-                if self._base is not None or self._adapters != "effective":
-                    raise NotImplementedError("ww_callbacks: base= and adapters= are not "
-                                              "supported by a distributed watcher yet")
                 from .distributed.session import DistributedSnapshots
 
-                self._dist = DistributedSnapshots(model, self._select, self._analysis)
+                self._dist = DistributedSnapshots(model, self._select, self._analysis,
+                                                  adapters=self._adapters, base=self._base)
                 self._snapshotter = self._dist
                 self._model_ref = weakref.ref(model)
                 return self._dist
@@ -460,6 +458,17 @@ class Watcher:
             time.sleep(0.01)
         return True
 
+    def collect(self) -> list[AnalysisResult]:
+        """A distributed watcher: every rank's finished parts to rank 0 now (a collective: call
+        it on every rank at the same point), rather than at the next snapshot; the analyses now
+        complete are recorded and delivered (rank 0) and decided on by every rank's policies.
+        Nothing for a watcher on one process (its worker records each analysis itself)."""
+        if self._dist is None:
+            return []
+        merged, _ = self._dist.exchange()
+        self._record_merged(merged)
+        return merged
+
     def wait_for_result(self, step: int | None = None, timeout: float = 60.0) -> bool:
         """Block until at least one analysis has been delivered (e.g. the initial weights' one,
         before the first epoch's logs); unlike :meth:`wait_idle` it does not wait for the
@@ -572,15 +581,31 @@ class Watcher:
         """Continue the history of an interrupted run at ``step`` when no state dict is at hand
         (Keras ``BackupAndRestore``, Hugging Face checkpoints): analyses recorded after ``step``
         are removed (they are trained again), counters continue from what is left, and a step
-        already recorded is not snapshotted again."""
-        if self.history is None or not self.history.path.exists():
+        already recorded is not snapshotted again. A distributed watcher: call it on every rank
+        (each takes rank 0's counters)."""
+        if self.history is not None and self.history.path.exists():
+            self.history.truncate_after(step)
+            steps = [record["step"] for record in read_records(self.history.path)]
+            self.snapshots_taken = len(steps)
+            if step in steps:
+                self._last_snapshot_step = step
+                self.last_step = max(self.last_step, step)
+        # rank 0 alone has the history: every rank takes its counters (without this a 2-rank
+        # Hugging Face run resumed at an analysed step hung: rank 1 snapshotted it alone)
+        if self.distributed:
+            self._share_resume_counters()
+
+    def _share_resume_counters(self) -> None:
+        """A distributed watcher resuming: rank 0's counters on every rank (a collective)."""
+        from .distributed.detect import process_group_size
+
+        if process_group_size() <= 1:
             return
-        self.history.truncate_after(step)
-        steps = [record["step"] for record in read_records(self.history.path)]
-        self.snapshots_taken = len(steps)
-        if step in steps:
-            self._last_snapshot_step = step
-            self.last_step = max(self.last_step, step)
+        import torch.distributed as dist
+
+        counters = [(self.snapshots_taken, self._last_snapshot_step, self.last_step)]
+        dist.broadcast_object_list(counters, src=0)
+        self.snapshots_taken, self._last_snapshot_step, self.last_step = counters[0]
 
     @property
     def should_stop(self) -> bool:

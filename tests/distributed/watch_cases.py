@@ -1,7 +1,10 @@
 """Run with ``python -m torch.distributed.run --nproc_per_node 2 watch_cases.py OUT CASE...``
-(gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``,
-``fsdp2``); rank 0 saves the history it wrote and, for every step a snapshot may be taken at, the
-single-process ``analyze()`` of the full state dict at that step, in ``OUT/rank<r>.pkl``."""
+(gloo, CPU): a plain training loop with the torch ``Watcher`` on every rank (``ddp``, ``fsdp2``,
+``fsdp1_flat``, ``fsdp1_orig``, ``tp``: tensor-parallel DTensors, ``Shard(0)`` and ``Shard(1)``;
+``ddp_lora``: peft LoRA under DDP with ``adapters="both"``; ``ddp_base``: ``base="initial"``
+under DDP and ``fsdp2_base`` under FSDP2; ``fsdp2_lora``: refused); rank 0 saves the history it
+wrote and, for every step a snapshot may be taken at, the single-process ``analyze()`` of the
+full state dict at that step, in ``OUT/rank<r>.pkl``."""
 
 from __future__ import annotations
 
@@ -24,30 +27,100 @@ from models import VOCAB, TinyTransformer, built, token_batch  # noqa: E402
 EVERY, STEPS = 2, 6
 
 
+def with_lora(model):
+    """``model`` with peft LoRA adapters (rank 4) on the MLPs and the head, their B drawn
+    non-zero (from a private generator) so that the adapters count from the start."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                             target_modules=["fc1", "fc2", "head"]))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+    return model
+
+
 def wrap(case: str):
     model = built(TinyTransformer)
-    if case == "ddp":
+    if case in ("ddp", "ddp_base"):
         return nn.parallel.DistributedDataParallel(model)
-    if case == "fsdp2":
+    if case == "ddp_lora":
+        return nn.parallel.DistributedDataParallel(with_lora(model))
+    if case == "fsdp2_lora":
+        from torch.distributed.fsdp import fully_shard
+
+        model = with_lora(model)
+        for block in model.base_model.model.blocks:
+            fully_shard(block)
+        return fully_shard(model)
+    if case in ("fsdp2", "fsdp2_base"):
         from torch.distributed.fsdp import fully_shard
 
         for block in model.blocks:
             fully_shard(block)
         return fully_shard(model)
-    if case == "fsdp1_flat":  # use_orig_params=False: flat parameters (segfaulted before)
+    if case in ("fsdp1_flat", "fsdp1_orig"):
+        # use_orig_params=False: flat parameters (segfaulted before); True: the original
+        # parameters are views of flat 1-D shards (every layer was skipped before)
         from models import Block
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=False,
-                    device_id=torch.device("cpu"))
+        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}),
+                    use_orig_params=case == "fsdp1_orig", device_id=torch.device("cpu"))
+    if case == "tp":  # DTensors: up and out sharded by rows (Shard(0)), down by columns
+        from models import MLP
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        return parallelize_module(built(MLP), mesh, {"up": ColwiseParallel(),
+                                                     "down": RowwiseParallel(),
+                                                     "out": ColwiseParallel()})
     raise ValueError(case)
 
 
-def reference(model, rank: int):
-    """Single-process analysis of the full state dict (rank 0; every rank takes part)."""
+def loss_of(case: str, model, rank: int, step: int):
+    """The training loss of ``step``: the MLP of ``tp`` gets the same input on every rank (its
+    ranks hold parts of one model), the transformer a batch of the rank's own."""
+    if case == "tp":
+        from models import WIDTH
+
+        gen = torch.Generator().manual_seed(7 + step)
+        return model(torch.randn(8, WIDTH, generator=gen)).square().mean()
+    tokens, targets = token_batch(rank, step)
+    return nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB), targets.reshape(-1))
+
+
+#: The Watcher options of each case (the others: the defaults).
+OPTIONS = {"ddp_lora": {"adapters": "both"}, "ddp_base": {"base": "initial"},
+           "fsdp2_base": {"base": "initial"}}
+
+
+def reference(model, rank: int, case: str = "", initial: dict | None = None):
+    """Single-process analysis of the full state dict (rank 0; every rank takes part). LoRA: of
+    the bare model, as one process reads it (``adapters="both"``); ``base="initial"``: of the
+    state dict minus the ``initial`` one."""
+    if case == "ddp_lora":
+        if rank != 0:
+            return None
+        from ww_callbacks.analysis import analyze_layers
+        from ww_callbacks.layers import extract_layers, select_layers
+
+        found, skipped = extract_layers(model.module, adapters="both")
+        kept, filtered = select_layers(found)
+        return analyze_layers(kept, skipped=skipped + filtered)
     sd = {k: v.detach().clone() for k, v in full_state_dict(model).items()}
-    return ww_callbacks.analyze(sd) if rank == 0 else None
+    if rank != 0:
+        return None
+    return ww_callbacks.analyze(sd, base=initial) if initial is not None else \
+        ww_callbacks.analyze(sd)
 
 
 def run_policies(rank: int, out_dir: str, kind: str) -> dict:
@@ -189,21 +262,29 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
     if case == "duty":
         return run_default_duty(rank, out_dir)
     model = wrap(case)
+    if case == "fsdp2_lora":  # refused with a clear error, on every rank alike
+        try:
+            with Watcher(model, log_dir=None, tensorboard=False, traps_every=0):
+                pass
+        except NotImplementedError as err:
+            return {"refused": str(err)}
+        return {"refused": None}
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     log_dir = os.path.join(out_dir, case)
-    refs = {0: reference(model, rank)}
+    initial = None
+    if case in ("ddp_base", "fsdp2_base"):
+        initial = {k: v.detach().clone() for k, v in full_state_dict(model).items()}
+    refs = {0: reference(model, rank, case, initial)}
     with Watcher(model, log_dir=log_dir, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
-                 traps_every=0, max_duty=None) as ww:
+                 traps_every=0, max_duty=None, **OPTIONS.get(case, {})) as ww:
         for step in range(1, STEPS + 1):
-            tokens, targets = token_batch(rank, step)
-            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
-                                               targets.reshape(-1))
+            loss = loss_of(case, model, rank, step)
             opt.zero_grad()
             loss.backward()
             opt.step()
             ww.step()
             if step % EVERY == 0:
-                refs[step] = reference(model, rank)
+                refs[step] = reference(model, rank, case, initial)
     out = {"dropped": ww.dropped, "gathered_bytes": ww._dist.gathered_bytes,
            "owned": [p.layers[0].longname for p in ww._dist.sharded.owned],
            "history_path": str(ww.history_path)}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..analysis import analyze_layers, columns_for
 from .collective import handshake, run_everywhere
-from .gather import ShardedLayers
+from .gather import watched_layers
 
 _POSITION = "_ww_position"
 
@@ -62,15 +62,18 @@ def analyze_distributed(model: Any, *, layers: Any = None, min_evals: int = 8,
                         mp_fit: bool = False, fix_fingers: str | None = None, pool: bool = True,
                         device: Any = None, progress: bool | None = False,
                         dtype: str = "float64", seed: int | None = 0,
-                        timeout: float | None = None) -> pd.DataFrame:
+                        timeout: float | None = None,
+                        adapters: str = "effective") -> pd.DataFrame:
     """:func:`ww_callbacks.analyze` of a model trained on several ranks (FSDP, FSDP2, tensor
     parallel, DeepSpeed ZeRO-3, DDP): call it on every rank; each rank gathers and analyses about
     1/R of the layers; every rank returns the full frame. ``timeout``: seconds to wait for the
     other ranks to call it before raising (default ``collective.DEFAULT_TIMEOUT``).
+    ``adapters``: as for :func:`ww_callbacks.analyze` (other than ``"effective"``: replicated
+    weights only, see :func:`~.gather.watched_layers`).
     ``df.attrs["sharding"]`` says what this rank owned and gathered."""
     handshake("analyze(model)", timeout)
-    sharded = ShardedLayers(model, layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
-                            pool=pool)
+    sharded = watched_layers(model, layers, adapters=adapters, min_evals=min_evals,
+                             max_evals=max_evals, max_N=max_N, pool=pool)
     owned = sharded.gather("cpu" if device is None else device)
     options = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool, device=device,
                    progress=False, dtype=dtype, seed=seed)

@@ -46,6 +46,17 @@ def is_sharded(model: Any) -> bool:
     return False
 
 
+def on_every_rank(distributed: bool | None = None) -> bool:
+    """Whether an integration (a training loop, Lightning, Hugging Face) runs its watch session
+    on every rank, with collective snapshots: ``distributed`` when given, else whenever a
+    process group of more than one rank is initialized. Sharded weights need it (one rank cannot
+    read them alone); replicated ones (DDP) get it too, so that each rank analyses its share of
+    the layers and rank 0 alone records them. The one place this is decided."""
+    if distributed is None:
+        return process_group_size() > 1
+    return bool(distributed)
+
+
 def collective_snapshots(model: Any, distributed: bool | None) -> bool:
     """Whether a watcher's snapshots of ``model`` are collectives: ``distributed`` when given
     (True needs a process group of more than one rank), else only for sharded weights."""

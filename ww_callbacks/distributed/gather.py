@@ -3,7 +3,9 @@ full matrix on its owning rank only.
 
 Kinds of weights, found per parameter:
 
-- ``plain``: replicated (DDP, or a plain module under a process group): the owner copies its own.
+- ``plain``: a replicated weight of a model that also has sharded ones: the owner copies its own
+  (a model without sharded weights, e.g. under DDP, is a :class:`ReplicatedLayers`: its layers
+  are found as a single process finds them, peft LoRA layers and ``adapters=`` included).
 - ``dtensor``: FSDP2 / tensor parallelism. Sharded on one dimension of a 1-D mesh: the shards are
   gathered to the owner (``dist.gather``; the other ranks only send). Anything else (2-D meshes,
   HSDP, FSDP+TP, partial placements): ``full_tensor()`` on every rank, dropped at once except on
@@ -102,8 +104,16 @@ class ShardedLayers:
                  rank: int | None = None, world_size: int | None = None):
         import torch
 
+        from ..layers.lora import is_lora_layer
         from .collective import rank_and_size
 
+        if any(is_lora_layer(module) for module in model.modules()):
+            # each LoRA layer would be read as its base layer plus its wrapper's own weight
+            # (two rows, neither W0 + scaling * B @ A): refuse rather than report wrong rows
+            raise NotImplementedError(
+                "ww_callbacks: peft LoRA layers in a model sharded across ranks (FSDP, FSDP2, "
+                "tensor parallel, ZeRO-3) are not supported yet; under DDP (replicated "
+                "weights) they are")
         here, size = rank_and_size()
         self.rank = here if rank is None else rank
         self.world_size = size if world_size is None else world_size
@@ -284,3 +294,102 @@ def _rebuild(param: WatchedParam, weight: Any) -> list[LayerWeights]:
         by_name = {layer.longname: layer for layer in got}
         return [replace(layer, weight=by_name[layer.longname].weight) for layer in param.layers]
     return [replace(layer, weight=weight) for layer in param.layers]
+
+
+@dataclass
+class ReplicatedParam:
+    """One watched layer of a replicated model and its owner (the interface of
+    :class:`WatchedParam` that callers read)."""
+
+    layers: list[LayerWeights]
+    positions: list[int]
+    owner: int
+    nbytes: int
+
+
+def _weight_bytes(layer: LayerWeights) -> int:
+    """Bytes of one layer's full weight (a LoRA composite: its effective matrix, as float32)."""
+    import math
+
+    weight = layer.weight
+    itemsize = getattr(getattr(weight, "dtype", None), "itemsize", 4)
+    return math.prod(tuple(weight.shape)) * int(itemsize)
+
+
+class ReplicatedLayers:
+    """:class:`ShardedLayers` for a model whose weights every rank holds whole (DDP, or a plain
+    module under a process group): the layers are found exactly as a single process finds them
+    (:func:`ww_callbacks.layers.extract_layers`, so peft LoRA layers and ``adapters=`` are read
+    the same way), every rank computes the same owners from their shapes, and :meth:`gather`
+    only copies the owned ones (no communication; frozen weights and a LoRA layer's frozen
+    ``W0`` copied once, see :class:`~ww_callbacks.snapshot.Snapshotter`).
+    """
+
+    def __init__(self, model: Any, layers: Any = None, *, min_evals: int | None = 8,
+                 max_evals: int | None = 15000, max_N: int | None = 50000, pool: bool = True,
+                 adapters: str = "effective", rank: int | None = None,
+                 world_size: int | None = None):
+        from ..layers import extract_layers
+        from ..snapshot import Snapshotter
+        from .collective import rank_and_size
+
+        here, size = rank_and_size()
+        self.rank = here if rank is None else rank
+        self.world_size = size if world_size is None else world_size
+        found, skipped = extract_layers(model, adapters=adapters)
+        kept, filtered = select_layers(found, layers, min_evals=min_evals, max_evals=max_evals,
+                                       max_N=max_N, pool=pool)
+        self.layers: list[LayerWeights] = kept  #: live weights, in the order of the frame
+        self.skipped: list[Skip] = skipped + filtered
+        owners = assign_owners([analysis_cost(layer) for layer in kept], self.world_size)
+        self.params = [ReplicatedParam([layer], [position], owner, _weight_bytes(layer))
+                       for position, (layer, owner) in enumerate(zip(kept, owners, strict=True))]
+        self._copier = Snapshotter([layer for p in self.owned for layer in p.layers])
+        self.gathered_bytes = 0  #: bytes of the owned layers copied at the last gather
+        self.transient_bytes = 0  #: nothing is held without being owned
+
+    @property
+    def owned(self) -> list[ReplicatedParam]:
+        """The layers this rank analyses."""
+        return [p for p in self.params if p.owner == self.rank]
+
+    def owned_share_bytes(self, rank: int | None = None) -> int:
+        """Bytes of the full weights ``rank`` (default: this one) owns."""
+        rank = self.rank if rank is None else rank
+        return sum(p.nbytes for p in self.params if p.owner == rank)
+
+    def gather(self, device: Any = "cpu") -> list[tuple[int, LayerWeights]]:
+        """Private host copies of the owned layers, ``(position, layer)`` (no communication;
+        ``device``, other than the CPU, receives the plain tensors' copies)."""
+        copier = self._copier
+        copies = [replace(layer, weight=copier.host_copy(layer.weight))
+                  for layer in copier.layers]
+        if device is not None and str(device) != "cpu":
+            copies = [replace(layer, weight=layer.weight.to(device))
+                      if hasattr(layer.weight, "to") and hasattr(layer.weight, "device")
+                      else layer for layer in copies]
+        self.gathered_bytes = sum(p.nbytes for p in self.owned)
+        positions = [position for p in self.owned for position in p.positions]
+        return list(zip(positions, copies, strict=True))
+
+    def close(self) -> None:
+        """Forget the frozen copies."""
+        self._copier.close()
+
+
+def watched_layers(model: Any, layers: Any = None, *, adapters: str = "effective",
+                   **selection: Any) -> ShardedLayers | ReplicatedLayers:
+    """The layers of ``model`` as every rank sees them, with their owners: a
+    :class:`ShardedLayers` when some weight is split across ranks
+    (:func:`~ww_callbacks.distributed.detect.is_sharded`), else a :class:`ReplicatedLayers`.
+    ``selection``: ``min_evals``, ``max_evals``, ``max_N``, ``pool``, ``rank``, ``world_size``."""
+    from .detect import is_sharded
+
+    if not is_sharded(model):
+        return ReplicatedLayers(model, layers, adapters=adapters, **selection)
+    if adapters != "effective":
+        raise NotImplementedError(
+            f"ww_callbacks: adapters={adapters!r} is not supported when the weights are sharded "
+            "across ranks (FSDP, FSDP2, tensor parallel, ZeRO-3) yet; leave adapters at "
+            "'effective' (replicated weights, e.g. DDP, support every adapters= mode)")
+    return ShardedLayers(model, layers, **selection)

@@ -33,7 +33,7 @@ from ..results import AnalysisResult, Snapshot
 from ..scalars import model_summary
 from .analyze import analyze_owned, merge_rows
 from .collective import handshake, rank_and_size
-from .gather import ShardedLayers
+from .gather import watched_layers
 
 
 @dataclass
@@ -58,18 +58,22 @@ class DistributedSnapshots:
     """Snapshots, analysis parts and their exchange for one model on every rank (see the module
     docstring). ``select``: the watcher's layer selection (``layers``, ``min_evals``,
     ``max_evals``, ``max_N``); ``analysis``: its analysis options (those of
-    :func:`ww_callbacks.analysis.analyze_layers`); ``timeout``: seconds a rank waits for the
-    others at a snapshot or exchange before raising."""
+    :func:`ww_callbacks.analysis.analyze_layers`); ``adapters``: as for
+    :func:`ww_callbacks.analyze` (replicated weights only); ``base``: an
+    :class:`~ww_callbacks.analysis.InitialBase` (``Watcher(base="initial")``: each rank keeps
+    its owned layers' first weights); ``timeout``: seconds a rank waits for the others at a
+    snapshot or exchange before raising."""
 
     uses_cuda = False  # copies are synchronous (collectives on the training thread)
 
     def __init__(self, model: Any, select: dict, analysis: dict, *, device: Any = "cpu",
-                 timeout: float | None = None):
+                 timeout: float | None = None, adapters: str = "effective", base: Any = None):
         self.rank, self.world_size = rank_and_size()
-        self.sharded = ShardedLayers(model, select.get("layers"),
-                                     min_evals=select.get("min_evals", 8),
-                                     max_evals=select.get("max_evals", 15000),
-                                     max_N=select.get("max_N", 50000))
+        self.sharded = watched_layers(model, select.get("layers"), adapters=adapters,
+                                      min_evals=select.get("min_evals", 8),
+                                      max_evals=select.get("max_evals", 15000),
+                                      max_N=select.get("max_N", 50000))
+        self.base = base
         self.layers = self.sharded.layers
         self.analysis = dict(analysis)
         self.device = device
@@ -150,6 +154,8 @@ class DistributedSnapshots:
         with self._lock:
             positions = self._positions.pop(snapshot.step)
         options = {k: v for k, v in self.analysis.items() if k != "randomize"}
+        if self.base is not None:  # the owners never change: each keeps its own layers' base
+            options["base"] = self.base.for_layers(snapshot.layers)
         rows = analyze_owned(list(zip(positions, snapshot.layers, strict=True)),
                              randomize=snapshot.randomize, progress=False, **options)
         part = Part(snapshot.step, snapshot.epoch, rows, rows.attrs.pop("spectra", {}),
@@ -188,3 +194,6 @@ class DistributedSnapshots:
             self._finished.clear()
             self._positions.clear()
         self._waiting.clear()
+        close = getattr(self.sharded, "close", None)
+        if close is not None:
+            close()
