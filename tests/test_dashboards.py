@@ -56,9 +56,10 @@ class Recorder:
 
 
 def watch(model: nn.Module, sinks: list, steps=(0, 1, 2, 3, 4), nan_at: int | None = None,
-          **kwargs) -> Recorder:
+          trap_at: int | None = None, **kwargs) -> Recorder:
     """Snapshot at ``steps``, nudging the weights in between; at ``nan_at`` the last layer gets a
-    NaN. Every analysis is delivered before the next snapshot."""
+    NaN, at ``trap_at`` layer 2 a planted trap. Every analysis is delivered before the next
+    snapshot."""
     recorder = Recorder()
     g = torch.Generator().manual_seed(1)
     with Watcher(sinks=[recorder, *sinks], **kwargs) as watcher:
@@ -66,6 +67,9 @@ def watch(model: nn.Module, sinks: list, steps=(0, 1, 2, 3, 4), nan_at: int | No
             if step == nan_at:
                 with torch.no_grad():
                     model[4].weight[0, 0] = math.nan
+            if step == trap_at:
+                with torch.no_grad():
+                    model[2].weight[3, 5] = 3.0
             assert watcher.snapshot(model, step)
             assert watcher.wait_idle()
             watcher.poll()

@@ -13,12 +13,12 @@ import torch
 import torch.nn as nn
 
 from tests.events import read_events
+from tests.test_dashboards import watch
 from ww_callbacks import tags
 from ww_callbacks.dashboard import Frame
 from ww_callbacks.integrations.tensorboard import TensorBoardSink
 from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue, wait_for_pictures
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.watcher import Watcher
 
 
 def _result(step: int, layers=("a", "b", "c")) -> AnalysisResult:
@@ -127,14 +127,9 @@ def test_default_budget_a_short_run_gets_its_final_frame_with_the_trap(tmp_path)
     model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
                           nn.Linear(256, 10))
     sink = TensorBoardSink(log_dir=tmp_path, images_every=1)
-    with Watcher(sinks=[sink]) as watcher:
-        for step in (0, 1, 2):
-            if step == 1:
-                with torch.no_grad():
-                    model[2].weight[3, 5] = 3.0
-            watcher.snapshot(model, step)
-            watcher.wait_idle()
-            watcher.poll()
+    recorder = watch(model, [sink], steps=(0, 1, 2), trap_at=1)
+    traps = [r.details.set_index("longname").rand_num_spikes["2"] for r in recorder.results]
+    assert traps[0] == 0 and traps[1] >= 1
     assert sink.pictures.frames_drawn <= 1  # at most the final frame so far
     acc = read_events(tmp_path)
     assert sink.pictures.frames_drawn == 1 and sink.pictures.merged >= 1

@@ -9,13 +9,10 @@ analysed and what its policies did, in ``OUT/rank<r>.pkl``."""
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-import traceback
 
 import lightning.pytorch as L
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 import ww_callbacks
@@ -23,6 +20,7 @@ from ww_callbacks.integrations.lightning import WeightWatcherCallback
 
 sys.path.insert(0, os.path.dirname(__file__))
 from analyze_cases import full_state_dict  # noqa: E402
+from launch import run_cases  # noqa: E402
 from models import VOCAB, TinyTransformer, built, token_batch  # noqa: E402
 
 
@@ -122,23 +120,6 @@ def run_case(case: str, out_dir: str, rank: int) -> dict:
     return out
 
 
-def main() -> None:
-    out_dir, cases = sys.argv[1], sys.argv[2:]
-    torch.set_num_threads(1)
-    rank = int(os.environ["RANK"])
-    results = {}
-    for case in cases:
-        try:
-            results[case] = run_case(case, out_dir, rank)
-        except Exception as err:
-            results[case] = {"error": f"{err!r}\n{traceback.format_exc()}"}
-        if dist.is_initialized():
-            dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump(results, f)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
 
 if __name__ == "__main__":
-    main()
+    run_cases(run_case, init_group=False)

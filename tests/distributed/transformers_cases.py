@@ -10,15 +10,10 @@ layers it analysed and what its policies did, in ``OUT/rank<r>.pkl``."""
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-import traceback
 
 import torch
-import torch.distributed as dist
 from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -27,30 +22,11 @@ from transformers import (
 import ww_callbacks
 from ww_callbacks.integrations.transformers import WeightWatcherCallback
 
+sys.path.insert(0, os.path.dirname(__file__))
+from hf_models import RandomTokens, tiny_bert  # noqa: E402
+from launch import run_cases  # noqa: E402
+
 EVERY, STEPS = 2, 8  # 64 samples, 8 a batch, 2 ranks: 4 steps an epoch, 2 epochs
-
-
-class RandomTokens(torch.utils.data.Dataset):
-    """``n`` sequences of random token ids with random binary labels."""
-
-    def __init__(self, n: int = 64, length: int = 16, vocab: int = 100, seed: int = 0):
-        gen = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(0, vocab, (n, length), generator=gen)
-        self.labels = torch.randint(0, 2, (n,), generator=gen)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]),
-                "labels": self.labels[i]}
-
-
-def tiny_bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, vocab_size=100, max_position_embeddings=64)
-    return BertForSequenceClassification(config)
 
 
 class References(TrainerCallback):
@@ -124,23 +100,6 @@ def run_case(case: str, out_dir: str, rank: int) -> dict:
     return out
 
 
-def main() -> None:
-    out_dir, cases = sys.argv[1], sys.argv[2:]
-    torch.set_num_threads(1)
-    rank = int(os.environ["RANK"])
-    results = {}
-    for case in cases:
-        try:
-            results[case] = run_case(case, out_dir, rank)
-        except Exception as err:
-            results[case] = {"error": f"{err!r}\n{traceback.format_exc()}"}
-        if dist.is_initialized():
-            dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump(results, f)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
 
 if __name__ == "__main__":
-    main()
+    run_cases(run_case, init_group=False)

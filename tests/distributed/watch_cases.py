@@ -9,9 +9,7 @@ full state dict at that step, in ``OUT/rank<r>.pkl``."""
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-import traceback
 
 import torch
 import torch.distributed as dist
@@ -22,6 +20,7 @@ from ww_callbacks.integrations.torch import Watcher
 
 sys.path.insert(0, os.path.dirname(__file__))
 from analyze_cases import full_state_dict  # noqa: E402
+from launch import run_cases  # noqa: E402
 from models import VOCAB, TinyTransformer, built, token_batch  # noqa: E402
 
 EVERY, STEPS = 2, 6
@@ -295,22 +294,6 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
     return out
 
 
-def main() -> None:
-    out_dir, cases = sys.argv[1], sys.argv[2:]
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    torch.set_num_threads(1)
-    results = {}
-    for case in cases:
-        try:
-            results[case] = run_case(case, rank, out_dir)
-        except Exception as err:
-            results[case] = {"error": f"{err!r}\n{traceback.format_exc()}"}
-        dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump(results, f)
-    dist.destroy_process_group()
-
 
 if __name__ == "__main__":
-    main()
+    run_cases(lambda case, out_dir, rank: run_case(case, rank, out_dir))

@@ -90,7 +90,25 @@ def _describe(module: Any, attr: str, fsdp1: dict) -> tuple[str, tuple[int, ...]
     return PLAIN, tuple(tensor.shape), tensor.dtype, None
 
 
-class ShardedLayers:
+class _OwnedShare:
+    """What a rank owns of ``self.params`` (each with ``owner`` and ``nbytes``): shared by the
+    sharded and the replicated layer sets."""
+
+    params: list[Any]
+    rank: int
+
+    @property
+    def owned(self) -> list[Any]:
+        """The parameters (weights) this rank analyses."""
+        return [p for p in self.params if p.owner == self.rank]
+
+    def owned_share_bytes(self, rank: int | None = None) -> int:
+        """Bytes of the full weights ``rank`` (default: this one) owns."""
+        rank = self.rank if rank is None else rank
+        return sum(p.nbytes for p in self.params if p.owner == rank)
+
+
+class ShardedLayers(_OwnedShare):
     """The watched layers of a (possibly sharded) model as every rank sees them: the same list,
     global shapes, names of the bare model, owners; :meth:`gather` assembles the owned ones.
 
@@ -155,16 +173,6 @@ class ShardedLayers:
         self.gathered_bytes = 0
         #: the largest matrix or FSDP1 unit this rank held at once without owning it
         self.transient_bytes = 0
-
-    @property
-    def owned(self) -> list[WatchedParam]:
-        """The parameters this rank analyses."""
-        return [p for p in self.params if p.owner == self.rank]
-
-    def owned_share_bytes(self, rank: int | None = None) -> int:
-        """Bytes of the full parameters ``rank`` (default: this one) owns."""
-        rank = self.rank if rank is None else rank
-        return sum(p.nbytes for p in self.params if p.owner == rank)
 
     def gather(self, device: Any = "cpu") -> list[tuple[int, LayerWeights]]:
         """Assemble the owned parameters' full matrices (a collective: call on every rank at the
@@ -316,7 +324,7 @@ def _weight_bytes(layer: LayerWeights) -> int:
     return math.prod(tuple(weight.shape)) * int(itemsize)
 
 
-class ReplicatedLayers:
+class ReplicatedLayers(_OwnedShare):
     """:class:`ShardedLayers` for a model whose weights every rank holds whole (DDP, or a plain
     module under a process group): the layers are found exactly as a single process finds them
     (:func:`ww_callbacks.layers.extract_layers`, so peft LoRA layers and ``adapters=`` are read
@@ -347,16 +355,6 @@ class ReplicatedLayers:
         self._copier = Snapshotter([layer for p in self.owned for layer in p.layers])
         self.gathered_bytes = 0  #: bytes of the owned layers copied at the last gather
         self.transient_bytes = 0  #: nothing is held without being owned
-
-    @property
-    def owned(self) -> list[ReplicatedParam]:
-        """The layers this rank analyses."""
-        return [p for p in self.params if p.owner == self.rank]
-
-    def owned_share_bytes(self, rank: int | None = None) -> int:
-        """Bytes of the full weights ``rank`` (default: this one) owns."""
-        rank = self.rank if rank is None else rank
-        return sum(p.nbytes for p in self.params if p.owner == rank)
 
     def gather(self, device: Any = "cpu") -> list[tuple[int, LayerWeights]]:
         """Private host copies of the owned layers, ``(position, layer)`` (no communication;
