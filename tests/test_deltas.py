@@ -26,18 +26,23 @@ def _filled(module: nn.Module, seed: int, scale: float = 0.1) -> nn.Module:
     return module
 
 
+def _tuned(base: nn.Module, seed: int, scale: float) -> nn.Module:
+    """A 'fine-tuned' copy of ``base``: its weights plus Gaussian noise of ``scale``."""
+    tuned = copy.deepcopy(base)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return tuned
+
+
 def _pair():
     """A base model and a 'fine-tuned' copy: base plus a low-rank-ish plus noisy update."""
     with torch.random.fork_rng():
         base = nn.Sequential(nn.Linear(40, 64), nn.Conv2d(8, 16, 3), nn.Embedding(90, 24),
                              nn.LSTM(24, 16), nn.Linear(64, 10))
     _filled(base, 0)
-    tuned = copy.deepcopy(base)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in tuned.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    return base, tuned
+    return base, _tuned(base, 1, 0.02)
 
 
 def _by_hand(tuned: nn.Module, base: nn.Module) -> dict[str, torch.Tensor]:
@@ -108,11 +113,7 @@ def test_delta_equals_weightwatcher_base_model():
         base = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 96),
                              nn.Conv2d(16, 32, 3))
     _filled(base, 0)
-    tuned = copy.deepcopy(base)
-    g = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for p in tuned.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    tuned = _tuned(base, 4, 0.05)
     ours = analyze(tuned, base=base)
     state = np.random.get_state()
     try:

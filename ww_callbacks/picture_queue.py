@@ -174,7 +174,7 @@ class PictureQueue:
                         return False
                     self._cond.wait(left)
             finally:
-                self._flush = False
+                self._flush = self._stopping  # a closing queue keeps drawing without a budget
         return True
 
     def close(self) -> None:

@@ -97,6 +97,14 @@ def loss_of(case: str, model, rank: int, step: int):
     return nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB), targets.reshape(-1))
 
 
+def train_step(model, opt, rank: int, step: int, case: str = "") -> None:
+    """One optimizer step on :func:`loss_of`'s loss."""
+    loss = loss_of(case, model, rank, step)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 #: The Watcher options of each case (the others: the defaults).
 OPTIONS = {"ddp_lora": {"adapters": "both"}, "ddp_base": {"base": "initial"},
            "fsdp2_base": {"base": "initial"}}
@@ -139,12 +147,7 @@ def run_policies(rank: int, out_dir: str, kind: str) -> dict:
                  optimizer=opt, tensorboard=False, traps_every=0, max_duty=None,
                  policies=[LayerLRBalancer(), stop]) as ww:
         for step in range(1, 5 * EVERY + 1):
-            tokens, targets = token_batch(rank, step)
-            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
-                                               targets.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, rank, step)
             ww.step()
             steps_run = step
             if step % EVERY == 0:
@@ -169,12 +172,7 @@ def run_default_duty(rank: int, out_dir: str) -> dict:
     with Watcher(model, log_dir=os.path.join(out_dir, "duty"), every_n_steps=1, optimizer=opt,
                  tensorboard=False, traps_every=0) as ww:
         for step in range(1, 31):
-            tokens, targets = token_batch(rank, step)
-            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
-                                               targets.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, rank, step)
             ww.step()
     out = {"dropped": ww.dropped, "discarded": ww._dist.discarded,
            "taken": ww.snapshots_taken}
@@ -239,12 +237,7 @@ def run_traps(rank: int, out_dir: str) -> dict:
     with Watcher(model, log_dir=None, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
                  traps_every=1, max_duty=None, policies=[removal]) as ww:
         for step in range(1, STEPS + 1):
-            tokens, targets = token_batch(rank, step)
-            loss = nn.functional.cross_entropy(model(tokens).reshape(-1, VOCAB),
-                                               targets.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, rank, step)
             ww.step()
             ww.wait_idle()
     after = full_state_dict(model)["blocks.0.fc1.weight"][3, 5].item()
@@ -277,10 +270,7 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
     with Watcher(model, log_dir=log_dir, every_n_steps=EVERY, optimizer=opt, tensorboard=False,
                  traps_every=0, max_duty=None, **OPTIONS.get(case, {})) as ww:
         for step in range(1, STEPS + 1):
-            loss = loss_of(case, model, rank, step)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, rank, step, case)
             ww.step()
             if step % EVERY == 0:
                 refs[step] = reference(model, rank, case, initial)
@@ -292,7 +282,6 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
         out["history"] = ww_callbacks.load_history(log_dir)
         out["refs"] = refs
     return out
-
 
 
 if __name__ == "__main__":
