@@ -71,6 +71,10 @@ def test_each_rank_analyses_its_share(runs, case):
     assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
     total = sum(runs[r][case]["gathered_bytes"] for r in (0, 1))
     assert all(runs[r][case]["gathered_bytes"] < total for r in (0, 1))
+    for r in (0, 1):  # at the last snapshot: its owned share, at most half plus one parameter
+        share = runs[r][case]
+        assert share["gathered_bytes"] == share["owned_share_bytes"]
+        assert share["gathered_bytes"] <= share["total_bytes"] / 2 + share["max_param_bytes"]
 
 
 @pytest.mark.skipif(not HAS_PEFT, reason="needs peft")

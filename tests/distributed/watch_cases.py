@@ -274,8 +274,12 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
             ww.step()
             if step % EVERY == 0:
                 refs[step] = reference(model, rank, case, initial)
+    sharded = ww._dist.sharded
     out = {"dropped": ww.dropped, "gathered_bytes": ww._dist.gathered_bytes,
-           "owned": [p.layers[0].longname for p in ww._dist.sharded.owned],
+           "owned_share_bytes": sharded.owned_share_bytes(),
+           "total_bytes": sum(p.nbytes for p in sharded.params),
+           "max_param_bytes": max(p.nbytes for p in sharded.params),
+           "owned": [p.layers[0].longname for p in sharded.owned],
            "history_path": str(ww.history_path)}
     dist.barrier()
     if rank == 0:
