@@ -9,8 +9,10 @@ read only when the analysis converts them, so memory holds one layer at a time (
   nothing of the file stays mapped (a memory map keeps every touched page in the resident set);
   bfloat16 is widened to float32 and float16 kept (``analyze`` upcasts it), per tensor;
 - a folder of sharded safetensors with its ``model.safetensors.index.json``;
-- a torch checkpoint (``torch.load(weights_only=True, mmap=True)``: never arbitrary unpickling),
-  a Lightning ``.ckpt`` (its ``state_dict``);
+- a torch checkpoint (``torch.load(weights_only=True, mmap=True)``: never arbitrary unpickling):
+  a state dict, or a checkpoint dict holding one under a usual key (Lightning's ``state_dict``,
+  nanoGPT's ``model``, ``model_state_dict``, DeepSpeed's ``module``, ``ema``; see
+  :mod:`ww_callbacks.state_dicts`);
 - a Hugging Face model folder (``config.json`` beside ``model.safetensors``, sharded
   safetensors, or ``pytorch_model.bin`` files).
 
@@ -34,6 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from .state_dicts import (
+    STATE_DICT_KEYS,
+    FoundStateDict,
+    describe,
+    find_state_dict,
+    strip_wrappers,
+)
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -45,6 +55,19 @@ _NUMPY_DTYPES = {
     "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
 }
 _ITEM_BYTES = {"BF16": 2, **{k: np.dtype(v).itemsize for k, v in _NUMPY_DTYPES.items()}}
+
+
+class CheckpointWeights(dict):
+    """The ``name -> tensor`` mapping :func:`open_checkpoint` returns, with ``note`` (where in
+    the file the weights were found and what was renamed, see
+    :mod:`ww_callbacks.state_dicts`; None when there is nothing to say) and ``contents`` (what a
+    torch checkpoint holds at its top level, for the message when no layer is found)."""
+
+    def __init__(self, weights: Mapping[str, Any], *, note: str | None = None,
+                 contents: str = ""):
+        super().__init__(weights)
+        self.note = note
+        self.contents = contents
 
 
 class CheckpointError(ValueError):
@@ -205,12 +228,14 @@ def _torch_entries(path: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {first}") from None
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a state dict "
-                              "(name -> tensor) or a Lightning checkpoint")
-    return {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+                              "(name -> tensor) or a checkpoint dict holding one")
+    found = find_state_dict(state)
+    if not found.weights:
+        raise CheckpointError(f"{path}: no weights found (looked for tensors at the top level "
+                              f"and under {', '.join(STATE_DICT_KEYS)}); {describe(state)}")
+    return CheckpointWeights(found.weights, note=found.note(), contents=describe(state))
 
 
 def _sharded_torch(folder: Path, index_file: Path) -> dict[str, Any]:
@@ -246,9 +271,11 @@ def _folder_entries(folder: Path) -> dict[str, Any]:
                           f"{'/'.join(TORCH_SUFFIXES)})")
 
 
-def open_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def open_checkpoint(path: str | os.PathLike) -> CheckpointWeights:
     """The tensors of the checkpoint at ``path`` as an ordered ``name -> tensor`` mapping whose
     values are read lazily (safetensors) or memory mapped (torch); ``analyze`` accepts it as is.
+    Names are those of the bare model (wrapper prefixes such as ``_orig_mod.`` removed, as the
+    ``Watcher`` names layers); ``.note`` says where the weights were found.
 
     Raises :class:`CheckpointError` for a missing, unreadable, truncated or unsafe file.
     """
@@ -272,7 +299,12 @@ def open_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot be read: {err.strerror or err}") from None
     if not entries:
         raise CheckpointError(f"{path}: holds no tensors")
-    return {name: entries[name] for name in sorted(entries, key=natural_key)}
+    note, contents = getattr(entries, "note", None), getattr(entries, "contents", "")
+    entries, renamed = strip_wrappers(entries)
+    if renamed and not note:
+        note = FoundStateDict({}, renamed=renamed).note()
+    return CheckpointWeights({name: entries[name] for name in sorted(entries, key=natural_key)},
+                             note=note, contents=contents)
 
 
 def iter_tensors(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
@@ -284,4 +316,5 @@ def iter_tensors(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
         yield name, to_numpy(tensor if hasattr(tensor, "detach") else np.asarray(tensor))
 
 
-__all__ = ["CheckpointError", "LazyTensor", "iter_tensors", "natural_key", "open_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointWeights", "LazyTensor", "iter_tensors", "natural_key",
+           "open_checkpoint"]

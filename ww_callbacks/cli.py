@@ -45,6 +45,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every nested number made a JSON one (NaN and infinities become None)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return _plain(value)
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON of ``value`` (``null`` for NaN: a JSON reader refuses ``NaN`` literals)."""
+    return json.dumps(json_ready(value), indent=1, allow_nan=False, default=str)
+
+
 def records(df: pd.DataFrame) -> list[dict]:
     """The rows of ``df`` as JSON-ready dicts."""
     return [{k: _plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
@@ -113,22 +127,41 @@ def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.Da
         except (TypeError, ValueError) as err:
             raise InputError(f"{label}: {err}") from None
     if details.empty:
-        print(f"ww-callbacks: {label}: no layer to analyse (no 2-D or convolution weights "
-              "within the size limits)", file=sys.stderr)
+        details.attrs["no_layer"] = no_layer_reason(weights, details)
+        print(f"ww-callbacks: {label}: {details.attrs['no_layer']}", file=sys.stderr)
     return details
 
 
+def no_layer_reason(weights: Any, details: pd.DataFrame) -> str:
+    """Why no layer was analysed, with what the input holds instead."""
+    skipped = details.attrs.get("skipped", [])
+    reasons: dict[str, int] = {}
+    for skip in skipped:
+        reasons[skip["reason"]] = reasons.get(skip["reason"], 0) + 1
+    common = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
+    text = (f"no layer to analyse (no 2-D or convolution weights within the size limits): "
+            f"{len(weights)} tensors" + (f", passed over: {common}" if common else ""))
+    contents = getattr(weights, "contents", "")
+    return f"{text}; {contents}" if contents else text
+
+
 def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
-    """``ww_callbacks.analyze`` on the checkpoint at ``path`` with the command line's options."""
+    """``ww_callbacks.analyze`` on the checkpoint at ``path`` with the command line's options;
+    says on stderr where in the file the weights were found when it is not a bare state dict."""
     from .checkpoints import open_checkpoint
 
-    return analyze_weights(open_checkpoint(path), path, args)
+    weights = open_checkpoint(path)
+    if getattr(weights, "note", None):
+        print(f"ww-callbacks: {path}: {weights.note}", file=sys.stderr)
+    return analyze_weights(weights, path, args)
 
 
 def _problems(details: pd.DataFrame, fail_on: list[str]) -> list[str]:
     """One line per problem ``--fail-on`` asks about."""
     from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
 
+    if details.empty and fail_on:  # nothing analysed cannot pass a check
+        return [details.attrs.get("no_layer", "no layer was analysed")]
     ok = details[details["status"] == SUCCESS]
     found = []
     if "over-trained" in fail_on:
@@ -179,9 +212,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             for written in _save_plots(details, out_dir):
                 print(f"ww-callbacks: wrote {written}", file=sys.stderr)
     if args.format == "json":
-        text = json.dumps([{"path": str(path), "summary": summarize(d),
-                            "skipped": d.attrs.get("skipped", []), "layers": records(d)}
-                           for path, d in results], indent=1, default=_plain)
+        text = json_text([{"path": str(path), "summary": summarize(d),
+                           "skipped": d.attrs.get("skipped", []), "layers": records(d)}
+                          for path, d in results])
     elif args.format == "csv":
         frames = [d.assign(checkpoint=str(p)) if len(results) > 1 else d for p, d in results]
         text = pd.concat(frames, ignore_index=True).to_csv(index=False)
@@ -212,7 +245,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     analyze_path=lambda p: analyze_checkpoint(p, args),
                     analyze_delta=lambda w: analyze_weights(w, "B - A", args))
     if args.format == "json":
-        text = json.dumps(records(table), indent=1)
+        text = json_text(records(table))
     elif args.format == "csv":
         text = table.to_csv(index=False)
     else:
@@ -287,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--plots", metavar="DIR", help="write the figures (PNG) into DIR")
     an.add_argument("--fail-on", nargs="+", choices=FAIL_ON, metavar="PROBLEM",
                     help=f"exit with status 1 when a layer is {', '.join(FAIL_ON)} "
-                         "(traps turns --randomize on)")
+                         "(traps turns --randomize on), or when no layer was analysed")
     an.set_defaults(func=cmd_analyze)
 
     cp = sub.add_parser(

@@ -1,9 +1,12 @@
 """Compare two checkpoints (or two runs' last analyses) layer by layer: ``ww-callbacks compare``.
 
-Layers are matched by ``longname``. The table gives each side's alpha, the difference ``B - A``,
-each side's band and whether the layer crossed a band; with ``delta`` the update ``B - A`` itself
-is analysed too (what WeightWatcher calls a ``base_model`` analysis of a fine-tuned model). The
-HTML page draws both correlation flows (alpha against layer order) on one inline SVG chart.
+Layers are matched by ``longname``, without the prefixes wrappers add (``_orig_mod.`` of
+``torch.compile``, DDP's ``module.``, ...: :mod:`ww_callbacks.state_dicts`), so a compiled
+model's checkpoint matches the run its ``Watcher`` recorded. The table gives each side's alpha,
+the difference ``B - A``, each side's band and whether the layer crossed a band; with ``delta``
+the update ``B - A`` itself is analysed too (what WeightWatcher calls a ``base_model`` analysis
+of a fine-tuned model). The HTML page draws both correlation flows (alpha against layer order)
+on one inline SVG chart.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 
 from .bands import BAND_COLOURS, NO_FIT, OVER, UNDER, band
 from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
+from .state_dicts import bare_name
 
 
 def is_history(path: str | os.PathLike) -> bool:
@@ -74,7 +78,8 @@ def _side(path: str, analyze_path: Callable[[str], pd.DataFrame]) -> pd.DataFram
         raise CheckpointError(f"{path}: its analysis has no layers (no longname/alpha)")
     keep = [c for c in ("layer_id", "longname", "alpha", "alpha_weighted", "status")
             if c in details.columns]
-    return details[keep].drop_duplicates("longname")
+    details = details[keep].assign(longname=details["longname"].astype(str).map(bare_name))
+    return details.drop_duplicates("longname")
 
 
 def layer_band(alpha: float, status: str) -> str:

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..state_dicts import find_state_dict, is_tensor, strip_wrappers
 from .base import CONV, CONV1D, CONV2D, CONV3D, DENSE, EMBEDDING, MATRIX, LayerWeights
 from .recurrent import RECURRENT_KEY, mapping_recurrent_rows
 from .skips import Skip
@@ -35,7 +36,15 @@ def _strip_weight(key: str) -> str:
 
 
 def mapping_layers(weights: Mapping[str, Any]) -> tuple[list[LayerWeights], list[Skip]]:
-    """All analysable entries of a ``name -> array`` mapping, and the entries passed over."""
+    """All analysable entries of a ``name -> array`` mapping, and the entries passed over. A
+    checkpoint dict (``{'model': state_dict, 'optimizer': ...}``, Lightning's, ...) is read
+    through the state dict it holds (:func:`ww_callbacks.state_dicts.find_state_dict`); wrapper
+    prefixes are removed from the names."""
+    if not all(is_tensor(v) for v in weights.values()):
+        found = find_state_dict(weights)
+        if found.key:
+            weights = found.weights
+    weights = strip_wrappers(weights)[0]  # the names the Watcher gives (no ``_orig_mod.``)
     layers: list[LayerWeights] = []
     skipped: list[Skip] = []
     for layer_id, (key, value) in enumerate(weights.items()):
@@ -83,7 +92,8 @@ def _natural_key(name: str) -> list:
 
 def load_weight_files(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint into ``name -> array``: a ``.safetensors`` file, a folder of them, or a
-    torch state-dict file (``weights_only``; a Lightning checkpoint's ``state_dict`` is used)."""
+    torch state-dict file (``weights_only``; the state dict of a checkpoint dict is found under
+    the usual keys, and names lose their wrapper prefixes: :mod:`ww_callbacks.state_dicts`)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.safetensors"))
@@ -110,9 +120,7 @@ def load_weight_files(path: str | os.PathLike) -> dict[str, Any]:
             import torch
 
             state = torch.load(str(file), map_location="cpu", weights_only=True)
-            if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-                state = state["state_dict"]
             if not isinstance(state, Mapping):
                 raise TypeError(f"{file} does not hold a state dict")
-            out.update(state)
-    return out
+            out.update(find_state_dict(state).weights)
+    return strip_wrappers(out)[0]
