@@ -111,8 +111,8 @@ def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.Da
     options; ``label`` names the input in messages."""
     import warnings
 
-    from .analysis import analyze
     from .checkpoints import CheckpointError
+    from .front_door import analyze
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no layer to analyse" is reported below instead
@@ -287,7 +287,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ww-callbacks`` argument parser."""
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="ww-callbacks",

@@ -110,7 +110,7 @@ def compare(a: str, b: str, *, analyze_path: Callable[[str], pd.DataFrame],
         if is_history(a) or is_history(b):
             raise CheckpointError("--delta needs two checkpoints (a history keeps no weights)")
         if analyze_delta is None:
-            from .analysis import analyze
+            from .front_door import analyze
 
             def analyze_delta(weights: dict) -> pd.DataFrame:
                 return analyze(weights, progress=None)

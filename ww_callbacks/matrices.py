@@ -13,8 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import is_torch_tensor, plain_to_numpy, torch_to_float
 from .layers.base import CONV, LayerWeights
 from .layers.composite import is_composite
+
+__all__ = ["conv_scale", "from_oriented_stack", "is_torch_tensor", "layer_stack",
+           "oriented_stack", "to_numpy", "torch_to_float"]
 
 
 def conv_scale(rf: int, pool: bool) -> float:
@@ -22,36 +26,12 @@ def conv_scale(rf: int, pool: bool) -> float:
     return math.sqrt(0.5) if pool else math.sqrt(rf / 2.0)
 
 
-def is_torch_tensor(x: Any) -> bool:
-    """True for a torch tensor, without importing torch when the caller never did."""
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
-
-
-def torch_to_float(weight: Any) -> Any:
-    """A detached torch tensor in float32 or float64 (half, bfloat16, quantized: upcast)."""
-    import torch
-
-    t = weight.detach()
-    if t.is_quantized:
-        t = t.dequantize()
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.float()
-    return t
-
-
 def to_numpy(weight: Any) -> np.ndarray:
     """The weight as a numpy float32/float64 array; float16 and bfloat16 are upcast to float32.
     A composite weight (LoRA, a difference from a base) is combined here, in float64."""
     if is_composite(weight):
         return weight.to_numpy()
-    if is_torch_tensor(weight):
-        return torch_to_float(weight).cpu().numpy()
-    arr = np.asarray(weight)
-    if arr.dtype == np.float64 or arr.dtype == np.float32:
-        return arr
-    if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
-        raise TypeError(f"weights of dtype {arr.dtype} cannot be analysed")
-    return arr.astype(np.float32)
+    return plain_to_numpy(weight)
 
 
 def oriented_stack(weight: Any, layout: str) -> Any:

@@ -44,6 +44,7 @@ EXIT_WAIT_S = 60.0
 _FINISHING: set[PictureQueue] = set()
 _FINISHING_LOCK = threading.Lock()
 _EXITING = False
+_EXIT_HOOK: list[bool] = []  # [True] once the exit hook is registered
 
 
 def wait_for_pictures(timeout: float | None = None) -> bool:
@@ -59,7 +60,15 @@ def wait_for_pictures(timeout: float | None = None) -> bool:
     return True
 
 
-@atexit.register
+def _register_exit_hook() -> None:
+    """Register :func:`_finish_at_exit` once, when the first queue starts drawing (importing this
+    module registers nothing)."""
+    with _FINISHING_LOCK:
+        if not _EXIT_HOOK:
+            _EXIT_HOOK.append(True)
+            atexit.register(_finish_at_exit)
+
+
 def _finish_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
     global _EXITING
     _EXITING = True  # a sink closed from now on draws its last frame before close returns
@@ -232,6 +241,7 @@ class PictureQueue:
 
     def _ensure_thread(self) -> None:
         if self._thread is None:  # daemon: a queue never closed must not keep the process
+            _register_exit_hook()
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 

@@ -365,7 +365,7 @@ def _num(value: Any, digits: int = 3) -> float | None:
 
 def report_data(run_dir: str | os.PathLike) -> dict:
     """Everything the page draws, as one JSON-ready dict."""
-    from . import __version__
+    from ._version import __version__
 
     records = read_history(run_dir)
     root = Path(run_dir)

@@ -68,9 +68,17 @@ INTERRUPT_STOP_S = 0.3
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
+_EXIT_HOOK: list[bool] = []  # [True] once the exit hook is registered
 
 
-@atexit.register
+def _register_exit_hook() -> None:
+    """Register :func:`_close_all_at_exit` once, when the first watcher is made (importing this
+    module registers nothing)."""
+    if not _EXIT_HOOK:
+        _EXIT_HOOK.append(True)
+        atexit.register(_close_all_at_exit)
+
+
 def _close_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
     failed = getattr(sys, "last_type", None) is not None  # the script died of an exception
     for watcher in list(_LIVE):
@@ -161,6 +169,7 @@ class Watcher:
         self.last_result: AnalysisResult | None = None
         self.last_step = -1
         self._last_snapshot_step: int | None = None
+        _register_exit_hook()
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ setup

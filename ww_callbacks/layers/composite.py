@@ -20,20 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import is_torch_tensor, plain_to_numpy, torch_to_float
+
 #: LoRA kinds: how ``B @ A`` becomes a weight of the base layer's layout.
 LORA_LINEAR = "linear"
 LORA_EMBEDDING = "embedding"
 LORA_CONV = "conv"
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
-
-
 def is_frozen(part: Any) -> bool:
     """True for a part that training does not change: a torch tensor that does not require a
     gradient, or any non-torch array (numpy arrays held by the caller)."""
-    if _is_torch(part):
+    if is_torch_tensor(part):
         return not bool(getattr(part, "requires_grad", False))
     return True
 
@@ -72,15 +70,13 @@ class FrozenCopies:
 
 def _as_float64(part: Any, xp: Any, device: Any = None) -> Any:
     """``part`` as a float64 array of ``xp`` (numpy, or torch on ``device``)."""
-    from ..matrices import to_numpy, torch_to_float
-
-    if xp is np:
-        return np.asarray(to_numpy(part), dtype=np.float64)
     if isinstance(part, Composite):
-        return part.to_torch(device)
+        return part.to_numpy() if xp is np else part.to_torch(device)
+    if xp is np:
+        return np.asarray(plain_to_numpy(part), dtype=np.float64)
     import torch
 
-    t = part if _is_torch(part) else torch.as_tensor(np.asarray(part))
+    t = part if is_torch_tensor(part) else torch.as_tensor(np.asarray(part))
     return torch_to_float(t).to(device=device, dtype=torch.float64)
 
 

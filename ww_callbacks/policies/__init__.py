@@ -14,7 +14,6 @@ their public names are re-exported here on first use, so importing this package 
 torch nor keras.
 """
 
-from importlib import import_module
 from typing import Any
 
 from .base import Policy, Target
@@ -23,14 +22,9 @@ from .lr_balance import LR_SCALE_PREFIX, LayerLRBalancer, tempbalance_scales
 from .policy_set import PolicySet
 from .traps import TrapRemoval, count_traps, svd_sharpness
 
-#: Public name -> the integration module that defines it (imported when the name is first used).
-_FRAMEWORK_NAMES = {
-    "TorchTarget": "ww_callbacks.integrations.torch_target",
-    "param_groups_per_layer": "ww_callbacks.integrations.torch_target",
-    "scale_param_group": "ww_callbacks.integrations.torch_target",
-    "KerasTarget": "ww_callbacks.integrations.keras_target",
-    "multi_optimizer_per_layer": "ww_callbacks.integrations.keras_target",
-}
+#: Public names of the integrations' targets (imported when the name is first used).
+_TORCH_NAMES = ("TorchTarget", "param_groups_per_layer", "scale_param_group")
+_KERAS_NAMES = ("KerasTarget", "multi_optimizer_per_layer")
 
 __all__ = [
     "HTSREarlyStopping", "KerasTarget", "LR_SCALE_PREFIX", "LayerLRBalancer", "Policy",
@@ -44,10 +38,13 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """The framework targets and their helpers, imported from ``ww_callbacks.integrations`` only
     when asked for."""
-    module = _FRAMEWORK_NAMES.get(name)
-    if module is None:
+    if name in _TORCH_NAMES:
+        from ww_callbacks.integrations import torch_target as module
+    elif name in _KERAS_NAMES:
+        from ww_callbacks.integrations import keras_target as module
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(module), name)
+    return getattr(module, name)
 
 
 def __dir__() -> list[str]:
