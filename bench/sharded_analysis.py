@@ -13,12 +13,15 @@ replicated with DDP), then materialised with random weights. One snapshot = gath
 layer's full matrix on its owner + the owner analyses it (``analyze_owned``) + rows to rank 0;
 "1 rank" assigns every layer to rank 0 (the others only send their shards), "R ranks" splits them
 by cost. Prints the median over ``--repeats`` of the slowest rank's time, the ratio, and the
-gathered bytes per rank.
+gathered bytes per rank; ``--json PATH`` also writes them (rank 0). One process (``--nproc_per_node
+1``, or ``RANK=0 WORLD_SIZE=1`` with ``MASTER_ADDR``/``MASTER_PORT`` set) measures the 1-rank case
+alone: ``bench/gpu_check.py`` runs it so on one GPU with ``--backend nccl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--analysis-device", default="cpu",
                         help="'cpu' (numpy, float64) or 'auto' (the GPU of the model)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the figures here (rank 0)")
     args = parser.parse_args()
     dist.init_process_group(args.backend)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -123,7 +127,7 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}, load {load:.2f}", flush=True)
     one_snapshot(model, world, torch.device(gather_to), analysis_device)  # warm-up
     results = {}
-    for ranks in (1, world):
+    for ranks in sorted({1, world}):
         runs = [one_snapshot(model, ranks, torch.device(gather_to), analysis_device)
                 for _ in range(args.repeats)]
         bytes_here = runs[-1][2]
@@ -140,6 +144,14 @@ def main() -> None:
             print(f"| {ranks} | {gather_s:.3f} | {total_s:.3f} | {mib} |")
         ratio = results[1][1] / results[world][1]
         print(f"speed-up 1 -> {world} ranks: {ratio:.2f}x", flush=True)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"preset": args.preset, "kind": args.kind, "backend": args.backend,
+                           "world_size": world, "analysis_device": str(analysis_device or "cpu"),
+                           "results": {str(r): {"gather_s": g, "snapshot_s": t,
+                                                "mib_gathered_per_rank": [b / 2**20 for b in p]}
+                                       for r, (g, t, p) in results.items()},
+                           "speed_up": ratio}, f, indent=1)
     dist.destroy_process_group()
 
 
