@@ -21,8 +21,8 @@ FIGURE_KEYS = {"name", "value", "unit", "target", "verdict"}
 #: The figures only a GPU can measure: on a CPU each must say so.
 CUDA_ONLY = {
     ("snapshot_torn", "control_torn_without_ordering"),
-    ("auto_device", "watcher_auto_gpu_extra_x_largest_float64"),
-    *((part, "peak_gpu_extra_x_largest_float64") for part in PARTS if part.startswith("llama")),
+    ("auto_device", "watcher_auto_gpu_extra_mib"),
+    *((part, "peak_gpu_extra_mib") for part in PARTS if part.startswith("llama")),
 }
 
 
