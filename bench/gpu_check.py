@@ -24,7 +24,8 @@ Parts, in order of value (``--parts`` picks some, ``--budget-s`` skips, and repo
   ``Watcher`` / the Lightning ``WeightWatcherCallback`` against the same loop without it: step-time
   ratio, main-thread time per snapshot, and no torn snapshot (the spectra the watcher recorded
   against those of a synchronous copy of the same step);
-- ``sharded_1proc``: ``bench/sharded_analysis.py`` in one process (NCCL on a GPU, gloo on a CPU).
+- ``sharded_1proc`` (before ``llama_float64_traps``): ``bench/sharded_analysis.py`` in one process
+  (NCCL on a GPU, gloo on a CPU).
 
 Every figure is printed and written with its target and a verdict (``pass``, ``fail``,
 ``not run: no CUDA``, ``skipped: budget``, ``error: ...``). On a machine without CUDA the
@@ -61,6 +62,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: When this script started (before torch's import): the budget and ``wall_s`` count it all.
+T0 = time.perf_counter()
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -963,8 +967,8 @@ PARTS = [
          run_train_lightning, family="train"),
     llama_part("float64", False),
     llama_part("float32", True),
-    llama_part("float64", True),
     Part("sharded_1proc", specs_sharded, estimate_sharded, run_sharded),
+    llama_part("float64", True),
 ]
 PART_NAMES = [p.name for p in PARTS]
 
@@ -1095,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": args.tiny, "budget_s": args.budget_s, "sizes": vars(sizes),
         "env": environment(device), "order": args.parts, "parts": {}, "finished": False,
     }
-    ctx = Context(args, sizes, device, time.perf_counter(), summary)
+    ctx = Context(args, sizes, device, T0, summary)
     env = summary["env"]
     log(f"# gpu_check: {env.get('gpu', 'no GPU')} ({device}), torch {env['torch']}, "
         f"python {env['python']}, {env['cpus']} CPUs, load {env['loadavg']}, "

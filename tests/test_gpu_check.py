@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 PARTS = ["snapshot_torn", "llama_float32", "auto_device", "train_torch", "train_lightning",
-         "llama_float64", "llama_float32_traps", "llama_float64_traps", "sharded_1proc"]
+         "llama_float64", "llama_float32_traps", "sharded_1proc", "llama_float64_traps"]
 FIGURE_KEYS = {"name", "value", "unit", "target", "verdict"}
 #: The figures only a GPU can measure: on a CPU each must say so.
 CUDA_ONLY = {
