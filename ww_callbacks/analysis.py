@@ -236,6 +236,7 @@ def _layer_rows(engine, layer: LayerWeights, options: _Options) -> Iterator[dict
     N, M, rf = layer.geometry()
     base = {
         "layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
+        "aliases": ", ".join(layer.aliases),
         "layer_type": layer.layer_type, "N": N, "M": M, "Q": N / M if M else -1.0, "rf": rf,
     }
     try:
@@ -291,6 +292,8 @@ def analyze_layers(layers: list[LayerWeights], *, skipped: list[Skip] | tuple = 
         raise ValueError(f"fix_fingers must be None or 'clip_xmax', not {fix_fingers!r}")
     options = _Options(randomize, mp_fit, fix_fingers or None, pool)
     columns = columns_for(randomize=randomize, mp_fit=mp_fit, fix_fingers=fix_fingers, pool=pool)
+    if any(layer.aliases for layer in layers):  # tied weights: the other names of the row
+        columns.insert(columns.index("longname") + 1, "aliases")
     rows: list[dict] = []
     spectra: dict[str, np.ndarray] = {}
     rand_spectra: dict[str, np.ndarray] = {}
@@ -321,12 +324,12 @@ def analyze_local(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                   mp_fit: bool = False, fix_fingers: str | None = None, pool: bool = True,
                   device: Any = None, progress: bool | None = None, dtype: str = "float64",
                   seed: int | None = DEFAULT_SEED, keep_spectra: bool = False, base: Any = None,
-                  adapters: str = "effective") -> pd.DataFrame:
+                  adapters: str = "effective", tied: str = "once") -> pd.DataFrame:
     """:func:`ww_callbacks.analyze` in this process alone (the options are its own, ``device``
     already resolved): extract, pair with ``base``, select, then :func:`analyze_layers`. The
     public ``analyze`` (:mod:`ww_callbacks.front_door`) calls it unless a process group of
     several ranks asks for the collective path."""
-    found, skipped = extract_layers(model, adapters=adapters)
+    found, skipped = extract_layers(model, adapters=adapters, tied=tied)
     if base is not None:
         found, unmatched = subtract_base(found, base_weights(extract_layers(base)[0]))
         skipped = skipped + unmatched

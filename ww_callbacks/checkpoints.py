@@ -61,13 +61,16 @@ class CheckpointWeights(dict):
     """The ``name -> tensor`` mapping :func:`open_checkpoint` returns, with ``note`` (where in
     the file the weights were found and what was renamed, see
     :mod:`ww_callbacks.state_dicts`; None when there is nothing to say) and ``contents`` (what a
-    torch checkpoint holds at its top level, for the message when no layer is found)."""
+    torch checkpoint holds at its top level, for the message when no layer is found) and
+    ``stored_order`` (the names in the file's own order, the model's for a torch file: which of
+    two tied weights comes first, see :mod:`ww_callbacks.layers.tied`)."""
 
     def __init__(self, weights: Mapping[str, Any], *, note: str | None = None,
-                 contents: str = ""):
+                 contents: str = "", stored_order: list[str] | None = None):
         super().__init__(weights)
         self.note = note
         self.contents = contents
+        self.stored_order = stored_order
 
 
 class CheckpointError(ValueError):
@@ -304,7 +307,7 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointWeights:
     if renamed and not note:
         note = FoundStateDict({}, renamed=renamed).note()
     return CheckpointWeights({name: entries[name] for name in sorted(entries, key=natural_key)},
-                             note=note, contents=contents)
+                             note=note, contents=contents, stored_order=list(entries))
 
 
 def iter_tensors(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:

@@ -29,7 +29,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
             device: Any = None,
             progress: bool | None = None, dtype: str = "float64",
             seed: int | None = DEFAULT_SEED, keep_spectra: bool = False, base: Any = None,
-            adapters: str = "effective") -> pd.DataFrame:
+            adapters: str = "effective", tied: str = "once") -> pd.DataFrame:
     """Analyse every selected layer of ``model``; one row per layer (per slice with pool=False).
 
     ``model``: a torch module, a Keras 3 model, a mapping ``name -> array`` or a checkpoint path.
@@ -47,6 +47,10 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     ``base_model``): analyse ``W - W_base`` per layer, layers paired by longname.
     ``adapters`` (peft LoRA layers): ``"effective"`` (default) analyses ``W0 + scaling * B @ A``,
     ``"only"`` the update ``scaling * B @ A``, ``"both"`` both (rows of ``layer_type="lora"``).
+    ``tied``: a weight shared by several modules (``lm_head.weight is wte.weight``) is analysed
+    ``"once"`` (default: one row under the first name, the other names in its ``aliases``
+    column and in ``attrs["skipped"]`` as "tied to <name>") or ``"each"`` time, one row per
+    module as WeightWatcher 0.7.7 does (the collective path analyses each time).
 
     Under a torch process group of more than one rank, ``analyze(torch_module)`` is a collective
     (FSDP, FSDP2, tensor parallel, DeepSpeed ZeRO-3, DDP): every rank must call it; each analyses
@@ -61,7 +65,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                              max_N=max_N, randomize=randomize, mp_fit=mp_fit,
                              fix_fingers=fix_fingers, pool=pool, device=device,
                              progress=progress, dtype=dtype, seed=seed,
-                             keep_spectra=keep_spectra, base=base, adapters=adapters)
+                             keep_spectra=keep_spectra, base=base, adapters=adapters,
+                             tied=tied)
     if base is not None or keep_spectra:
         raise NotImplementedError(
             "analyze(): base= and keep_spectra= are not supported under a process group of "

@@ -31,6 +31,7 @@ from .devices import resolve_analysis_device
 from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
+from .layers.tied import check_tied
 from .options import MAX_EVALS, MAX_N, MIN_EVALS
 from .policies.base import Policy, Target
 from .policies.policy_set import PolicySet
@@ -101,7 +102,8 @@ class Watcher:
     counted in ``ww/snapshots_dropped`` (without being copied, see :meth:`snapshot`); the first
     (initial weights) and the last (final weights) are always analysed. Analysis
     options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
-    ``analysis_device``, ``seed``, ``adapters``) are those of :func:`ww_callbacks.analyze`;
+    ``analysis_device``, ``seed``, ``adapters``, ``tied``) are those of
+    :func:`ww_callbacks.analyze`;
     ``analysis_device="auto"`` (default): the GPU the model trains on, else the CPU
     (:mod:`ww_callbacks.devices`); ``"cpu"`` keeps the analysis off the GPU.
     ``base="initial"``: analyse ``W - W_initial``, the update since the first snapshot (see
@@ -126,7 +128,8 @@ class Watcher:
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
                  seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None, adapters: str = "effective",
-                 base: str | None = None, distributed: bool | None = None):
+                 base: str | None = None, distributed: bool | None = None,
+                 tied: str = "once"):
         if base not in (None, "initial"):
             raise ValueError(f"base must be None or 'initial', not {base!r}")
         self.distributed = distributed
@@ -143,6 +146,7 @@ class Watcher:
         self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=None, seed=seed,
                               keep_spectra=keep_spectra)
         self._adapters = adapters
+        self._tied = check_tied(tied)
         self._base = InitialBase() if base == "initial" else None
         self.skipped: list = []  # the Skip records of the watched model (what is not analysed)
         self.blas_threads = blas_threads
@@ -228,7 +232,7 @@ class Watcher:
                 self._snapshotter = self._dist
                 self._model_ref = weakref.ref(model)
                 return self._dist
-        found, skipped = extract_layers(model, adapters=self._adapters)
+        found, skipped = extract_layers(model, adapters=self._adapters, tied=self._tied)
         kept, filtered = select_layers(found, self._select["layers"],
                                        min_evals=self._select["min_evals"],
                                        max_evals=self._select["max_evals"],

@@ -15,6 +15,7 @@ from typing import Any
 from .base import CONV, CONV_TYPES, LAYER_TYPES, MATRIX, LayerWeights
 from .select import select_layers
 from .skips import Skip
+from .tied import TIED_VALUES
 
 ACCEPTED = (
     "a torch.nn.Module, a Keras 3 model or layer, a mapping name -> array (a state dict), "
@@ -22,8 +23,8 @@ ACCEPTED = (
 )
 
 __all__ = [
-    "ACCEPTED", "CONV", "CONV_TYPES", "LAYER_TYPES", "MATRIX", "LayerWeights", "Skip",
-    "extract_layers", "select_layers",
+    "ACCEPTED", "CONV", "CONV_TYPES", "LAYER_TYPES", "MATRIX", "TIED_VALUES", "LayerWeights",
+    "Skip", "extract_layers", "select_layers",
 ]
 
 
@@ -37,26 +38,37 @@ def _is_keras(model: Any) -> bool:
     return keras is not None and isinstance(model, keras.layers.Layer)
 
 
-def extract_layers(model: Any, *, adapters: str = "effective") -> tuple[list[LayerWeights],
-                                                                         list[Skip]]:
+def extract_layers(model: Any, *, adapters: str = "effective",
+                   tied: str = "once") -> tuple[list[LayerWeights], list[Skip]]:
     """Every analysable weight of ``model`` and the layers passed over (with reasons).
 
     ``adapters`` (torch modules with peft LoRA layers): ``"effective"`` analyses each LoRA
     layer's effective weight, ``"only"`` its update alone, ``"both"`` both (see
-    :mod:`.lora`). Raises ``TypeError`` naming what is accepted when ``model`` is none of those.
+    :mod:`.lora`). ``tied``: a weight shared by several modules is analysed ``"once"`` (under
+    the first name, the others in ``aliases`` and skipped as "tied to <name>") or ``"each"``
+    time, as WeightWatcher does (see :mod:`.tied`). Raises ``TypeError`` naming what is
+    accepted when ``model`` is none of those.
     """
+    from .tied import check_tied, merge_tied
+
+    check_tied(tied)
+    order = None
     if _is_keras(model):  # first: on Keras's torch backend a Keras layer is an nn.Module too
         from .keras_models import keras_layers
 
-        return keras_layers(model)
-    if _is_torch_module(model):
+        layers, skipped = keras_layers(model)
+    elif _is_torch_module(model):
         from .torch_modules import torch_layers
 
-        return torch_layers(model, adapters=adapters)
-    from .mappings import load_weight_files, mapping_layers
+        layers, skipped = torch_layers(model, adapters=adapters)
+    elif isinstance(model, (Mapping, str, os.PathLike)):
+        from .mappings import load_weight_files, mapping_layers
 
-    if isinstance(model, Mapping):
-        return mapping_layers(model)
-    if isinstance(model, (str, os.PathLike)):
-        return mapping_layers(load_weight_files(model))
-    raise TypeError(f"cannot analyse an object of type {type(model).__name__}: expected {ACCEPTED}")
+        weights = model if isinstance(model, Mapping) else load_weight_files(model)
+        layers, skipped = mapping_layers(weights)
+        order = getattr(weights, "stored_order", None)  # a checkpoint's own (model) order
+    else:
+        raise TypeError(f"cannot analyse an object of type {type(model).__name__}: expected "
+                        f"{ACCEPTED}")
+    layers, tied_skips = merge_tied(layers, tied, order)
+    return layers, skipped + tied_skips

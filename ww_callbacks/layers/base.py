@@ -41,7 +41,8 @@ class LayerWeights:
     ``named_parameters()`` lists them; mappings: the keys), so that every parameter not read by
     any row can be listed as skipped. ``weight`` may also be a composite (a LoRA layer's
     ``W0 + scaling * B @ A``, a difference from a base model, see :mod:`.composite`), turned into
-    one array only when the matrices are built.
+    one array only when the matrices are built. ``aliases``: the longnames of other modules that
+    share this very weight (tied weights, see :mod:`.tied`), analysed once under this row.
     """
 
     layer_id: int
@@ -51,6 +52,7 @@ class LayerWeights:
     weight: Any
     layout: str = MATRIX
     params: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
