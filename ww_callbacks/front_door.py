@@ -50,7 +50,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     ``tied``: a weight shared by several modules (``lm_head.weight is wte.weight``) is analysed
     ``"once"`` (default: one row under the first name, the other names in its ``aliases``
     column and in ``attrs["skipped"]`` as "tied to <name>") or ``"each"`` time, one row per
-    module as WeightWatcher 0.7.7 does (the collective path analyses each time).
+    module as WeightWatcher 0.7.7 does (sharded weights under a process group: each time).
 
     Under a torch process group of more than one rank, ``analyze(torch_module)`` is a collective
     (FSDP, FSDP2, tensor parallel, DeepSpeed ZeRO-3, DDP): every rank must call it; each analyses
