@@ -26,6 +26,7 @@ from typing import Any
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.options import Wait, renamed
 from ww_callbacks.session import WatchSession
+from ww_callbacks.sinks import for_this_process
 
 __all__ = ["Watcher"]
 
@@ -91,7 +92,7 @@ class Watcher(WatchSession):
         distributed = on_every_rank(distributed)  # a plain loop runs the Watcher on every rank
         if distributed and process_group_rank() != 0:  # rank 0 records, logs and writes
             log_dir, tensorboard, wandb = None, False, None
-            watcher_kwargs["sinks"] = []
+            watcher_kwargs["sinks"] = for_this_process(watcher_kwargs.get("sinks", ()), False)
         super().__init__(cadence=Cadence(every_n_steps=every_n_steps,
                                          every_n_epochs=every_n_epochs),
                          wait=wait, log_dir=log_dir, tensorboard=tensorboard,

@@ -29,7 +29,7 @@ from typing import Any
 from .cadence import Cadence
 from .options import Wait, check_wait
 from .policies.base import Target
-from .sinks import build_sinks
+from .sinks import in_worker, open_sinks
 from .watcher import Sink, Watcher, WatcherWarning
 
 #: How long a snapshot or an epoch end waits for an analysis when ``wait`` asks for it.
@@ -89,10 +89,11 @@ class WatchSession(Watcher):
                  get_model: Callable[[], Any] | None = None, **watcher_options: Any):
         self.cadence = cadence if cadence is not None else Cadence()
         self.wait = check_wait(wait)
-        #: The sinks this session built from its options (it closes them in every case).
-        self.built_sinks = build_sinks({"tensorboard": (tensorboard, tensorboard_options),
-                                        "wandb": (wandb, wandb_options)}, log_dir)
-        super().__init__(log_dir=log_dir, sinks=[*self.built_sinks, *sinks], **watcher_options)
+        #: The sinks this session built from its options and names (it closes them in every
+        #: case); ``sinks`` may name them (:mod:`ww_callbacks.sinks`).
+        all_sinks, self.built_sinks = open_sinks(sinks, log_dir, aliases={
+            "tensorboard": (tensorboard, tensorboard_options), "wandb": (wandb, wandb_options)})
+        super().__init__(log_dir=log_dir, sinks=all_sinks, **watcher_options)
         self.get_model = get_model
         self._finalizer: weakref.finalize | None = None
         self._closed = False
@@ -253,7 +254,7 @@ class WatchSession(Watcher):
         super().close(timeout, deliver=deliver, final=final)
         if not deliver:
             for sink in self.built_sinks:
-                if getattr(sink, "in_worker", False):
+                if in_worker(sink):
                     try:
                         sink.close()
                     except Exception as err:  # best effort: nothing may stop a cleanup

@@ -24,7 +24,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .analysis import NON_FINITE, AnalysisCancelled, InitialBase, analyze_layers
 from .devices import resolve_analysis_device
@@ -37,27 +37,9 @@ from .policies.base import Policy, Target
 from .policies.policy_set import PolicySet
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, MODEL_PREFIX, layer_scalars, model_summary
+from .sinks import Sink, in_worker, reopen_of
 from .snapshot import Snapshotter
 from .worker import DEFAULT_MAX_DUTY, BackgroundWorker, resolve_max_duty
-
-
-class Sink(Protocol):
-    """Receives every result (TensorBoard, W&B, a logger, ...).
-
-    By default on the training thread, from :meth:`Watcher.poll` (W&B and the training
-    libraries' loggers want that). A sink whose class sets ``in_worker = True`` (thread-safe
-    writers such as TensorBoard's) is called in the worker thread instead, right after the history
-    file, so its heavy work (histograms, images) never runs on the training thread.
-    """
-
-    def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _in_worker(sink: Sink) -> bool:
-    return bool(getattr(sink, "in_worker", False))
-
 
 #: How long ``close(final=False)`` (an exception, Ctrl-C) lets the analysis in flight finish
 #: before cancelling it, and how long it then waits for the worker to stop between two layers;
@@ -421,7 +403,7 @@ class Watcher:
         never stops training nor loses data (the history has it)."""
         where = f"the history in {self.history_path} has every result" \
             if self.history_path else ""
-        self._output(sink, f"sink {type(sink).__name__}", getattr(sink, "reopen", None),
+        self._output(sink, f"sink {type(sink).__name__}", reopen_of(sink),
                      where)(sink.write, result, scalars)
 
     def _warn_non_finite(self, result: AnalysisResult) -> None:
@@ -441,7 +423,7 @@ class Watcher:
         self._warn_non_finite(result)
         scalars = result.scalars or self._scalars(result)
         for sink in self.sinks:
-            if not _in_worker(sink):
+            if not in_worker(sink):
                 self._write(sink, result, scalars)
         self._report_sink_failures()
         self.results_delivered += 1
@@ -584,7 +566,7 @@ class Watcher:
         self.policies.on_result(result)
         result.scalars = self._scalars(result)
         for sink in self.sinks:
-            if _in_worker(sink):
+            if in_worker(sink):
                 self._write(sink, result, result.scalars)
         return result
 
