@@ -1081,8 +1081,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the parts, write the JSON (SIGTERM ends the part in progress as
+    ``interrupted`` and still writes it)."""
     args, sizes = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_parts(args, sizes, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_parts(args: argparse.Namespace, sizes: Sizes, argv: list[str] | None) -> int:
+    """Run the chosen parts in order, rewriting the JSON after each; 0 (the verdicts are in the
+    JSON: a failed figure is a result, not an error of the script)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
