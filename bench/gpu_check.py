@@ -563,6 +563,7 @@ def llama_part(dtype: str, traps: bool) -> Part:
         base = _gpu_bytes()
         if ctx.cuda:
             torch.cuda.reset_peak_memory_stats(ctx.device)
+        log(f"  analysing {len(weights)} matrices on {device}, {dtype}, randomize={traps}")
         start = time.perf_counter()
         df = ww_callbacks.analyze(weights, device=device, dtype=dtype, randomize=traps,
                                   progress=False)
@@ -1015,8 +1016,14 @@ def write_summary(ctx: Context) -> None:
     path = Path(ctx.args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    text = json.dumps(summary, indent=1, default=str)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+    if ctx.args.last:
+        with contextlib.suppress(OSError):
+            last = Path(ctx.args.last)
+            last.with_name(last.name + ".tmp").write_text(text, encoding="utf-8")
+            os.replace(last.with_name(last.name + ".tmp"), last)
 
 
 def environment(device: torch.device) -> dict:
@@ -1058,6 +1065,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     parser.add_argument("--budget-s", type=float, default=0.0,
                         help="skip the parts whose estimate would end past this many seconds "
                              "(0: no budget)")
+    parser.add_argument("--unfinished-from", default=None, metavar="JSON",
+                        help="run only the parts that this earlier summary did not finish "
+                             "(skipped: budget, interrupted, errors, or absent)")
+    parser.add_argument("--last", default=os.path.join(tempfile.gettempdir(),
+                                                       "gpu_check_last.json"),
+                        help="a second copy of the JSON, outside $OUT (which the device tool "
+                             "empties before each command), for --unfinished-from")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default; 1 keeps a loaded CPU's tiny "
                              "run fast)")
@@ -1069,6 +1083,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     args = parser.parse_args(argv)
     sizes = Sizes(**{name: getattr(args, name) for name in vars(base)})
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if args.unfinished_from:
+        try:
+            with open(args.unfinished_from, encoding="utf-8") as f:
+                done = {name for name, part in json.load(f).get("parts", {}).items()
+                        if part.get("status") == "done"}
+        except (OSError, ValueError, AttributeError) as err:
+            parser.error(f"--unfinished-from: cannot read {args.unfinished_from}: {err}")
+        parts = [p for p in parts if p not in done]
     unknown = sorted(set(parts) - set(PART_NAMES))
     if unknown:
         parser.error(f"unknown part(s) {unknown}; choose among {PART_NAMES}")

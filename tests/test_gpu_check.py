@@ -31,7 +31,8 @@ CUDA_ONLY = {
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "gpu_check.json"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *args], env=env,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out),
+                           "--last", str(tmp_path / "last.json"), *args], env=env,
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
@@ -83,8 +84,10 @@ def test_budget_skips_what_would_not_finish_and_still_writes_the_json(tmp_path, 
     spec.loader.exec_module(module)
     out = tmp_path / "gpu_check.json"
     handler = signal.getsignal(signal.SIGTERM)
+    last = tmp_path / "last.json"
     assert module.main(["--tiny", "--device", "cpu", "--budget-s", "0.5", "--out", str(out),
-                        "--parts", "snapshot_torn,llama_float64"]) == 0
+                        "--last", str(last), "--parts", "snapshot_torn,llama_float64"]) == 0
+    assert last.read_text() == out.read_text()
     assert signal.getsignal(signal.SIGTERM) is handler
     summary = json.loads(out.read_text())
     stdout = capsys.readouterr().out
@@ -94,3 +97,10 @@ def test_budget_skips_what_would_not_finish_and_still_writes_the_json(tmp_path, 
         assert part["status"] == "skipped: budget", (name, part)
         assert all(f["verdict"] == "skipped: budget" and f["target"] for f in part["figures"])
     assert "skipped: budget" in stdout
+    # the rerun of what a run left unfinished (parts absent from the file count as unfinished)
+    summary["parts"]["snapshot_torn"]["status"] = "done"
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(summary))
+    assert module.main(["--tiny", "--device", "cpu", "--budget-s", "0.5", "--out", str(out),
+                        "--unfinished-from", str(earlier), "--last", ""]) == 0
+    assert json.loads(out.read_text())["order"] == [p for p in PARTS if p != "snapshot_torn"]
