@@ -18,11 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 PARTS = ["snapshot_torn", "llama_float32", "auto_device", "train_torch", "train_lightning",
-         "llama_float64", "llama_float32_traps", "sharded_1proc", "llama_float64_traps"]
+         "snapshot_race_control", "llama_float64", "llama_float32_traps", "sharded_1proc",
+         "llama_float64_traps"]
 FIGURE_KEYS = {"name", "value", "unit", "target", "verdict"}
 #: The figures only a GPU can measure: on a CPU each must say so.
+CUDA_ONLY_PARTS = {"snapshot_race_control"}
 CUDA_ONLY = {
-    ("snapshot_torn", "control_torn_without_ordering"),
+    ("snapshot_race_control", "torn_without_ordering"),
+    ("snapshot_race_control", "snapshots_compared"),
     ("auto_device", "watcher_auto_gpu_extra_mib"),
     *((part, "peak_gpu_extra_mib") for part in PARTS if part.startswith("llama")),
 }
@@ -46,13 +49,15 @@ def test_tiny_cpu_run_reports_every_figure_against_its_target(tmp_path):
     assert summary["env"]["cuda_available"] is False or summary["env"]["device"] == "cpu"
     assert list(summary["parts"]) == PARTS
     for name, part in summary["parts"].items():
-        assert part["status"] == "done", (name, part["status"])
+        want = "not run: no CUDA" if name in CUDA_ONLY_PARTS else "done"
+        assert part["status"] == want, (name, part["status"])
         assert part["figures"], name
         for figure in part["figures"]:
             assert FIGURE_KEYS <= set(figure), (name, figure)
             assert figure["target"], (name, figure)
             # every figure is judged; the printed line carries the same target and verdict
-            assert f"{name}.{figure['name']}:" in proc.stdout
+            assert f"{name}.{figure['name']}: " in proc.stdout
+            assert f"(target {figure['target']}): {figure['verdict']}" in proc.stdout
             if (name, figure["name"]) in CUDA_ONLY:
                 assert figure["verdict"] == "not run: no CUDA", (name, figure)
                 assert figure["value"] is None
