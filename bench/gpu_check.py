@@ -833,7 +833,8 @@ def run_train_lightning(ctx: Context) -> tuple[dict, dict]:
     tokens = token_batches(s, torch.device("cpu"), 1, seed=8)[0]
     more = token_batches(s, torch.device("cpu"), 7, seed=9).flatten(0, 1)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-        torch.cat([tokens, more])), batch_size=s.batch, shuffle=False)
+        torch.cat([tokens, more])), batch_size=s.batch, shuffle=False,
+        generator=torch.Generator().manual_seed(10))  # (its base seed: not the global RNG)
 
     def fit(module: Any, callbacks: list, max_steps: int, root: str) -> None:
         with _quiet_lightning():
@@ -1107,6 +1108,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     return args, sizes
 
 
+def _global_rng_states() -> list[bytes]:
+    """The global torch (CPU and CUDA) and numpy random states, to check that nothing here, in
+    ww_callbacks or in the training libraries drew from them."""
+    states = [torch.random.get_rng_state().numpy().tobytes(), np.random.get_state()[1].tobytes()]
+    if torch.cuda.is_available():
+        states += [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
+    return states
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(f"terminated by signal {signum}")
 
@@ -1148,6 +1158,7 @@ def _run_parts(args: argparse.Namespace, sizes: Sizes, argv: list[str] | None) -
         f"{'tiny' if args.tiny else 'full'} sizes, budget {args.budget_s or 'none'}")
     write_summary(ctx)
     parts = {p.name: p for p in PARTS}
+    rng_states = _global_rng_states()
     try:
         for name in args.parts:
             part = parts[name]
@@ -1190,8 +1201,10 @@ def _run_parts(args: argparse.Namespace, sizes: Sizes, argv: list[str] | None) -
                     torch.cuda.empty_cache()
         summary["finished"] = True
     finally:
+        summary["global_rng_untouched"] = _global_rng_states() == rng_states
         write_summary(ctx)
-        log(f"# verdicts {summary['verdicts']}; {summary['wall_s']:.1f} s; JSON in {args.out}")
+        log(f"# verdicts {summary['verdicts']}; global random states untouched: "
+            f"{summary['global_rng_untouched']}; {summary['wall_s']:.1f} s; JSON in {args.out}")
     return 0
 
 

@@ -45,6 +45,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]
 def test_tiny_cpu_run_reports_every_figure_against_its_target(tmp_path):
     proc, summary = _run(tmp_path, "--tiny", "--device", "cpu", "--threads", "1")
     assert summary["finished"] is True and summary["tiny"] is True
+    assert summary["global_rng_untouched"] is True  # weights, data, analyses: private generators
     assert {"env", "sizes", "parts", "verdicts", "wall_s", "order"} <= set(summary)
     assert summary["env"]["cuda_available"] is False or summary["env"]["device"] == "cpu"
     assert list(summary["parts"]) == PARTS
