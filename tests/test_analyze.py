@@ -7,12 +7,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import torch.nn as nn
 
-import ww_callbacks
-from tests.models import trapped, zoo
-from ww_callbacks import analyze, columns_for, summarize
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import ww_callbacks  # noqa: E402
+from tests.models import trapped, zoo  # noqa: E402
+from ww_callbacks import analyze, columns_for, summarize  # noqa: E402
 
 
 def _mlp(seed: int = 0) -> nn.Module:

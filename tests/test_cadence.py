@@ -7,15 +7,16 @@ from __future__ import annotations
 import time
 
 import pytest
-import torch
-import torch.nn as nn
 
-import ww_callbacks.watcher as watcher_module
-from ww_callbacks.history import read_records
-from ww_callbacks.results import Snapshot
-from ww_callbacks.snapshot import Snapshotter
-from ww_callbacks.watcher import Watcher
-from ww_callbacks.worker import CPU_MAX_DUTY, BackgroundWorker, resolve_max_duty
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import ww_callbacks.watcher as watcher_module  # noqa: E402
+from ww_callbacks.history import read_records  # noqa: E402
+from ww_callbacks.results import Snapshot  # noqa: E402
+from ww_callbacks.snapshot import Snapshotter  # noqa: E402
+from ww_callbacks.watcher import Watcher  # noqa: E402
+from ww_callbacks.worker import CPU_MAX_DUTY, BackgroundWorker, resolve_max_duty  # noqa: E402
 
 
 def _burn(seconds: float) -> None:

@@ -9,8 +9,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("matplotlib")

@@ -9,11 +9,12 @@ import logging
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
 
-from ww_callbacks import analyze
-from ww_callbacks.watcher import Watcher
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.watcher import Watcher  # noqa: E402
 
 METRICS = ["N", "M", "rf", "alpha", "D", "lambda_max", "log_norm", "stable_rank", "entropy"]
 

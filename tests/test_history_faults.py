@@ -14,10 +14,12 @@ import time
 import warnings
 
 import pytest
-import torch.nn as nn
 
-from ww_callbacks.history import HISTORY_FILE, HistoryWriter, load_history, read_records
-from ww_callbacks.watcher import Watcher, WatcherWarning
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks.history import HISTORY_FILE, HistoryWriter, load_history, read_records  # noqa: E402
+from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
 TORN = '{"step": 0, "ep'  # the issue's repro: a record cut by a crash
 

@@ -11,10 +11,12 @@ import textwrap
 import time
 
 import pytest
-import torch.nn as nn
 
-from ww_callbacks.history import read_records
-from ww_callbacks.watcher import Watcher
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks.history import read_records  # noqa: E402
+from ww_callbacks.watcher import Watcher  # noqa: E402
 
 # Four 2000x2000 layers: several seconds of analysis on one core (the issue's case took 14 s).
 _LONG_ANALYSIS = textwrap.dedent("""

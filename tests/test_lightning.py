@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-import torch.nn as nn
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
 
 L = pytest.importorskip("lightning.pytorch")
 pytest.importorskip("sklearn")

@@ -8,13 +8,14 @@ import copy
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
 
-from ww_callbacks import analyze
-from ww_callbacks.layers import extract_layers
-from ww_callbacks.layers.composite import LoraWeight
-from ww_callbacks.snapshot import Snapshotter
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.layers import extract_layers  # noqa: E402
+from ww_callbacks.layers.composite import LoraWeight  # noqa: E402
+from ww_callbacks.snapshot import Snapshotter  # noqa: E402
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")

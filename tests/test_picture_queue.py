@@ -9,16 +9,17 @@ import time
 
 import pandas as pd
 import pytest
-import torch
-import torch.nn as nn
 
-from tests.events import read_events
-from tests.test_dashboards import watch
-from ww_callbacks import tags
-from ww_callbacks.dashboard import Frame
-from ww_callbacks.integrations.tensorboard import TensorBoardSink
-from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue, wait_for_pictures
-from ww_callbacks.results import AnalysisResult
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from tests.events import read_events  # noqa: E402
+from tests.test_dashboards import watch  # noqa: E402
+from ww_callbacks import tags  # noqa: E402
+from ww_callbacks.dashboard import Frame  # noqa: E402
+from ww_callbacks.integrations.tensorboard import TensorBoardSink  # noqa: E402
+from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue, wait_for_pictures  # noqa: E402
+from ww_callbacks.results import AnalysisResult  # noqa: E402
 
 
 def _result(step: int, layers=("a", "b", "c")) -> AnalysisResult:

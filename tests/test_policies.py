@@ -10,15 +10,16 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import torch.nn as nn
-from sklearn.datasets import load_digits
 
-import ww_callbacks
-from ww_callbacks.integrations.torch import Watcher
-from ww_callbacks.layers import CONV, MATRIX, LayerWeights
-from ww_callbacks.matrices import from_oriented_stack, oriented_stack
-from ww_callbacks.policies import (
+torch = pytest.importorskip("torch")
+nn = torch.nn
+from sklearn.datasets import load_digits  # noqa: E402
+
+import ww_callbacks  # noqa: E402
+from ww_callbacks.integrations.torch import Watcher  # noqa: E402
+from ww_callbacks.layers import CONV, MATRIX, LayerWeights  # noqa: E402
+from ww_callbacks.matrices import from_oriented_stack, oriented_stack  # noqa: E402
+from ww_callbacks.policies import (  # noqa: E402
     STOP_CODES,
     HTSREarlyStopping,
     LayerLRBalancer,
@@ -29,8 +30,8 @@ from ww_callbacks.policies import (
     svd_sharpness,
     tempbalance_scales,
 )
-from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import model_summary
+from ww_callbacks.results import AnalysisResult  # noqa: E402
+from ww_callbacks.scalars import model_summary  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
 
-from ww_callbacks import analyze
-from ww_callbacks.layers import extract_layers
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.layers import extract_layers  # noqa: E402
 
 METRICS = ["alpha", "D", "lambda_max", "log_norm", "stable_rank", "entropy", "sv_min"]
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch.nn as nn
 
-import ww_callbacks
-from tests.models import trapped, zoo
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import ww_callbacks  # noqa: E402
+from tests.models import trapped, zoo  # noqa: E402
 
 pytestmark = pytest.mark.reference
 

@@ -6,13 +6,14 @@ recorded, by ``analyze`` and by the watcher."""
 from __future__ import annotations
 
 import pytest
-import torch
-import torch.nn as nn
 
-from tests.models import zoo
-from ww_callbacks import analyze
-from ww_callbacks.layers import extract_layers, select_layers
-from ww_callbacks.watcher import Watcher
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from tests.models import zoo  # noqa: E402
+from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.layers import extract_layers, select_layers  # noqa: E402
+from ww_callbacks.watcher import Watcher  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,8 +10,9 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("matplotlib")

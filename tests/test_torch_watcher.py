@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
 
 pytest.importorskip("tensorboard")
 from sklearn.datasets import load_digits  # noqa: E402

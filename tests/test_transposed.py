@@ -8,11 +8,12 @@ import os
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from ww_callbacks import analyze
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from ww_callbacks import analyze  # noqa: E402
 
 METRICS = ["N", "M", "rf", "num_evals", "alpha", "D", "lambda_max", "log_norm", "stable_rank",
            "entropy", "sv_max", "sv_min"]

@@ -9,14 +9,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
 
-from ww_callbacks import analyze
-from ww_callbacks.history import load_history
-from ww_callbacks.layers import extract_layers
-from ww_callbacks.snapshot import Snapshotter
-from ww_callbacks.watcher import Watcher, WatcherWarning
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.history import load_history  # noqa: E402
+from ww_callbacks.layers import extract_layers  # noqa: E402
+from ww_callbacks.snapshot import Snapshotter  # noqa: E402
+from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
 
 def _model(seed: int = 0) -> nn.Module:

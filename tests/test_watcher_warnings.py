@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-import torch.nn as nn
+import pytest
 
-from ww_callbacks.history import load_history
-from ww_callbacks.watcher import Watcher, WatcherWarning
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ww_callbacks.history import load_history  # noqa: E402
+from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
 
 def _ours(caught) -> list[str]:

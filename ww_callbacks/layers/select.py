@@ -8,7 +8,7 @@ from .base import LAYER_TYPES, LayerWeights
 from .skips import Skip
 
 
-def _parse_filter(spec: Iterable[int | str] | int | str | None):
+def parse_layer_filter(spec: Iterable[int | str] | int | str | None):
     """Split a ``layers=`` spec into (keep ids, drop ids, types, keep names, drop names)."""
     if spec is None:
         return set(), set(), set(), set(), set()
@@ -71,7 +71,7 @@ def select_layers(layers: Sequence[LayerWeights], spec=None, *, min_evals: int |
     different kinds must all hold. Limits: ``min_evals <= M*rf <= max_evals`` (``M`` alone with
     ``pool=False``) and ``N <= max_N``; 0 or None switches a limit off.
     """
-    parsed = _parse_filter(spec)
+    parsed = parse_layer_filter(spec)
     kept: list[LayerWeights] = []
     skipped: list[Skip] = []
     for layer in layers:
