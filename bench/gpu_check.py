@@ -756,7 +756,8 @@ def _torn_torch(ctx: Context, model: nn.Module, opt: Any, data: torch.Tensor, Wa
     sink = CaptureSink()
     copies = {0: state_copy(model)}
     with Watcher(model, log_dir=os.path.join(tmp, "torn"), tensorboard=False,
-                 every_n_steps=s.torn_every, optimizer=opt, sinks=[sink]) as ww:
+                 every_n_steps=s.torn_every, optimizer=opt, sinks=[sink],
+                 traps_every=0) as ww:  # (the spectra are compared: traps would only cost)
         for i in range(s.torn_steps):
             opt.zero_grad(set_to_none=True)
             lm_loss(model, data[i % len(data)], ctx).backward()
@@ -874,7 +875,8 @@ def run_train_lightning(ctx: Context) -> tuple[dict, dict]:
         sink = CaptureSink()
         copier = Copier(s.torn_every)
         callback = WeightWatcherCallback(every_n_train_steps=s.torn_every, every_n_epochs=None,
-                                         log_dir=os.path.join(tmp, "torn"), sinks=[sink])
+                                         log_dir=os.path.join(tmp, "torn"), sinks=[sink],
+                                         traps_every=0)
         fit(module, [callback, copier], s.torn_steps, tmp)
         compared, torn, worst = compare_spectra(sink.results, copier.copies, shadow)
     values = {"step_time_ratio": round(_median(ratios), 4),
