@@ -136,7 +136,7 @@ def test_fail_on_fails_when_no_layer_was_analysed(tmp_path):
     assert "no layer to analyse" in plain.stderr and "'iter_num' (int)" in plain.stderr
     failing = run_cli("analyze", tmp_path / "norms.pt", "--fail-on", "over-trained")
     assert failing.returncode == 1, failing.stderr
-    assert "2 x 1-D parameter" in failing.stderr
+    assert "2 x 1-D parameter" in failing.stderr and "no layer was analysed" in failing.stderr
     # no weights at all: an input error naming the keys and their types
     torch.save({"iter_num": 5, "config": {"lr": 0.1}, "note": "hi"}, tmp_path / "empty.pt")
     none = run_cli("analyze", tmp_path / "empty.pt", "--fail-on", "over-trained")

@@ -161,7 +161,7 @@ def _problems(details: pd.DataFrame, fail_on: list[str]) -> list[str]:
     from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
 
     if details.empty and fail_on:  # nothing analysed cannot pass a check
-        return [details.attrs.get("no_layer", "no layer was analysed")]
+        return ["no layer was analysed, so --fail-on cannot pass"]
     ok = details[details["status"] == SUCCESS]
     found = []
     if "over-trained" in fail_on:

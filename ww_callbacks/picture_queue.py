@@ -24,6 +24,7 @@ files back).
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import time
 from collections import deque
@@ -69,10 +70,27 @@ def _register_exit_hook() -> None:
             atexit.register(_finish_at_exit)
 
 
+def drawing_at_exit() -> list[str]:
+    """The names of the queues still drawing their last pictures (what exit waits for)."""
+    with _FINISHING_LOCK:
+        return sorted(q._name for q in _FINISHING
+                      if q._thread is not None and q._thread.is_alive())
+
+
+def announce_exit_wait(names: list[str]) -> None:
+    """Say on stderr, in one line, that the interpreter waits for the final pictures (a process
+    that seems to hang ~2 s after training otherwise prints nothing)."""
+    print(f"ww_callbacks: drawing the final pictures ({', '.join(names)}) before exit, at most "
+          f"{EXIT_WAIT_S:g} s (Ctrl-C skips them)", file=sys.stderr, flush=True)
+
+
 def _finish_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
     global _EXITING
     _EXITING = True  # a sink closed from now on draws its last frame before close returns
     try:
+        names = drawing_at_exit()
+        if names:
+            announce_exit_wait(names)
         wait_for_pictures(EXIT_WAIT_S)
     except KeyboardInterrupt:  # Ctrl-C at exit: leave the pictures, exit now
         pass
