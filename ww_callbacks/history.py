@@ -3,7 +3,10 @@
 The worker appends each result here *before* any sink (TensorBoard, W&B, a logger) sees it, so a
 failing sink loses nothing (and a failing history write, e.g. a full disk, does not stop the sinks:
 see :mod:`ww_callbacks.faults`). One line per analysis: step, epoch, timings, the model summary,
-the per-layer rows and the writer (run id, pid, host). A crash can tear the last line; readers
+the per-layer rows and the writer (run id, pid, host); after it, when the run has policies,
+an ``"actions"`` line (:meth:`HistoryWriter.append_actions`); the compact ESDs go to the sidecar
+:data:`~ww_callbacks.esd.SPECTRA_FILE` (:meth:`HistoryWriter.append_spectra`). A crash can tear
+the last line; readers
 skip torn lines, and the next append starts on a fresh line. :func:`load_history` reads it back
 as a DataFrame.
 """
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .esd import SPECTRA_FILE
 from .faults import WatcherWarning
 from .results import AnalysisResult
 
@@ -106,11 +110,35 @@ class HistoryWriter:
         """Write one analysis (or an already built record) as one line; raises OSError when the
         write fails (the caller decides what to do; the file stays readable)."""
         record = result if isinstance(result, dict) else result_record(result)
-        record = {**record, "writer": self.writer}
+        self._append_line(self.path, {**record, "writer": self.writer})
+
+    def append_actions(self, step: int, actions: dict) -> None:
+        """Write what the policies decided on the analysis of ``step`` as an ``"actions"`` line
+        after that analysis' record (the policies decide after the history has the record, so
+        that a failing policy loses nothing): ``lr_scale`` (layer -> learning-rate scale),
+        ``traps_removed`` (layer -> traps removed so far), ``stop_reason`` (None while no
+        policy asked to stop). Analysis readers pass these lines over (:func:`read_records`);
+        :func:`read_actions` reads them."""
+        self._append_line(self.path, {"kind": ACTIONS, "step": int(step), **actions,
+                                      "writer": self.writer})
+
+    @property
+    def spectra_path(self) -> Path:
+        """The sidecar of compact ESDs (:data:`~ww_callbacks.esd.SPECTRA_FILE`) next to the
+        history."""
+        return self.path.with_name(SPECTRA_FILE)
+
+    def append_spectra(self, step: int, layers: dict[str, dict]) -> None:
+        """Write the compact ESDs of the analysis of ``step`` (longname -> compact ESD, see
+        :mod:`ww_callbacks.esd`) as one line of the sidecar."""
+        self._append_line(self.spectra_path, {"step": int(step), "layers": layers,
+                                              "writer": self.writer})
+
+    def _append_line(self, path: Path, record: dict) -> None:
         data = (json.dumps(record, allow_nan=True) + "\n").encode("utf-8")
         with self._lock:
             self._claim()
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -122,30 +150,15 @@ class HistoryWriter:
                 os.close(fd)
 
     def truncate_after(self, step: int) -> int:
-        """Drop analyses of steps after ``step`` (a resumed run redoes them) and any torn or
-        unreadable line; returns how many lines were dropped. Atomic (a new file replaces the
-        old one), so a failure leaves the old file as it was."""
+        """Drop analyses (and their actions and stored ESDs) of steps after ``step`` (a resumed
+        run redoes them) and any torn or unreadable line; returns how many history lines were
+        dropped. Atomic (a new file replaces the old one), so a failure leaves the old file as
+        it was."""
         with self._lock:
             self._claim()
-            if not self.path.exists():
-                return 0
-            data = self.path.read_bytes()
-            lines = [ln for ln in data.decode("utf-8", errors="replace").splitlines()
-                     if ln.strip()]
-            kept = []
-            for line in lines:
-                record = _parse(line)
-                if record is not None and record["step"] <= step:
-                    kept.append(line)
-            if len(kept) == len(lines) and (not data or data.endswith(b"\n")):
-                return 0  # nothing to drop: the file is left as it is
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            try:
-                tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-                os.replace(tmp, self.path)
-            finally:
-                tmp.unlink(missing_ok=True)
-            return len(lines) - len(kept)
+            dropped = _truncate_file(self.path, step)
+            _truncate_file(self.spectra_path, step)
+            return dropped
 
     # ------------------------------------------------------------------ ownership
 
@@ -191,6 +204,31 @@ class HistoryWriter:
 
 
 OWNER_SUFFIX = ".owner"
+#: the ``"kind"`` of a history line holding the policies' actions (analysis records have none)
+ACTIONS = "actions"
+
+
+def _truncate_file(path: Path, step: int) -> int:
+    """Keep the lines of ``path`` with a step up to ``step`` (see
+    :meth:`HistoryWriter.truncate_after`)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    lines = [ln for ln in data.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    kept = []
+    for line in lines:
+        record = _parse_line(line)
+        if record is not None and record["step"] <= step:
+            kept.append(line)
+    if len(kept) == len(lines) and (not data or data.endswith(b"\n")):
+        return 0  # nothing to drop: the file is left as it is
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(lines) - len(kept)
 
 
 def _read_owner(path: Path) -> dict | None:
@@ -213,13 +251,21 @@ def _live(owner: dict) -> bool:
     return True
 
 
-def _parse(line: str) -> dict | None:
-    """One record, or None for a torn or unreadable line."""
+def _parse_line(line: str) -> dict | None:
+    """One line of the history or its sidecar (any kind), or None for a torn or unreadable
+    line."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
     return record if isinstance(record, dict) and "step" in record else None
+
+
+def _parse(line: str) -> dict | None:
+    """One analysis record, or None for a torn or unreadable line or a line of another kind
+    (the policies' actions)."""
+    record = _parse_line(line)
+    return record if record is not None and "kind" not in record else None
 
 
 def _history_path(path: str | os.PathLike) -> Path:
@@ -238,6 +284,33 @@ def read_records(path: str | os.PathLike) -> list[dict]:
                 if record is not None:
                     records.append(record)
     return records
+
+
+def _read_lines(path: Path) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                record = _parse_line(line)
+                if record is not None:
+                    records.append(record)
+    return records
+
+
+def read_actions(path: str | os.PathLike) -> list[dict]:
+    """The policies' actions lines of a history (see :meth:`HistoryWriter.append_actions`), in
+    order; an older history has none."""
+    return [r for r in _read_lines(_history_path(path)) if r.get("kind") == ACTIONS]
+
+
+def read_spectra(path: str | os.PathLike) -> list[dict]:
+    """The stored compact ESDs of a run (its folder, history or sidecar file): one
+    ``{"step", "layers"}`` dict per stored analysis; empty when none were stored."""
+    path = _history_path(path)
+    sidecar = path if path.name == SPECTRA_FILE else path.with_name(SPECTRA_FILE)
+    if not sidecar.is_file():
+        return []
+    return [r for r in _read_lines(sidecar) if isinstance(r.get("layers"), dict)]
 
 
 def load_history(path: str | os.PathLike, *, level: str = "layer") -> pd.DataFrame:

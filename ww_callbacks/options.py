@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .esd import ESD_EVERY
 from .layers.base import LAYER_TYPES
 from .layers.lora import ADAPTER_MODES
 from .layers.select import parse_layer_filter
@@ -218,6 +219,9 @@ OPTIONS: tuple[Option, ...] = (
            "'cpu', 'cuda', ..."),
     Option("keep_spectra", True, "bool", boolean,
            "keep each analysis's eigenvalues for the pictures (ESD plots)"),
+    Option("esd_every", ESD_EVERY, "int >= 0", int_at_least(0),
+           "compact ESDs of every layer to `ww_spectra.jsonl` at the first analysis, every k-th, "
+           "on a new trap or band change, and the final one (0: not on a cadence)"),
     Option("seed", 0, "int >= 0 | None", _seed,
            "seed of the analysis's private generator (shuffles for the traps)"),
     Option("adapters", "effective", "'effective' | 'only' | 'both'", one_of(*ADAPTER_MODES),
@@ -274,6 +278,7 @@ class WatchOptions:
     fix_fingers: str | None = None
     analysis_device: Any = "auto"
     keep_spectra: bool = True
+    esd_every: int = ESD_EVERY
     seed: int | None = 0
     adapters: str = "effective"
     tied: str = "once"

@@ -28,6 +28,7 @@ from typing import Any
 
 from .analysis import NON_FINITE, AnalysisCancelled, InitialBase, analyze_layers
 from .devices import resolve_analysis_device
+from .esd import ESD_EVERY, EsdSchedule, compact_spectra
 from .faults import LOG, FaultReporter, Retrying, WatcherWarning
 from .history import HISTORY_FILE, HistoryWriter, read_records
 from .layers import extract_layers, select_layers
@@ -90,6 +91,10 @@ class Watcher:
     (:mod:`ww_callbacks.devices`); ``"cpu"`` keeps the analysis off the GPU.
     ``base="initial"``: analyse ``W - W_initial``, the update since the first snapshot (see
     :class:`~ww_callbacks.analysis.InitialBase`); None: the weights themselves.
+    ``keep_spectra`` (default True): keep the eigenvalues for pictures and the stored ESDs;
+    ``esd_every``: the compact ESDs of every layer (:mod:`ww_callbacks.esd`) go to
+    ``ww_spectra.jsonl`` next to the history at the first analysis, every ``esd_every``-th one
+    (0: not on a cadence), when a layer gains a trap or changes band, and at the final one.
 
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the integration
@@ -108,7 +113,8 @@ class Watcher:
                  mp_fit: bool = False, fix_fingers: str | None = None,
                  analysis_device: Any = "auto",
                  blas_threads: int | None = 1, strict: bool = False, keep_spectra: bool = True,
-                 seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
+                 esd_every: int = ESD_EVERY, seed: int = 0,
+                 max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None, adapters: str = "effective",
                  base: str | None = None, distributed: bool | None = None,
                  tied: str = "once"):
@@ -127,6 +133,8 @@ class Watcher:
         self.analysis_device = analysis_device
         self._analysis = dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=None, seed=seed,
                               keep_spectra=keep_spectra)
+        #: When the compact ESDs go to the history's sidecar (:mod:`ww_callbacks.esd`).
+        self._esd = EsdSchedule(esd_every)
         self._adapters = adapters
         self._tied = check_tied(tied)
         self._base = InitialBase() if base == "initial" else None
@@ -514,6 +522,9 @@ class Watcher:
                               WatcherWarning, stacklevel=2)
             else:
                 self._record_merged(merged)
+        if deliver and final and self.last_result is not None \
+                and (self._dist is None or self._dist.rank == 0):
+            self._record_after(self.last_result, final=True)  # the final analysis' ESDs
         if deliver and final and self.policies:
             self.policies.finish(self.target)
             self._report_sink_failures()
@@ -564,11 +575,28 @@ class Watcher:
                          "the results still reach the sinks and policies")(
                 self.history.append, result)
         self.policies.on_result(result)
+        self._record_after(result)
         result.scalars = self._scalars(result)
         for sink in self.sinks:
             if in_worker(sink):
                 self._write(sink, result, result.scalars)
         return result
+
+    def _record_after(self, result: AnalysisResult, *, final: bool = False) -> None:
+        """The rest of the record, after the history line of ``result``: the policies' actions
+        line (when there are policies) and the compact ESDs on :attr:`_esd`'s schedule (when
+        the eigenvalues were kept). A failure is reported like the history's."""
+        if self.history is None:
+            return
+        history = self.history
+        write = self._output(history, f"history {history.path}", None,
+                             "the results still reach the sinks and policies")
+        if self.policies and not final:
+            write(history.append_actions, result.step, self.policies.actions())
+        if result.spectra and self._esd.due(result, final=final) \
+                and self._esd.stored_step != result.step:
+            self._esd.stored_step = int(result.step)
+            write(history.append_spectra, result.step, compact_spectra(result))
 
     # ------------------------------------------------------------------ resume
 

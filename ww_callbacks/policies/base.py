@@ -72,6 +72,11 @@ class Policy:
         """Values to log with the result just decided on (``ww_lr_scale/<layer>``, ...)."""
         return {}
 
+    def actions(self) -> dict:
+        """What the policy decided on the result just decided on, for the history's
+        ``"actions"`` line (JSON-ready; e.g. ``{"lr_scale": {layer: scale}}``)."""
+        return {}
+
     def on_snapshot(self, step: int, target: Target | None) -> None:
         """The weights of ``step`` were just snapshotted (training thread)."""
 

@@ -92,6 +92,10 @@ class LayerLRBalancer(Policy):
         """``ww_lr_scale/<layer>`` of the decided multipliers."""
         return {layer_tag(LR_SCALE_PREFIX, name): s for name, s in self.targets.items()}
 
+    def actions(self) -> dict:
+        """``lr_scale``: the decided multiplier of each layer's learning rate."""
+        return {"lr_scale": dict(self.targets)}
+
     def act(self, target: Target, step: int | None) -> None:
         """Move the multipliers in effect towards the decided ones (ramp), on the optimizer."""
         self._polls += 1

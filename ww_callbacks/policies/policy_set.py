@@ -81,6 +81,16 @@ class PolicySet:
             out.update(self._call(policy, "scalars") or {})
         return out
 
+    def actions(self) -> dict:
+        """What the policies decided on the result just decided on (the history's
+        ``"actions"`` line): each policy's :meth:`~ww_callbacks.policies.base.Policy.actions`
+        merged, and ``stop_reason`` (None while no policy asked to stop)."""
+        out: dict = {}
+        for policy in self.policies:
+            out.update(self._call(policy, "actions") or {})
+        out["stop_reason"] = self.stop_reason
+        return out
+
     def act(self, target: Target, step: int | None) -> None:
         """Every policy applies its decision on ``target`` (training thread)."""
         for policy in self.policies:

@@ -103,6 +103,11 @@ class TrapRemoval(Policy):
         """``ww_traps_removed/<layer>``: components removed so far."""
         return {layer_tag(REMOVED_PREFIX, n): float(k) for n, k in self.removed.items()}
 
+    def actions(self) -> dict:
+        """``traps_pending``: the layers whose traps are removed at the next optimizer step;
+        ``traps_removed``: components removed so far per layer (before those)."""
+        return {"traps_pending": list(self._pending), "traps_removed": dict(self.removed)}
+
     def act(self, target: Target, step: int | None) -> None:
         """Sharpen the queued layers now."""
         pending, self._pending = self._pending, []
