@@ -51,6 +51,9 @@ SUMMARY_METRICS = [
 FEW_EVALS_FOR_RANDOM = 100
 #: The ``warning`` of a layer whose weights are not all finite (its row is ``failed``).
 NON_FINITE = "weights contain NaN or Inf"
+#: How a failed row's ``warning`` starts when the layer's weights could not be read (a dtype the
+#: reader does not decode); the command line counts these rows under ``--fail-on``.
+UNREADABLE = "weights could not be read"
 DEFAULT_SEED = 0
 
 
@@ -242,7 +245,7 @@ def _layer_rows(engine, layer: LayerWeights, options: _Options) -> Iterator[dict
     try:
         stack = engine.stack(layer, options.pool)
     except (TypeError, ValueError) as err:
-        yield {**base, **_failed_row(f"weights could not be read: {err}", options)}
+        yield {**base, **_failed_row(f"{UNREADABLE}: {err}", options)}
         return
     if options.pool or layer.layout != CONV:
         row = {**base, **_spectrum_row(engine, stack, N, M, rf, options)}
@@ -324,14 +327,17 @@ def analyze_local(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                   mp_fit: bool = False, fix_fingers: str | None = None, pool: bool = True,
                   device: Any = None, progress: bool | None = None, dtype: str = "float64",
                   seed: int | None = DEFAULT_SEED, keep_spectra: bool = False, base: Any = None,
-                  adapters: str = "effective", tied: str = "once") -> pd.DataFrame:
+                  adapters: str = "effective", tied: str = "once",
+                  allow_hparams_types: bool = False) -> pd.DataFrame:
     """:func:`ww_callbacks.analyze` in this process alone (the options are its own, ``device``
     already resolved): extract, pair with ``base``, select, then :func:`analyze_layers`. The
     public ``analyze`` (:mod:`ww_callbacks.front_door`) calls it unless a process group of
     several ranks asks for the collective path."""
-    found, skipped = extract_layers(model, adapters=adapters, tied=tied)
+    found, skipped = extract_layers(model, adapters=adapters, tied=tied,
+                                    allow_hparams_types=allow_hparams_types)
     if base is not None:
-        found, unmatched = subtract_base(found, base_weights(extract_layers(base)[0]))
+        found, unmatched = subtract_base(found, base_weights(extract_layers(
+            base, allow_hparams_types=allow_hparams_types)[0]))
         skipped = skipped + unmatched
     kept, filtered = select_layers(found, layers, min_evals=min_evals, max_evals=max_evals,
                                    max_N=max_N, pool=pool)

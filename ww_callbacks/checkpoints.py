@@ -29,13 +29,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from .safetensors_header import HeaderError, TensorEntry, open_regular, read_header, shown
 from .state_dicts import (
     STATE_DICT_KEYS,
     FoundStateDict,
@@ -47,14 +49,21 @@ from .state_dicts import (
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-#: A safetensors header larger than this is not a header (the format's own limit is 100 MB).
-MAX_HEADER_BYTES = 100_000_000
-
+#: Largest index file read (a shard index of 100k tensors is ~10 MB).
+MAX_INDEX_BYTES = 100_000_000
 _NUMPY_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
+    "U8": np.uint8, "BOOL": np.bool_,
 }
-_ITEM_BYTES = {"BF16": 2, **{k: np.dtype(v).itemsize for k, v in _NUMPY_DTYPES.items()}}
+#: Why the safetensors dtypes that this reader does not decode cannot be analysed.
+_UNREADABLE_DTYPES = {
+    **{d: "FP8 (its scales live in other tensors): dequantise to BF16/F16/F32 first"
+       for d in ("F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ")},
+    **{d: "a sub-byte float (FP4/FP6): dequantise to BF16/F16/F32 first"
+       for d in ("F4", "F6_E2M3", "F6_E3M2")},
+    "C64": "complex (spectra of complex weights are not analysed)",
+}
 
 
 class CheckpointWeights(dict):
@@ -79,9 +88,17 @@ class CheckpointError(ValueError):
 
 
 def natural_key(name: str) -> list:
-    """Sort key that puts ``layers.2`` before ``layers.10``."""
-    return [(1, int(part), "") if part.isdigit() else (0, 0, part)
-            for part in re.split(r"(\d+)", name)]
+    """Sort key that puts ``layers.2`` before ``layers.10``. Runs of digits compare by value
+    (by length without leading zeros, then as text: no conversion of a 5000-digit run to an int),
+    ties by their text."""
+    key: list = []
+    for part in re.split(r"(\d+)", name):
+        if part.isdigit():
+            value = part.lstrip("0")
+            key.append((1, len(value), value, part))
+        else:
+            key.append((0, 0, part, ""))
+    return key
 
 
 class LazyTensor:
@@ -111,100 +128,147 @@ class LazyTensor:
         return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
+# ----------------------------------------------------------------------------- paths
+
+
+def _inside(folder: Path, name: Any, index_file: Path) -> Path:
+    """The file ``name`` (read from ``index_file``) of ``folder``, refused unless it stays in the
+    folder: a relative path without ``..``, resolving (symbolic links followed) inside the folder,
+    a regular file. One exception, the Hugging Face cache's layout: a snapshot folder
+    ``<repo>/snapshots/<rev>/`` whose files link to ``<repo>/blobs/``."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{index_file}: a shard name is not a file name "
+                              f"({shown(name) if isinstance(name, str) else type(name).__name__})")
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or "\\" in name or ".." in rel.parts:
+        raise CheckpointError(f"{index_file} names shard {shown(name)} outside its folder "
+                              "(expected a file name in the index's folder)")
+    return _member(folder, folder / rel, f"{index_file} names shard {shown(name)}")
+
+
+def _member(folder: Path, path: Path, what: str) -> Path:
+    """``path`` (a file of ``folder``) if it resolves inside the folder (or the Hugging Face
+    cache's ``blobs``) and is a regular file; else :class:`CheckpointError` starting ``what``."""
+    root = folder.resolve()
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what}, which is missing") from None
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise CheckpointError(f"{what}, which cannot be resolved ({type(err).__name__})") \
+            from None
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    if not (target.is_relative_to(root) or (blobs is not None and target.is_relative_to(blobs))):
+        raise CheckpointError(f"{what}, a symbolic link to outside the folder (refused: a "
+                              "checkpoint folder is read from inside itself)")
+    mode = target.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{what}, which is not a regular file")
+    return path
+
+
+def _read_index(index_file: Path, what: str) -> dict[str, str]:
+    """The ``weight_map`` (tensor name -> shard file) of a shard index."""
+    try:
+        with open_regular(index_file) as fh:
+            raw = fh.read(MAX_INDEX_BYTES + 1)
+        if len(raw) > MAX_INDEX_BYTES:
+            raise CheckpointError(f"{index_file}: index larger than {MAX_INDEX_BYTES} bytes")
+        weight_map = json.loads(raw.decode("utf-8"))["weight_map"]
+    except HeaderError as err:
+        raise CheckpointError(str(err)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError,
+            ValueError):
+        raise CheckpointError(f"{index_file}: not {what} (expected UTF-8 JSON with a "
+                              "'weight_map' of tensor name -> shard file)") from None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index_file}: not {what} ('weight_map' is not an object of "
+                              "tensor name -> shard file)")
+    return weight_map
+
+
 # ----------------------------------------------------------------------------- safetensors
 
 
-def _safetensors_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and the offset where its data starts; checks the
-    file is long enough for every tensor the header lists."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes; expected "
-                                  "an 8-byte header length, a JSON header, then tensor data)")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{path}: truncated or not a safetensors file (header of "
-                                  f"{length} bytes announced, file has {size} bytes)")
-        try:
-            header = json.loads(fh.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: "
-                                  f"{err})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    header.pop("__metadata__", None)
-    data_start = 8 + length
-    needed = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
-    if data_start + needed > size:
-        raise CheckpointError(f"{path}: truncated safetensors file (its header lists "
-                              f"{data_start + needed} bytes, the file has {size})")
-    return header, data_start
-
-
-def _read_safetensor(path: Path, start: int, info: dict, name: str) -> np.ndarray:
+def _read_safetensor(path: Path, entry: TensorEntry) -> np.ndarray:
     """Read one tensor's bytes (and only them) and return it as a numpy array."""
-    dtype = info["dtype"]
-    shape = tuple(int(s) for s in info["shape"])
-    begin, end = (int(x) for x in info["data_offsets"])
-    count = int(np.prod(shape, dtype=np.int64))
-    if dtype not in _ITEM_BYTES:
-        raise CheckpointError(f"{path}: tensor {name} has dtype {dtype}; readable dtypes are "
-                              + ", ".join(sorted(_ITEM_BYTES)))
-    if end - begin != count * _ITEM_BYTES[dtype]:
-        raise CheckpointError(f"{path}: tensor {name} has {end - begin} bytes for shape {shape} "
-                              f"of {dtype}")
-    raw_dtype = np.uint16 if dtype == "BF16" else np.dtype(_NUMPY_DTYPES[dtype]).newbyteorder("<")
-    with open(path, "rb") as fh:
-        fh.seek(start + begin)
+    dtype = entry.dtype
+    if dtype in _UNREADABLE_DTYPES:
+        raise CheckpointError(f"dtype {dtype} is {_UNREADABLE_DTYPES[dtype]}")
+    raw_dtype = np.dtype("<u2") if dtype == "BF16" \
+        else np.dtype(_NUMPY_DTYPES[dtype]).newbyteorder("<")
+    count = entry.nbytes // raw_dtype.itemsize
+    with open_regular(path) as fh:
+        fh.seek(entry.begin)
         arr = np.fromfile(fh, dtype=raw_dtype, count=count)
     if arr.size != count:
-        raise CheckpointError(f"{path}: truncated safetensors file (tensor {name} is short)")
+        raise CheckpointError(f"{path}: truncated safetensors file (tensor {shown(entry.name)} "
+                              "is short)")
     if dtype == "BF16":  # bfloat16 is the top half of a float32: widen exactly
         arr = (arr.astype(np.uint32) << 16).view(np.float32)
-    return arr.astype(arr.dtype.newbyteorder("="), copy=False).reshape(shape)
+    return arr.astype(arr.dtype.newbyteorder("="), copy=False).reshape(entry.shape)
 
 
 def _safetensors_entries(path: Path) -> dict[str, LazyTensor]:
-    header, start = _safetensors_header(path)
-    entries = {}
-    for name, info in header.items():
-        try:
-            shape = tuple(int(s) for s in info["shape"])
-            dtype = str(info["dtype"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: malformed safetensors header entry {name!r}") from None
-        entries[name] = LazyTensor(
-            name, shape, dtype,
-            lambda path=path, start=start, info=info, name=name:
-                _read_safetensor(path, start, info, name))
-    return entries
+    try:
+        header = read_header(path)
+    except HeaderError as err:
+        raise CheckpointError(str(err)) from None
+    return {entry.name: LazyTensor(entry.name, entry.shape, entry.dtype,
+                                   lambda path=path, entry=entry: _read_safetensor(path, entry))
+            for entry in header.tensors}
 
 
 def _sharded_safetensors(folder: Path, index_file: Path) -> dict[str, LazyTensor]:
-    try:
-        weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{index_file}: not a safetensors index (expected JSON with a "
-                              f"'weight_map' of name -> shard file): {err}") from None
+    weight_map = _read_index(index_file, "a safetensors index")
     entries: dict[str, LazyTensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = folder / shard
-        if not shard_path.is_file():
-            raise CheckpointError(f"{index_file} names shard {shard}, which is missing")
-        entries.update(_safetensors_entries(shard_path))
+    for shard in sorted(set(weight_map.values()), key=str):
+        entries.update(_safetensors_entries(_inside(folder, shard, index_file)))
     missing = set(weight_map) - set(entries)
     if missing:
         raise CheckpointError(f"{index_file}: {len(missing)} tensors of the index are in no shard"
-                              f" (first: {sorted(missing)[0]})")
+                              f" (first: {shown(min(missing))})")
     return entries
 
 
 # ----------------------------------------------------------------------------- torch
 
 
-def _torch_entries(path: Path) -> dict[str, Any]:
+#: What ``allow_hparams_types=True`` adds to torch's weights-only allowlist: standard-library
+#: types that Lightning checkpoints' hyperparameters commonly hold. Plain data with no code run
+#: on load (a path, a namespace of values); classes of the user's own code (an ``Enum`` of
+#: theirs) are never added, since that would import their module.
+HPARAMS_TYPES = ("pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePath",
+                 "pathlib.PurePosixPath", "pathlib.PureWindowsPath", "argparse.Namespace")
+
+
+def _hparams_types() -> list[type]:
+    import argparse
+    import pathlib
+
+    return [pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePath,
+            pathlib.PurePosixPath, pathlib.PureWindowsPath, argparse.Namespace]
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = 0x80
+
+
+def _torch_load(torch: Any, path: Path, allow_hparams_types: bool) -> Any:
+    """``torch.load`` weights-only, memory mapped when the file is a zip archive (a legacy file
+    cannot be), with the hyperparameter types added when asked."""
+    with open_regular(path) as fh:
+        magic = fh.read(4)
+    if not (magic == _ZIP_MAGIC or magic[:1] == bytes([_PICKLE_PROTOCOL])):
+        raise CheckpointError(f"{path}: not a torch checkpoint (expected a zip archive written "
+                              "by torch.save, or a legacy pickle stream)")
+    extra = _hparams_types() if allow_hparams_types else []
+    with torch.serialization.safe_globals(extra):
+        return torch.load(str(path), map_location="cpu", weights_only=True,
+                          mmap=magic == _ZIP_MAGIC)
+
+
+def _torch_entries(path: Path, allow_hparams_types: bool = False) -> dict[str, Any]:
     """A weights-only torch checkpoint's state dict (Lightning: its ``state_dict``), memory
     mapped when the file's format allows it."""
     try:
@@ -215,22 +279,28 @@ def _torch_entries(path: Path) -> dict[str, Any]:
     import pickle
 
     try:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):  # a legacy (non-zip) file cannot be memory mapped
-                raise
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = _torch_load(torch, path, allow_hparams_types)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]{1,200})", str(err))
         what = f"it holds a pickled {found.group(1)}" if found else "it holds pickled objects"
+        hint = ""
+        if found and found.group(1) in HPARAMS_TYPES:
+            hint = ("; a Lightning checkpoint's hyperparameters may hold such values: "
+                    "--allow-hparams-types (analyze(..., allow_hparams_types=True)) accepts "
+                    "them")
         raise CheckpointError(f"{path}: not a weights-only torch checkpoint ({what}; "
                               "ww-callbacks loads tensors only and never unpickles arbitrary "
-                              "objects: save the state dict, or convert to .safetensors)") \
-            from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                              "objects: save the state dict, or convert to .safetensors"
+                              f"{hint})") from None
+    except CheckpointError:
+        raise
+    except RuntimeError as err:  # torch's own words about the zip archive, one line
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else "RuntimeError"
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {first}") from None
+    except (EOFError, ValueError, OSError, IndexError, KeyError, TypeError, AttributeError,
+            RecursionError, MemoryError, struct.error) as err:  # torch's words may echo bytes
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (it is cut short or "
+                              f"not written by torch.save: {type(err).__name__})") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a state dict "
                               "(name -> tensor) or a checkpoint dict holding one")
@@ -241,44 +311,49 @@ def _torch_entries(path: Path) -> dict[str, Any]:
     return CheckpointWeights(found.weights, note=found.note(), contents=describe(state))
 
 
-def _sharded_torch(folder: Path, index_file: Path) -> dict[str, Any]:
-    try:
-        weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{index_file}: not a checkpoint index: {err}") from None
+def _sharded_torch(folder: Path, index_file: Path,
+                   allow_hparams_types: bool = False) -> dict[str, Any]:
+    weight_map = _read_index(index_file, "a torch checkpoint index")
     entries: dict[str, Any] = {}
-    for shard in sorted(set(weight_map.values())):
-        entries.update(_torch_entries(folder / shard))
+    for shard in sorted(set(weight_map.values()), key=str):
+        entries.update(_torch_entries(_inside(folder, shard, index_file), allow_hparams_types))
     return entries
 
 
 # ----------------------------------------------------------------------------- public
 
 
-def _folder_entries(folder: Path) -> dict[str, Any]:
-    if (folder / SAFETENSORS_INDEX).is_file():
-        return _sharded_safetensors(folder, folder / SAFETENSORS_INDEX)
+def _folder_entries(folder: Path, allow_hparams_types: bool = False) -> dict[str, Any]:
+    if (folder / SAFETENSORS_INDEX).exists():
+        index = _member(folder, folder / SAFETENSORS_INDEX, f"{folder}: {SAFETENSORS_INDEX}")
+        return _sharded_safetensors(folder, index)
     files = sorted(folder.glob("*.safetensors"))
     if files:
         entries: dict[str, Any] = {}
         for file in files:
-            entries.update(_safetensors_entries(file))
+            entries.update(_safetensors_entries(_member(folder, file, f"{folder}: {file.name}")))
         return entries
-    if (folder / TORCH_INDEX).is_file():
-        return _sharded_torch(folder, folder / TORCH_INDEX)
+    if (folder / TORCH_INDEX).exists():
+        return _sharded_torch(folder, _member(folder, folder / TORCH_INDEX,
+                                              f"{folder}: {TORCH_INDEX}"), allow_hparams_types)
     torch_files = sorted(f for f in folder.iterdir() if f.suffix in TORCH_SUFFIXES)
     if len(torch_files) == 1:
-        return _torch_entries(torch_files[0])
+        return _torch_entries(_member(folder, torch_files[0], f"{folder}: {torch_files[0].name}"),
+                              allow_hparams_types)
     raise CheckpointError(f"{folder}: no checkpoint found (expected *.safetensors, "
                           f"{SAFETENSORS_INDEX}, {TORCH_INDEX} or one of "
                           f"{'/'.join(TORCH_SUFFIXES)})")
 
 
-def open_checkpoint(path: str | os.PathLike) -> CheckpointWeights:
+def open_checkpoint(path: str | os.PathLike, *,
+                    allow_hparams_types: bool = False) -> CheckpointWeights:
     """The tensors of the checkpoint at ``path`` as an ordered ``name -> tensor`` mapping whose
     values are read lazily (safetensors) or memory mapped (torch); ``analyze`` accepts it as is.
     Names are those of the bare model (wrapper prefixes such as ``_orig_mod.`` removed, as the
     ``Watcher`` names layers); ``.note`` says where the weights were found.
+    ``allow_hparams_types``: also load torch checkpoints whose other entries (a Lightning
+    checkpoint's hyperparameters) hold the standard-library types of :data:`HPARAMS_TYPES`
+    (paths, ``argparse.Namespace``); off by default.
 
     Raises :class:`CheckpointError` for a missing, unreadable, truncated or unsafe file.
     """
@@ -288,16 +363,19 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointWeights:
                               ".safetensors, a torch/Lightning file or a model folder)")
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{path}: permission denied")
+    if not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+        raise CheckpointError(f"{path}: not a regular file or folder (expected a checkpoint "
+                              "file or a model folder)")
     try:
         if path.is_dir():
-            entries = _folder_entries(path)
+            entries = _folder_entries(path, allow_hparams_types)
         elif path.suffix == ".safetensors":
             entries = _safetensors_entries(path)
         elif path.suffix == ".json" and path.name.endswith("index.json"):
             entries = (_sharded_safetensors(path.parent, path) if "safetensors" in path.name
-                       else _sharded_torch(path.parent, path))
+                       else _sharded_torch(path.parent, path, allow_hparams_types))
         else:
-            entries = _torch_entries(path)
+            entries = _torch_entries(path, allow_hparams_types)
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read: {err.strerror or err}") from None
     if not entries:
@@ -319,5 +397,5 @@ def iter_tensors(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
         yield name, to_numpy(tensor if hasattr(tensor, "detach") else np.asarray(tensor))
 
 
-__all__ = ["CheckpointError", "CheckpointWeights", "LazyTensor", "iter_tensors", "natural_key",
-           "open_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointWeights", "HPARAMS_TYPES", "LazyTensor", "iter_tensors",
+           "natural_key", "open_checkpoint"]

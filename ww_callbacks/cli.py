@@ -150,10 +150,34 @@ def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
     says on stderr where in the file the weights were found when it is not a bare state dict."""
     from .checkpoints import open_checkpoint
 
-    weights = open_checkpoint(path)
+    weights = open_checkpoint(path, allow_hparams_types=getattr(args, "allow_hparams_types",
+                                                                False))
     if getattr(weights, "note", None):
         print(f"ww-callbacks: {path}: {weights.note}", file=sys.stderr)
     return analyze_weights(weights, path, args)
+
+
+def unreadable(details: pd.DataFrame) -> pd.DataFrame:
+    """The rows of layers whose weights could not be read (failed rows; ``warning`` says why)."""
+    from .analysis import UNREADABLE
+
+    if details.empty or "warning" not in details.columns:
+        return details.iloc[0:0]
+    return details[details["warning"].astype(str).str.startswith(UNREADABLE)]
+
+
+def _table_view(details: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``details`` and the table's columns, with a ``reason`` column (the failed rows'
+    ``warning``) when a layer's fit failed or its weights could not be read."""
+    from .powerlaw import FAILED
+
+    columns = list(TABLE_COLUMNS)
+    if "status" in details.columns and (details["status"] == FAILED).any():
+        details = details.assign(reason=[w if s == FAILED else "" for w, s in
+                                         zip(details["warning"], details["status"],
+                                             strict=True)])
+        columns.append("reason")
+    return details, columns
 
 
 def _problems(details: pd.DataFrame, fail_on: list[str]) -> list[str]:
@@ -180,6 +204,11 @@ def _problems(details: pd.DataFrame, fail_on: list[str]) -> list[str]:
             found.append(f"{len(bad)} layer(s) with correlation traps: "
                          + ", ".join(f"{n} ({int(t)})" for n, t in
                                      zip(bad["longname"], bad["num_traps"], strict=True)))
+    if fail_on:  # a layer that could not be read cannot be shown to pass any check
+        bad = unreadable(details)
+        if len(bad):
+            found.append(f"{len(bad)} layer(s) whose weights could not be read: "
+                         + ", ".join(bad["longname"].astype(str)))
     return found
 
 
@@ -205,6 +234,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for path in args.paths:
         details = with_band(analyze_checkpoint(path, args))
         results.append((path, details))
+        for name, reason in zip(unreadable(details)["longname"], unreadable(details)["warning"],
+                                strict=True):
+            print(f"ww-callbacks: {path}: layer {name}: {reason}", file=sys.stderr)
         if args.plots:
             out_dir = Path(args.plots)
             if len(args.paths) > 1:
@@ -222,10 +254,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         parts = []
         for path, d in results:
             summary = summarize(d)
+            shown, columns = _table_view(d)
             parts.append(f"== {path}: {len(d)} layers, alpha mean "
                          f"{summary.get('alpha', math.nan):.4f}, alpha_weighted mean "
                          f"{summary.get('alpha_weighted', math.nan):.4f}\n"
-                         + format_table(d, TABLE_COLUMNS))
+                         + format_table(shown, columns))
         text = "\n\n".join(parts)
     _write_output(text, args.out)
     problems = [f"{path}: {p}" for path, d in results for p in _problems(d, fail_on)]
@@ -320,7 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--plots", metavar="DIR", help="write the figures (PNG) into DIR")
     an.add_argument("--fail-on", nargs="+", choices=FAIL_ON, metavar="PROBLEM",
                     help=f"exit with status 1 when a layer is {', '.join(FAIL_ON)} "
-                         "(traps turns --randomize on), or when no layer was analysed")
+                         "(traps turns --randomize on), or when no layer was analysed; with any "
+                         "PROBLEM, a layer whose weights could not be read (a dtype such as FP8 "
+                         "that is not decoded) counts too. "
+                         "Such a layer is always a failed row with its reason in the table and "
+                         "on stderr; a file that breaks its format (a bad safetensors header: "
+                         "unknown dtype, shape not matching its bytes, overlapping offsets) is "
+                         "an input error, exit status 2")
+    an.add_argument("--allow-hparams-types", action="store_true",
+                    help="also load torch/Lightning checkpoints whose hyperparameters hold "
+                         "pathlib paths or argparse.Namespace (added to torch's weights-only "
+                         "allowlist; off by default; classes of your own code are never "
+                         "loaded)")
     an.set_defaults(func=cmd_analyze)
 
     cp = sub.add_parser(

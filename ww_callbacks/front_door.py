@@ -29,7 +29,8 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
             device: Any = None,
             progress: bool | None = None, dtype: str = "float64",
             seed: int | None = DEFAULT_SEED, keep_spectra: bool = False, base: Any = None,
-            adapters: str = "effective", tied: str = "once") -> pd.DataFrame:
+            adapters: str = "effective", tied: str = "once",
+            allow_hparams_types: bool = False) -> pd.DataFrame:
     """Analyse every selected layer of ``model``; one row per layer (per slice with pool=False).
 
     ``model``: a torch module, a Keras 3 model, a mapping ``name -> array`` or a checkpoint path.
@@ -52,6 +53,13 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
     column and in ``attrs["skipped"]`` as "tied to <name>") or ``"each"`` time, one row per
     module as WeightWatcher 0.7.7 does (sharded weights under a process group: each time).
 
+    A checkpoint path is read as the command line reads it
+    (:func:`ww_callbacks.checkpoints.open_checkpoint`: one tensor at a time, so memory holds one
+    layer; ``.safetensors`` files validated, shard indexes, model folders, torch files loaded
+    weights-only). ``allow_hparams_types=True`` also accepts torch checkpoints whose
+    hyperparameters hold paths or ``argparse.Namespace`` (off by default). A tensor that cannot
+    be read (an FP8 dtype) gives a failed row whose ``warning`` says why.
+
     Under a torch process group of more than one rank, ``analyze(torch_module)`` is a collective
     (FSDP, FSDP2, tensor parallel, DeepSpeed ZeRO-3, DDP): every rank must call it; each analyses
     about 1/R of the layers and all return the full frame
@@ -66,7 +74,7 @@ def analyze(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                              fix_fingers=fix_fingers, pool=pool, device=device,
                              progress=progress, dtype=dtype, seed=seed,
                              keep_spectra=keep_spectra, base=base, adapters=adapters,
-                             tied=tied)
+                             tied=tied, allow_hparams_types=allow_hparams_types)
     if base is not None or keep_spectra:
         raise NotImplementedError(
             "analyze(): base= and keep_spectra= are not supported under a process group of "

@@ -39,8 +39,13 @@ def _is_keras(model: Any) -> bool:
 
 
 def extract_layers(model: Any, *, adapters: str = "effective",
-                   tied: str = "once") -> tuple[list[LayerWeights], list[Skip]]:
+                   tied: str = "once",
+                   allow_hparams_types: bool = False) -> tuple[list[LayerWeights], list[Skip]]:
     """Every analysable weight of ``model`` and the layers passed over (with reasons).
+
+    A path is read by :func:`ww_callbacks.checkpoints.open_checkpoint` (the command line's
+    reader: one tensor at a time, shard indexes and model folders, weights-only torch loading;
+    ``allow_hparams_types`` passed on to it).
 
     ``adapters`` (torch modules with peft LoRA layers): ``"effective"`` analyses each LoRA
     layer's effective weight, ``"only"`` its update alone, ``"both"`` both (see
@@ -62,9 +67,14 @@ def extract_layers(model: Any, *, adapters: str = "effective",
 
         layers, skipped = torch_layers(model, adapters=adapters)
     elif isinstance(model, (Mapping, str, os.PathLike)):
-        from .mappings import load_weight_files, mapping_layers
+        from .mappings import mapping_layers
 
-        weights = model if isinstance(model, Mapping) else load_weight_files(model)
+        if isinstance(model, Mapping):
+            weights = model
+        else:
+            from ..checkpoints import open_checkpoint
+
+            weights = open_checkpoint(model, allow_hparams_types=allow_hparams_types)
         layers, skipped = mapping_layers(weights)
         order = getattr(weights, "stored_order", None)  # a checkpoint's own (model) order
     else:

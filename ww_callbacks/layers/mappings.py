@@ -12,11 +12,8 @@ convolution's state dict cannot be told from a convolution's: both give the same
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from ..state_dicts import find_state_dict, is_tensor, strip_wrappers
@@ -83,44 +80,3 @@ def mapping_layers(weights: Mapping[str, Any]) -> tuple[list[LayerWeights], list
             skipped.append(Skip(layer_id, name, longname, f"{ndim}-D parameter is not supported",
                                 (key,)))
     return layers, skipped
-
-
-def _natural_key(name: str) -> list:
-    """Sort key that puts ``layers.2`` before ``layers.10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def load_weight_files(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint into ``name -> array``: a ``.safetensors`` file, a folder of them, or a
-    torch state-dict file (``weights_only``; the state dict of a checkpoint dict is found under
-    the usual keys, and names lose their wrapper prefixes: :mod:`ww_callbacks.state_dicts`)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no .safetensors files in {path}")
-    elif path.exists():
-        files = [path]
-    else:
-        raise FileNotFoundError(path)
-    out: dict[str, Any] = {}
-    for file in files:
-        if file.suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            try:
-                tensors = load_file(str(file))
-            except (TypeError, ValueError):  # bfloat16 entries: numpy cannot hold them
-                from safetensors.torch import load_file as load_torch
-
-                tensors = load_torch(str(file))
-            # the format stores names sorted as strings: restore the numeric order of blocks
-            out.update((k, tensors[k]) for k in sorted(tensors, key=_natural_key))
-        else:
-            import torch
-
-            state = torch.load(str(file), map_location="cpu", weights_only=True)
-            if not isinstance(state, Mapping):
-                raise TypeError(f"{file} does not hold a state dict")
-            out.update(find_state_dict(state).weights)
-    return strip_wrappers(out)[0]
