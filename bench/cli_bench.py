@@ -8,7 +8,8 @@ Usage: ``python bench/cli_bench.py [--only memory,report,gpt2] [--gb 1.0]``
   command line imports (the interpreter, numpy, pandas, ww_callbacks), the largest layer's
   float64 working set (stack ``N*M*8`` + Gram ``M*M*8`` + eigenvalues ``M*8``) and the claim:
   peak RSS <= working set + 200 MB. Baseline in the same run: the child that only imports;
-  with ``--eager`` also ``ww_callbacks.analyze(path)``, which loads every tensor first.
+  with ``--eager`` also ``ww_callbacks.analyze(path)`` (it loaded every tensor first until issue
+  21; it now reads through the command line's reader: see ``bench/checkpoint_reading.py``).
 - ``report``: size and build time of the report of a synthetic history of 100 layers x 200
   analyses (every 4th randomised), against ``load_history`` of the same file.
 - ``gpt2``: ``ww-callbacks analyze`` on GPT-2-small-shaped safetensors (124M float32 weights,

@@ -120,17 +120,35 @@ def _kind(mode: int) -> str:
     return "not a plain file"
 
 
-def _read_exactly(fh: IO[bytes], length: int) -> bytes:
-    """``length`` bytes from ``fh`` (fewer if the file is shorter), read in chunks."""
+def _read_exactly(fh: IO[bytes], length: int, path: Any = None) -> bytes:
+    """``length`` bytes from ``fh`` (fewer if the file is shorter), read in chunks. With
+    ``path``, the chunks are a header's: refused as soon as they hold more ``{`` or ``,`` than
+    the limits allow (:func:`_check_counts`), so a hostile header is not read whole."""
     parts = []
     left = length
+    braces = commas = 0
     while left > 0:
         chunk = fh.read(min(left, _READ_CHUNK))
         if not chunk:
             break
+        if path is not None:
+            braces += chunk.count(b"{")
+            commas += chunk.count(b",")
+            _check_counts(braces, commas, path)
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
+
+
+def _check_counts(braces: int, commas: int, path: Any) -> None:
+    """Refuse a header with more objects (``{``: every tensor entry is one) or values (``,``)
+    than the limits allow, before parsing it."""
+    if braces > MAX_ENTRIES + 2:
+        raise HeaderError(f"{path}: safetensors header lists more than {MAX_ENTRIES} tensors "
+                          "(this reader's limit per file)")
+    if commas > MAX_VALUES:
+        raise HeaderError(f"{path}: safetensors header holds more than {MAX_VALUES} JSON "
+                          "values (this reader's limit)")
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -152,7 +170,7 @@ def read_header(path: str | os.PathLike) -> Header:
         if length > size - 8:
             raise HeaderError(f"{path}: truncated or not a safetensors file (the header length "
                               f"in its first 8 bytes is larger than the file's {size} bytes)")
-        raw = _read_exactly(fh, length)
+        raw = _read_exactly(fh, length, path)
     if len(raw) < length:  # the file shrank while it was read
         raise HeaderError(f"{path}: truncated safetensors file (its header is cut short)")
     return parse_header(raw, size, path)
@@ -164,12 +182,7 @@ def parse_header(raw: bytes, file_size: int, path: str | os.PathLike = "<bytes>"
     if not raw.startswith(b"{"):
         raise HeaderError(f"{path}: not a safetensors file (its header does not start with "
                           "'{'; expected a JSON object)")
-    if raw.count(b"{") > MAX_ENTRIES + 2:
-        raise HeaderError(f"{path}: safetensors header lists more than {MAX_ENTRIES} tensors "
-                          "(this reader's limit per file)")
-    if raw.count(b",") > MAX_VALUES:
-        raise HeaderError(f"{path}: safetensors header holds more than {MAX_VALUES} JSON "
-                          "values (this reader's limit)")
+    _check_counts(raw.count(b"{"), raw.count(b","), path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -252,7 +265,8 @@ def _entry(path: Any, name: str, info: Any,
     bits = _bits(shape, DTYPE_BITS[dtype], 8 * data_len)
     if bits % 8 or bits // 8 != end - begin:
         expected = ("more bytes than the file holds" if bits > 8 * data_len
-                    else f"{bits / 8:g} bytes" + (" (not a whole number)" if bits % 8 else ""))
+                    else f"{bits // 8} bytes" if bits % 8 == 0
+                    else f"{bits / 8} bytes (not a whole number: a sub-byte dtype)")
         raise bad(f"{end - begin} bytes for shape {_shape_text(shape)} of {dtype}; expected "
                   f"{expected}")
     return name, dtype, tuple(shape), begin, end
