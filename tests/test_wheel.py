@@ -31,6 +31,11 @@ SCRIPT = textwrap.dedent('''
             assert module.__file__.startswith(site), module.__file__
             modules.append(info.name)
     print("imported", len(modules), "modules")
+    from importlib.metadata import entry_points
+    plugins = {e.name: e for e in entry_points(group="tensorboard_plugins")}
+    assert "htsr" in plugins and plugins["htsr"].load().plugin_name == "htsr", plugins
+    from ww_callbacks.views import ASSET_FILES, asset
+    assert all(asset(name) for name in ASSET_FILES)
 
     import lightning as L
     import torch
@@ -91,3 +96,23 @@ def test_wheel_in_fresh_venv_imports_everything_and_trains(tmp_path):
     (work / "check.py").write_text(SCRIPT)
     out = _run([str(python), "-P", "check.py", site], work)
     assert "WHEEL OK" in out, out
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_htsr_tab(tmp_path):
+    """The TensorBoard plugin's entry point and the views' asset files are in the wheel."""
+    import zipfile
+
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+          str(REPO), "-w", str(dist)], tmp_path)
+    (wheel,) = dist.glob("ww_callbacks-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        text = zf.read(entry).decode()
+    assert "[tensorboard_plugins]" in text
+    assert "htsr = ww_callbacks.integrations.tensorboard_plugin:HtsrPlugin" in text
+    for asset in ("heatmap.js", "tensorboard_tab.js", "views.css", "__init__.py"):
+        assert f"ww_callbacks/views/{asset}" in names, asset
+    assert "ww_callbacks/integrations/tensorboard_plugin.py" in names

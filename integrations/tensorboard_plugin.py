@@ -1,0 +1,322 @@
+"""The "HTSR" tab inside TensorBoard: a plugin (TensorBoard's ``tensorboard_plugins`` entry point,
+declared in setup.cfg) that shows the runs under ``--logdir`` holding a ``ww_history.jsonl`` with
+a live alpha heatmap, read from the history itself (not from event files).
+
+Routes, under ``data/plugin/htsr/``:
+
+- ``runs``: the runs (folders relative to the logdir) that hold a history; a bounded walk
+  (:data:`MAX_DEPTH` levels, :data:`MAX_DIRS` folders) that follows no symlink and takes only
+  regular files. Written by Lightning, Keras, the torch ``Watcher``, Hugging Face or ``analyze``
+  alike: what matters is the file.
+- ``records?run=R&offset=O``: the analyses after byte ``O`` of the run's history in the slim form
+  the heatmap needs (per layer: alpha, traps, number of eigenvalues), with ``next`` (the offset
+  to ask for next time) and ``more`` (more is there now). Only the bytes after ``O`` are read, at
+  most :data:`CHUNK_BYTES` per call, so a poll never re-reads a large history; a torn last line
+  (a record being written) is not passed: ``next`` stays before it. A history that became
+  shorter than ``O`` (a resumed run truncated it) answers ``reset``.
+- ``spectra?run=R&offset=O``: the stored compact ESDs (``ww_spectra.jsonl``), likewise.
+- ``index.js``, ``heatmap.js``, ``views.css``: the page, package files of
+  :mod:`ww_callbacks.views` (no network, nothing fetched elsewhere).
+
+The run names a request gives are looked up among the runs found; nothing else is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from ww_callbacks.esd import SPECTRA_FILE
+from ww_callbacks.history import HISTORY_FILE
+from ww_callbacks.views import asset
+
+PLUGIN_NAME = "htsr"
+#: deepest folder level below the logdir searched for histories
+MAX_DEPTH = 6
+#: most folders looked at in one walk (a huge logdir is cut, not walked for minutes)
+MAX_DIRS = 20000
+#: seconds a walk's result is kept (the page asks every few seconds)
+RUNS_TTL_S = 5.0
+#: most bytes of a history read by one ``records`` call (the page asks again while ``more``)
+CHUNK_BYTES = 8 << 20
+#: longest single line taken (a longer one is passed over as unreadable)
+MAX_LINE_BYTES = 256 << 20
+#: route -> (package file of ww_callbacks.views, content type)
+ASSETS = {"index.js": ("tensorboard_tab.js", "text/javascript"),
+          "heatmap.js": ("heatmap.js", "text/javascript"),
+          "views.css": ("views.css", "text/css")}
+
+
+def find_runs(logdir: str | os.PathLike, *, max_depth: int = MAX_DEPTH,
+              max_dirs: int = MAX_DIRS) -> dict[str, Path]:
+    """Run name (folder relative to ``logdir``, ``"."`` for the logdir itself) -> history file,
+    for every folder under ``logdir`` holding a regular ``ww_history.jsonl``; symlinks are
+    neither followed nor taken."""
+    root = Path(logdir)
+    runs: dict[str, Path] = {}
+    seen = 0
+    stack = [(root, 0)]
+    while stack and seen < max_dirs:
+        folder, depth = stack.pop()
+        seen += 1
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < max_depth:
+                        stack.append((Path(entry.path), depth + 1))
+                elif entry.name == HISTORY_FILE and entry.is_file(follow_symlinks=False):
+                    runs[folder.relative_to(root).as_posix()] = Path(entry.path)
+            except OSError:
+                continue
+    return dict(sorted(runs.items()))
+
+
+def read_after(path: Path, offset: int, *, max_bytes: int = CHUNK_BYTES) -> dict:
+    """The complete lines of ``path`` after byte ``offset`` (at most about ``max_bytes``):
+    ``{"lines": [...], "next": offset after the last complete line, "more": bool, "reset":
+    bool}``. A last line without its newline (being written) is left for the next call. The
+    file is opened without following a symlink and must be a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return {"lines": [], "next": 0, "more": False, "reset": offset > 0}
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return {"lines": [], "next": 0, "more": False, "reset": False}
+        size = info.st_size
+        if offset > size:  # truncated (a resumed run): start again
+            return {"lines": [], "next": 0, "more": size > 0, "reset": True}
+        want = min(size - offset, max_bytes)
+        data = os.pread(fd, want, offset) if want else b""
+        end = data.rfind(b"\n")
+        while end < 0 and offset + len(data) < size and len(data) < MAX_LINE_BYTES:
+            more = os.pread(fd, min(max_bytes, size - offset - len(data)), offset + len(data))
+            if not more:
+                break
+            data += more  # one line longer than a chunk: read on to its end
+            end = data.rfind(b"\n")
+        if end < 0:
+            if len(data) >= MAX_LINE_BYTES:  # an absurd line: passed over
+                return {"lines": [], "next": offset + len(data), "more": True, "reset": False}
+            return {"lines": [], "next": offset, "more": False, "reset": False}
+        body = data[: end + 1]
+        lines = body.decode("utf-8", errors="replace").splitlines()
+        nxt = offset + end + 1
+        return {"lines": lines, "next": nxt, "more": nxt < size and want == max_bytes,
+                "reset": False}
+    finally:
+        os.close(fd)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (plain JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _alpha(row: dict) -> float | None:
+    alpha = _number(row.get("alpha"))
+    ok = row.get("status", "success") == "success" and alpha is not None and alpha > 0
+    return alpha if ok else None
+
+
+def slim_records(lines: list[str]) -> dict:
+    """The heatmap's form of history lines: ``layers`` (names in order of first appearance)
+    and per analysis ``step``, ``epoch`` and, aligned with ``layers``, ``a`` (alpha, None for
+    no fit or absent), ``t`` (traps) and ``n`` (eigenvalues); ``actions`` lines are passed as
+    they are. Torn or foreign lines are counted in ``skipped``."""
+    layers: list[str] = []
+    index: dict[str, int] = {}
+    records, actions, skipped = [], [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            skipped += 1
+            continue
+        if record.get("kind") == "actions":
+            actions.append({k: v for k, v in record.items() if k != "writer"})
+            continue
+        rows = record.get("layers")
+        if "kind" in record or not isinstance(rows, list):
+            skipped += 1
+            continue
+        cells: dict[int, tuple] = {}
+        for row in rows:
+            if not isinstance(row, dict) or not isinstance(row.get("longname"), str):
+                continue
+            name = row["longname"]
+            i = index.get(name)
+            if i is None:
+                i = index[name] = len(layers)
+                layers.append(name)
+            if i not in cells:  # a sliced layer: its first row
+                traps = _number(row.get("rand_num_spikes"))
+                evals = _number(row.get("num_evals"))
+                cells[i] = (_alpha(row), int(traps) if traps and traps > 0 else 0,
+                            None if evals is None else int(evals))
+        records.append({"step": record["step"], "epoch": record.get("epoch"), "cells": cells})
+    out = []
+    for record in records:
+        cells = record.pop("cells")
+        blank = (None, None, None)
+        values = [cells.get(i, blank) for i in range(len(layers))]
+        out.append({**record, "a": [v[0] for v in values], "t": [v[1] for v in values],
+                    "n": [v[2] for v in values]})
+    return {"layers": layers, "records": out, "actions": actions, "skipped": skipped}
+
+
+class HtsrPlugin(base_plugin.TBPlugin):
+    """The HTSR tab: runs holding a ww_callbacks history, served incrementally (see the module's
+    documentation)."""
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        self._logdir = context.logdir or ""
+        self._runs: dict[str, Path] = {}
+        self._runs_at = -math.inf
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ TensorBoard's API
+
+    def get_plugin_apps(self) -> dict:
+        return {"/runs": self._serve_runs, "/records": self._serve_records,
+                "/spectra": self._serve_spectra, "/index.js": self._serve_asset,
+                "/heatmap.js": self._serve_asset, "/views.css": self._serve_asset}
+
+    def is_active(self) -> bool:
+        # a run may start writing after TensorBoard: the tab is always offered when there is
+        # a logdir (the page says when no run holds a history yet)
+        return bool(self._logdir)
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="HTSR",
+                                            disable_reload=True)
+
+    # ------------------------------------------------------------------ data
+
+    def runs(self) -> dict[str, Path]:
+        """The runs found under the logdir (walked again after :data:`RUNS_TTL_S`)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._runs_at > RUNS_TTL_S and self._logdir:
+                self._runs = find_runs(self._logdir)
+                self._runs_at = now
+            return dict(self._runs)
+
+    def _run_path(self, run: str | None) -> Path | None:
+        if run is None:
+            return None
+        path = self.runs().get(run)
+        if path is None:  # a run that appeared since the last walk
+            with self._lock:
+                self._runs_at = -math.inf
+            path = self.runs().get(run)
+        return path
+
+    @staticmethod
+    def _offset(request: wrappers.Request) -> int | None:
+        raw = request.args.get("offset", "0")
+        if not raw.isdigit() or len(raw) > 18:
+            return None
+        return int(raw)
+
+    def records(self, run: str, offset: int) -> dict | None:
+        """The ``records`` answer (None: no such run)."""
+        path = self._run_path(run)
+        if path is None:
+            return None
+        chunk = read_after(path, offset)
+        return {"run": run, "offset": offset, "next": chunk["next"], "more": chunk["more"],
+                "reset": chunk["reset"], **slim_records(chunk["lines"])}
+
+    def spectra(self, run: str, offset: int) -> dict | None:
+        """The ``spectra`` answer (None: no such run); records as stored in the sidecar."""
+        path = self._run_path(run)
+        if path is None:
+            return None
+        chunk = read_after(path.with_name(SPECTRA_FILE), offset)
+        records = []
+        for line in chunk["lines"]:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("layers"), dict):
+                records.append({"step": record.get("step"), "layers": record["layers"]})
+        return {"run": run, "offset": offset, "next": chunk["next"], "more": chunk["more"],
+                "reset": chunk["reset"], "records": records}
+
+    # ------------------------------------------------------------------ routes
+
+    @wrappers.Request.application
+    def _serve_runs(self, request: wrappers.Request) -> Any:
+        runs = self.runs()
+        return http_util.Respond(request, {"runs": list(runs)}, "application/json")
+
+    def _serve_incremental(self, request: wrappers.Request, what: str) -> Any:
+        offset = self._offset(request)
+        if offset is None:
+            return http_util.Respond(request, {"error": "offset must be a byte offset"},
+                                     "application/json", code=400)
+        body = getattr(self, what)(request.args.get("run"), offset)
+        if body is None:
+            return http_util.Respond(request, {"error": "no such run"}, "application/json",
+                                     code=404)
+        try:
+            data = json.dumps(body, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # a NaN in a hand-made sidecar: JSON.parse would refuse it
+            data = json.dumps(_finite(body), separators=(",", ":"))
+        return http_util.Respond(request, data, "application/json")
+
+    @wrappers.Request.application
+    def _serve_records(self, request: wrappers.Request) -> Any:
+        return self._serve_incremental(request, "records")
+
+    @wrappers.Request.application
+    def _serve_spectra(self, request: wrappers.Request) -> Any:
+        return self._serve_incremental(request, "spectra")
+
+    @wrappers.Request.application
+    def _serve_asset(self, request: wrappers.Request) -> Any:
+        name = request.path.rsplit("/", 1)[-1]
+        if name not in ASSETS:
+            return http_util.Respond(request, "not found", "text/plain", code=404)
+        file, content_type = ASSETS[name]
+        return http_util.Respond(request, asset(file), content_type)

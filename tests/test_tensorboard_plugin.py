@@ -1,0 +1,316 @@
+"""The HTSR tab of TensorBoard (``integrations/tensorboard_plugin.py`` and the shared views in
+``ww_callbacks/views/``): the backend's run walk and incremental reads, its routes through
+TensorBoard's own WSGI wrappers, the entry point, and (slow) a live ``tensorboard`` opened in
+headless Chromium while another process trains and writes a history."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorboard")
+from tensorboard.plugins import base_plugin  # noqa: E402
+from werkzeug.test import Client  # noqa: E402
+
+from tests.chromium_pipe import Browser, script_errors  # noqa: E402
+from tests.test_tensorboard_browser import CHROMIUM, artifacts_dir, free_port  # noqa: E402
+from ww_callbacks.history import HISTORY_FILE, HistoryWriter, read_records  # noqa: E402
+from ww_callbacks.integrations.tensorboard_plugin import (  # noqa: E402
+    HtsrPlugin,
+    find_runs,
+    read_after,
+    slim_records,
+)
+from ww_callbacks.views import ASSET_FILES, asset  # noqa: E402
+
+
+def _record(step: int, layers: dict[str, float]) -> dict:
+    return {"format": 1, "step": step, "epoch": None, "wall_time": 0.0, "duration_s": 0.0,
+            "randomized": True, "summary": {},
+            "layers": [{"longname": n, "alpha": a, "status": "success", "num_evals": 64,
+                        "rand_num_spikes": 1 if a < 2 else 0} for n, a in layers.items()]}
+
+
+def test_entry_point_and_assets():
+    names = {e.name: e.value for e in importlib.metadata.entry_points(group="tensorboard_plugins")}
+    assert names.get("htsr") == "ww_callbacks.integrations.tensorboard_plugin:HtsrPlugin"
+    for name in ASSET_FILES:
+        assert asset(name)
+    for text in (asset("heatmap.js"), asset("tensorboard_tab.js")):
+        assert b"http://" not in text and b"https://" not in text  # nothing fetched elsewhere
+    with pytest.raises(ValueError):
+        asset("../__init__.py")
+
+
+def test_find_runs_is_bounded_and_follows_no_symlink(tmp_path):
+    logdir = tmp_path / "logs"
+    for run in ("lightning_logs/version_0", "keras", "hf/runs/x", "a/b/c/d/e/f/g/h"):
+        (logdir / run).mkdir(parents=True)
+        (logdir / run / HISTORY_FILE).write_text("")
+    (logdir / HISTORY_FILE).write_text("")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / HISTORY_FILE).write_text("")
+    (logdir / "link").symlink_to(outside)
+    (logdir / "filelink").mkdir()
+    (logdir / "filelink" / HISTORY_FILE).symlink_to(outside / HISTORY_FILE)
+    runs = find_runs(logdir)
+    assert list(runs) == [".", "hf/runs/x", "keras", "lightning_logs/version_0"]  # too deep: no
+    assert len(find_runs(logdir, max_dirs=1)) == 1
+
+
+def test_read_after_keeps_torn_tail_and_resets_on_truncation(tmp_path):
+    path = tmp_path / HISTORY_FILE
+    path.write_bytes(b'{"step": 0}\n{"step": 1}\n{"step": 2')
+    first = read_after(path, 0)
+    assert first["lines"] == ['{"step": 0}', '{"step": 1}'] and first["next"] == 24
+    assert not first["more"] and not first["reset"]
+    assert read_after(path, first["next"])["lines"] == []  # the torn tail waits
+    with open(path, "ab") as fh:
+        fh.write(b', "x": 1}\n')
+    assert read_after(path, first["next"])["lines"] == ['{"step": 2, "x": 1}']
+    chunked = read_after(path, 0, max_bytes=13)
+    assert chunked["lines"] == ['{"step": 0}'] and chunked["more"]
+    long_line = read_after(path, 0, max_bytes=4)  # a line longer than the chunk: read on
+    assert long_line["lines"] == ['{"step": 0}']
+    path.write_bytes(b'{"step": 0}\n')  # a resumed run truncated it
+    assert read_after(path, 24)["reset"]
+
+
+def test_slim_records_align_layers_and_pass_actions(tmp_path):
+    lines = [json.dumps(_record(0, {"a": 3.0, "b": 1.5})),
+             json.dumps({"kind": "actions", "step": 0, "lr_scale": {"a": 1.1}, "writer": {}}),
+             '{"step": 5, "torn',
+             json.dumps(_record(5, {"b": float("nan"), "c": 4.0}))]
+    slim = slim_records(lines)
+    assert slim["layers"] == ["a", "b", "c"] and slim["skipped"] == 1
+    assert slim["records"][0] == {"step": 0, "epoch": None, "a": [3.0, 1.5, None],
+                                  "t": [0, 1, None], "n": [64, 64, None]}
+    assert slim["records"][1]["a"] == [None, None, 4.0]  # NaN: no fit
+    assert slim["actions"] == [{"kind": "actions", "step": 0, "lr_scale": {"a": 1.1}}]
+
+
+def test_routes_serve_only_new_records(tmp_path):
+    run = tmp_path / "run1"
+    writer = HistoryWriter(run / HISTORY_FILE)
+    writer.append(_record(0, {"layer.0": 3.0}))
+    plugin = HtsrPlugin(base_plugin.TBContext(logdir=str(tmp_path)))
+    apps = plugin.get_plugin_apps()
+    assert plugin.frontend_metadata().tab_name == "HTSR"
+
+    def get(route: str, query: str = "") -> tuple[int, bytes]:
+        response = Client(apps[route]).get(route, query_string=query)
+        return response.status_code, response.get_data()
+
+    assert json.loads(get("/runs")[1]) == {"runs": ["run1"]}
+    code, body = get("/records", "run=run1&offset=0")
+    first = json.loads(body)
+    assert code == 200 and [r["step"] for r in first["records"]] == [0]
+    code, body = get("/records", f"run=run1&offset={first['next']}")
+    assert json.loads(body)["records"] == []  # nothing new: nothing sent
+    writer.append(_record(10, {"layer.0": 2.5}))
+    again = json.loads(get("/records", f"run=run1&offset={first['next']}")[1])
+    assert [r["step"] for r in again["records"]] == [10]
+    assert get("/records", "run=../etc&offset=0")[0] == 404
+    assert get("/records", "run=run1&offset=-1")[0] == 400
+    assert get("/spectra", "run=run1&offset=0")[0] == 200
+    code, body = get("/index.js")
+    assert code == 200 and b"render" in body
+    writer.close()
+
+
+TRAINER = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    import torch, torch.nn as nn
+    from sklearn.datasets import load_digits
+    from ww_callbacks.integrations.torch import Watcher
+
+    run, stop = Path(sys.argv[1]), Path(sys.argv[2])
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 48), nn.ReLU(),
+                          nn.Linear(48, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    deadline = time.monotonic() + 900
+    with Watcher(model, log_dir=run, every_n_steps=5, optimizer=opt, tensorboard=False,
+                 wait="always") as w:
+        while not stop.exists() and time.monotonic() < deadline:
+            idx = torch.randint(0, len(x), (64,), generator=g)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            w.step()
+            time.sleep(0.3)
+''')
+
+#: The HTSR iframe's document, found through TensorBoard's shadow roots.
+FRAME = """(() => {
+  const find = (node) => {
+    if (node.tagName === "IFRAME") {
+      try { if (node.contentDocument && node.contentDocument.getElementById("ww-run"))
+        return node; } catch (e) {}
+    }
+    if (node.shadowRoot) { const f = find(node.shadowRoot); if (f) return f; }
+    for (const child of node.children || []) { const f = find(child); if (f) return f; }
+    return null;
+  };
+  return find(document.documentElement);
+})()"""
+
+STATE = f"""(() => {{
+  const frame = {FRAME};
+  if (!frame) return null;
+  const doc = frame.contentDocument;
+  const canvas = doc.querySelector("canvas.ww-heatmap-canvas");
+  const tip = doc.querySelector(".ww-tip");
+  const f = frame.getBoundingClientRect();
+  const c = canvas ? canvas.getBoundingClientRect() : null;
+  return JSON.stringify({{
+    runs: [...doc.querySelectorAll("#ww-run option")].map((o) => o.value),
+    columns: canvas ? Number(canvas.dataset.columns) : 0,
+    rows: canvas ? Number(canvas.dataset.rows) : 0,
+    labels: [...doc.querySelectorAll(".ww-row-label")].map((d) => [d.textContent, d.title]),
+    canvas: c ? [f.left + c.left, f.top + c.top] : null,
+    tip: tip && !tip.hidden ? tip.textContent : null,
+    marker: frame.contentWindow.__wwMarker || null,
+    status: doc.querySelector(".ww-status").textContent,
+  }});
+}})()"""
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_htsr_tab_live_in_headless_chromium(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (Debian's package)")
+    logdir = tmp_path / "logs"
+    live = logdir / "torch_run"
+    other = logdir / "lightning_logs" / "version_0"  # a second, finished run
+    old = HistoryWriter(other / HISTORY_FILE)
+    old.append(_record(0, {"model.encoder.layer.11.attention.output.dense": 3.5, "fc": 2.2}))
+    old.close()
+    stop = tmp_path / "stop"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(live), str(stop)],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+                              "--host", "127.0.0.1", "--port", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    browser = None
+    out = artifacts_dir(tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 420  # TensorBoard starts slowly on a loaded machine
+        import urllib.request
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/data/plugins_listing", timeout=10) as r:
+                    listing = json.loads(r.read())
+                if "htsr" in listing and (live / HISTORY_FILE).exists():
+                    break
+            except OSError:
+                pass
+            assert board.poll() is None, board.stderr.read()[-2000:]
+            assert trainer.poll() is None, trainer.stderr.read()[-2000:]
+            time.sleep(1)
+        assert listing["htsr"]["tab_name"] == "HTSR", listing.get("htsr")
+
+        browser = Browser(CHROMIUM, tmp_path / "profile", width=1400, height=1000)
+        browser.open(f"{base}/#htsr", wait=False)
+        state: dict = {}
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            raw = browser.evaluate(STATE)
+            state = json.loads(raw) if raw else {}
+            if "torch_run" in state.get("runs", []) and state.get("columns", 0) >= 1:
+                break
+        # the run selector lists both runs (several runs at once); the live one is chosen
+        assert sorted(state["runs"]) == ["lightning_logs/version_0", "torch_run"], state
+        browser.evaluate(f"""(() => {{ const d = {FRAME}.contentDocument;
+            const s = d.getElementById("ww-run"); s.value = "torch_run";
+            s.dispatchEvent(new Event("change")); }})()""")
+        browser.evaluate(f"{FRAME}.contentWindow.__wwMarker = 'no reload'")
+        time.sleep(3)
+        state = json.loads(browser.evaluate(STATE))
+        browser.screenshot(out / "htsr_tab_first.png")
+        # a new record reaches the page without a reload within 10 s
+        shown = state["columns"]
+        while len(read_records(live)) <= shown and time.monotonic() < deadline:
+            time.sleep(0.2)
+        written = time.monotonic()
+        count = len(read_records(live))
+        while time.monotonic() - written < 15:
+            state = json.loads(browser.evaluate(STATE))
+            if state["columns"] >= count:
+                break
+            time.sleep(0.25)
+        delay = time.monotonic() - written
+        print(f"\nnew record drawn {delay:.2f} s after it was written "
+              f"({shown} -> {state['columns']} columns)")
+        assert state["columns"] >= count > shown and delay <= 10, (state, count, delay)
+        assert state["marker"] == "no reload"
+        # rows are the layers, labelled, full name on hover
+        records = read_records(live)
+        names = [row["longname"] for row in records[0]["layers"]]
+        assert [title for _, title in state["labels"]] == names
+        assert all(text == title for text, title in state["labels"])  # short names: whole
+        # hover over the cell of layer 1 at the last analysis the page has
+        column = state["columns"] - 1
+        width = _cell_width(browser)
+        x = state["canvas"][0] + column * width + width / 2
+        y = state["canvas"][1] + 14 * 1 + 7
+        browser.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y},
+                     page=True)
+        time.sleep(0.5)
+        state = json.loads(browser.evaluate(STATE))
+        browser.screenshot(out / "htsr_tab_hover.png")
+        record = read_records(live)[column]
+        row = record["layers"][1]
+        assert state["tip"] is not None, state
+        assert state["tip"].startswith(f"{row['longname']} \u2014 step {record['step']}")
+        assert f"alpha {row['alpha']:.3f}" in state["tip"]
+        assert f"{row['num_evals']} eigenvalues" in state["tip"]
+        # the other run: long names elided in the middle, full name as the title
+        browser.evaluate(f"""(() => {{ const d = {FRAME}.contentDocument;
+            const s = d.getElementById("ww-run"); s.value = "lightning_logs/version_0";
+            s.dispatchEvent(new Event("change")); }})()""")
+        time.sleep(3)
+        state = json.loads(browser.evaluate(STATE))
+        browser.screenshot(out / "htsr_tab_other_run.png")
+        long = "model.encoder.layer.11.attention.output.dense"
+        assert [long, "fc"] == [title for _, title in state["labels"]]
+        text = state["labels"][0][0]
+        assert "\u2026" in text and text.startswith("model.") and text.endswith("output.dense")
+        assert script_errors(browser.events) == []
+        print(f"screenshots: {out}")
+    finally:
+        stop.touch()
+        if browser is not None:
+            browser.close()
+        board.terminate()
+        board.wait(30)
+        try:
+            trainer.wait(120)
+        except subprocess.TimeoutExpired:
+            trainer.kill()
+            trainer.wait()
+
+
+def _cell_width(browser: Browser) -> float:
+    return float(browser.evaluate(
+        f"Number({FRAME}.contentDocument.querySelector('canvas.ww-heatmap-canvas')"
+        ".dataset.cellWidth)"))
