@@ -235,11 +235,16 @@ def _sharded_safetensors(folder: Path, index_file: Path) -> dict[str, LazyTensor
 
 
 #: What ``allow_hparams_types=True`` adds to torch's weights-only allowlist: standard-library
-#: types that Lightning checkpoints' hyperparameters commonly hold. Plain data with no code run
-#: on load (a path, a namespace of values); classes of the user's own code (an ``Enum`` of
-#: theirs) are never added, since that would import their module.
+#: types that Lightning checkpoints' hyperparameters commonly hold, plain data with no code run
+#: on load (a path, a namespace of values). Classes of the user's own code (an ``Enum``, a
+#: dataclass of theirs) are loaded as inert placeholders (:func:`_placeholder`) instead: their
+#: module is never imported, none of their code runs.
 HPARAMS_TYPES = ("pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePath",
                  "pathlib.PurePosixPath", "pathlib.PureWindowsPath", "argparse.Namespace")
+#: Most distinct classes replaced by placeholders in one checkpoint (each costs one more pass
+#: over the checkpoint's pickle; its tensors are memory mapped, not read).
+MAX_PLACEHOLDERS = 32
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([A-Za-z_][\w.]{0,199})")
 
 
 def _hparams_types() -> list[type]:
@@ -250,22 +255,61 @@ def _hparams_types() -> list[type]:
             pathlib.PurePosixPath, pathlib.PureWindowsPath, argparse.Namespace]
 
 
+class HparamsPlaceholder:
+    """What an object of a class outside the allowlist becomes with ``allow_hparams_types``:
+    the arguments and state the pickle gave it, kept as data (``args``, ``state``); the real
+    class is never imported."""
+
+    qualified_name = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.state = args, kwargs or None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<placeholder for {self.qualified_name}{self.args!r}>"
+
+
+def _placeholder(qualified: str) -> type:
+    """A :class:`HparamsPlaceholder` subclass that torch's weights-only unpickler accepts under
+    the name ``qualified`` (``module.Class``): it looks the class up by that name."""
+    module, _, name = qualified.rpartition(".")
+    return type(name, (HparamsPlaceholder,), {"__module__": module, "__qualname__": name,
+                                              "qualified_name": qualified})
+
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = 0x80
 
 
 def _torch_load(torch: Any, path: Path, allow_hparams_types: bool) -> Any:
     """``torch.load`` weights-only, memory mapped when the file is a zip archive (a legacy file
-    cannot be), with the hyperparameter types added when asked."""
+    cannot be). With ``allow_hparams_types`` the types of :data:`HPARAMS_TYPES` are allowed and
+    any other class the unpickler refuses is replaced by a placeholder, then the file is read
+    again (at most :data:`MAX_PLACEHOLDERS` classes)."""
+    import pickle
+
     with open_regular(path) as fh:
         magic = fh.read(4)
     if not (magic == _ZIP_MAGIC or magic[:1] == bytes([_PICKLE_PROTOCOL])):
         raise CheckpointError(f"{path}: not a torch checkpoint (expected a zip archive written "
                               "by torch.save, or a legacy pickle stream)")
     extra = _hparams_types() if allow_hparams_types else []
-    with torch.serialization.safe_globals(extra):
-        return torch.load(str(path), map_location="cpu", weights_only=True,
-                          mmap=magic == _ZIP_MAGIC)
+    replaced: set[str] = set()
+    while True:
+        try:
+            with torch.serialization.safe_globals(extra):
+                return torch.load(str(path), map_location="cpu", weights_only=True,
+                                  mmap=magic == _ZIP_MAGIC)
+        except pickle.UnpicklingError as err:
+            found = _GLOBAL.search(str(err))
+            if (not allow_hparams_types or found is None or found.group(1) in replaced
+                    or "." not in found.group(1) or len(replaced) >= MAX_PLACEHOLDERS):
+                raise
+            replaced.add(found.group(1))
+            extra.append(_placeholder(found.group(1)))
 
 
 def _torch_entries(path: Path, allow_hparams_types: bool = False) -> dict[str, Any]:
@@ -281,13 +325,13 @@ def _torch_entries(path: Path, allow_hparams_types: bool = False) -> dict[str, A
     try:
         state = _torch_load(torch, path, allow_hparams_types)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]{1,200})", str(err))
+        found = _GLOBAL.search(str(err))
         what = f"it holds a pickled {found.group(1)}" if found else "it holds pickled objects"
         hint = ""
-        if found and found.group(1) in HPARAMS_TYPES:
-            hint = ("; a Lightning checkpoint's hyperparameters may hold such values: "
-                    "--allow-hparams-types (analyze(..., allow_hparams_types=True)) accepts "
-                    "them")
+        if found:
+            hint = ("; if it is in a Lightning checkpoint's hyperparameters, "
+                    "--allow-hparams-types (analyze(..., allow_hparams_types=True)) loads paths "
+                    "and Namespaces, and objects of other classes as inert placeholders")
         raise CheckpointError(f"{path}: not a weights-only torch checkpoint ({what}; "
                               "ww-callbacks loads tensors only and never unpickles arbitrary "
                               "objects: save the state dict, or convert to .safetensors"

@@ -363,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--allow-hparams-types", action="store_true",
                     help="also load torch/Lightning checkpoints whose hyperparameters hold "
                          "pathlib paths or argparse.Namespace (added to torch's weights-only "
-                         "allowlist; off by default; classes of your own code are never "
-                         "loaded)")
+                         "allowlist) or objects of your own classes (an Enum, a dataclass: "
+                         "loaded as inert placeholders, their code never imported or run); off "
+                         "by default")
     an.set_defaults(func=cmd_analyze)
 
     cp = sub.add_parser(
