@@ -1,13 +1,16 @@
-"""Read checkpoints from disk one tensor at a time, for the command line (``ww-callbacks``).
+"""Read checkpoints from disk one tensor at a time, for the command line (``ww-callbacks``) and
+``ww_callbacks.analyze(path)`` (both read through here).
 
 :func:`open_checkpoint` turns a path into an ordered mapping ``name -> tensor`` whose values are
 read only when the analysis converts them, so memory holds one layer at a time (the
 ``analyze`` loop converts, analyses and drops each layer before the next). Accepted:
 
-- a ``.safetensors`` file: read with a small reader of the format (8-byte header length, JSON
-  header, raw little-endian data) that ``seek``s to each tensor and reads just its bytes, so
-  nothing of the file stays mapped (a memory map keeps every touched page in the resident set);
-  bfloat16 is widened to float32 and float16 kept (``analyze`` upcasts it), per tensor;
+- a ``.safetensors`` file: its header validated first (:mod:`ww_callbacks.safetensors_header`),
+  then a small reader ``seek``s to each tensor and reads just its bytes, so nothing of the file
+  stays mapped (a memory map keeps every touched page in the resident set); bfloat16 is widened
+  to float32 and float16 kept (``analyze`` upcasts it), per tensor; a dtype it does not decode
+  (FP8, FP4/FP6, complex) raises when that tensor is read, which ``analyze`` turns into a failed
+  row with the reason;
 - a folder of sharded safetensors with its ``model.safetensors.index.json``;
 - a torch checkpoint (``torch.load(weights_only=True, mmap=True)``: never arbitrary unpickling):
   a state dict, or a checkpoint dict holding one under a usual key (Lightning's ``state_dict``,
@@ -20,8 +23,13 @@ Order: names are sorted with numbers compared as numbers (``layers.2`` before ``
 over the whole checkpoint, so a model gets the same ``layer_id`` whether it is stored in one file
 or sharded (the safetensors format itself stores names sorted as strings).
 
+Someone else's checkpoint: the files a shard index names stay in its folder (relative, no
+``..``, no symbolic link out of it but the Hugging Face cache's links to its ``blobs``), and
+only regular files are opened (a FIFO is refused at once).
+
 Every problem with the input raises :class:`CheckpointError` with a one-line message saying what
-was expected; the command line prints it and exits with status 2.
+was expected (never bytes of a file that is not what it claims to be); the command line prints
+it and exits with status 2.
 """
 
 from __future__ import annotations
