@@ -114,6 +114,11 @@ def test_shard_index_paths_stay_in_their_folder(tmp_path):
     (result,) = json.loads(run_cli("analyze", snapshot, "--format", "json").stdout)
     expected = ww_callbacks.analyze({"a.weight": heavy(0)}, progress=False)
     assert result["layers"][0]["alpha"] == pytest.approx(expected["alpha"].iloc[0], rel=1e-12)
+    local_dir = tmp_path / "local_dir"  # huggingface_hub < 0.23: local_dir links into the cache
+    local_dir.mkdir()
+    (local_dir / "model.safetensors").symlink_to(repo / "blobs" / "0123abcd")
+    (result,) = json.loads(run_cli("analyze", local_dir, "--format", "json").stdout)
+    assert result["layers"][0]["alpha"] == pytest.approx(expected["alpha"].iloc[0], rel=1e-12)
 
 
 def test_a_fifo_named_model_safetensors_does_not_hang(tmp_path):

@@ -24,7 +24,7 @@ over the whole checkpoint, so a model gets the same ``layer_id`` whether it is s
 or sharded (the safetensors format itself stores names sorted as strings).
 
 Someone else's checkpoint: the files a shard index names stay in its folder (relative, no
-``..``, no symbolic link out of it but the Hugging Face cache's links to its ``blobs``), and
+``..``, no symbolic link out of it but links into the Hugging Face cache's ``blobs``), and
 only regular files are opened (a FIFO is refused at once).
 
 Every problem with the input raises :class:`CheckpointError` with a one-line message saying what
@@ -142,8 +142,8 @@ class LazyTensor:
 def _inside(folder: Path, name: Any, index_file: Path) -> Path:
     """The file ``name`` (read from ``index_file``) of ``folder``, refused unless it stays in the
     folder: a relative path without ``..``, resolving (symbolic links followed) inside the folder,
-    a regular file. One exception, the Hugging Face cache's layout: a snapshot folder
-    ``<repo>/snapshots/<rev>/`` whose files link to ``<repo>/blobs/``."""
+    a regular file (one exception: a link to a file of the Hugging Face cache, see
+    :func:`_hf_cache_blob`)."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise CheckpointError(f"{index_file}: a shard name is not a file name "
                               f"({shown(name) if isinstance(name, str) else type(name).__name__})")
@@ -152,6 +152,14 @@ def _inside(folder: Path, name: Any, index_file: Path) -> Path:
         raise CheckpointError(f"{index_file} names shard {shown(name)} outside its folder "
                               "(expected a file name in the index's folder)")
     return _member(folder, folder / rel, f"{index_file} names shard {shown(name)}")
+
+
+def _hf_cache_blob(target: Path) -> bool:
+    """True for a file of the Hugging Face cache, ``<cache>/models--<org>--<name>/blobs/<hash>``:
+    the cache's snapshot folders, and the ``local_dir`` folders that ``huggingface_hub`` before
+    0.23 wrote, link their files there (the one place a model folder's links may point)."""
+    return target.parent.name == "blobs" and target.parent.parent.name.startswith(
+        ("models--", "datasets--", "spaces--"))
 
 
 def _member(folder: Path, path: Path, what: str) -> Path:
@@ -165,8 +173,7 @@ def _member(folder: Path, path: Path, what: str) -> Path:
     except (OSError, RuntimeError) as err:  # a symlink loop
         raise CheckpointError(f"{what}, which cannot be resolved ({type(err).__name__})") \
             from None
-    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
-    if not (target.is_relative_to(root) or (blobs is not None and target.is_relative_to(blobs))):
+    if not (target.is_relative_to(root) or _hf_cache_blob(target)):
         raise CheckpointError(f"{what}, a symbolic link to outside the folder (refused: a "
                               "checkpoint folder is read from inside itself)")
     mode = target.stat().st_mode
