@@ -4,9 +4,10 @@
 
 An MLP (hidden width 512) on scikit-learn's digits, the default callback (every epoch plus the
 initial and final weights, traps on, ``max_duty="auto"``).
-Runs alternate (without, with, without, with, ...) after one warm-up fit of each; prints the
-median wall time of each and the ratio with/without (target <= 1.05), the main-thread time of the
-callback's hooks per epoch, and how many of the requested snapshots were analysed.
+Runs alternate (without, with the analysis in a child process, with it in a thread, ...;
+``--variants``) after one warm-up fit of each; prints the median wall time of each and the ratio
+with/without (target <= 1.05), the main-thread time of the callback's hooks per epoch, and how
+many of the requested snapshots were analysed.
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ class HookTimer(WeightWatcherCallback):
         HookTimer.analysed += self.watcher.results_delivered
 
 
-def fit_once(epochs: int, with_callback: bool, log_dir: str) -> float:
+def fit_once(epochs: int, with_callback: bool, log_dir: str,
+             where: str | None = None) -> float:
+    """One fit; ``where``: ``analysis_in`` of the callback's session (through
+    ``WW_CALLBACKS_ANALYSIS_IN``)."""
+    from ww_callbacks.worker import ANALYSIS_IN_ENV
+
+    if where is None:
+        os.environ.pop(ANALYSIS_IN_ENV, None)
+    else:
+        os.environ[ANALYSIS_IN_ENV] = where
     digits = load_digits()
     x, y = (digits.data / 16.0).astype("float32"), digits.target.astype("int32")
     keras.utils.set_random_seed(0)
@@ -72,25 +82,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="process,thread")
     args = parser.parse_args()
-    print(f"backend {keras.backend.backend()}, {args.epochs} epochs, {args.repeats} repeats")
+    variants = args.variants.split(",")
+    load = open("/proc/loadavg").read().strip()
+    print(f"backend {keras.backend.backend()}, {args.epochs} epochs, {args.repeats} repeats; "
+          f"load {load}")
+    spent = {v: 0.0 for v in variants}
+    counts = {v: [0, 0] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         fit_once(2, False, tmp)
-        fit_once(2, True, tmp)  # warm-up: graph tracing, imports
-        HookTimer.spent = 0.0
-        HookTimer.requested = HookTimer.analysed = 0
-        without, with_cb = [], []
+        for where in variants:
+            fit_once(2, True, tmp, where)  # warm-up: graph tracing, imports, the process
+        without: list[float] = []
+        with_cb: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.repeats):
             without.append(fit_once(args.epochs, False, tmp))
-            with_cb.append(fit_once(args.epochs, True, os.path.join(tmp, f"run{r}")))
-    base, ours = statistics.median(without), statistics.median(with_cb)
+            for where in variants:
+                HookTimer.spent = 0.0
+                HookTimer.requested = HookTimer.analysed = 0
+                with_cb[where].append(fit_once(args.epochs, True,
+                                               os.path.join(tmp, f"{where}{r}"), where))
+                spent[where] += HookTimer.spent
+                counts[where][0] += HookTimer.requested
+                counts[where][1] += HookTimer.analysed
+    base = statistics.median(without)
     print(f"without callback: median {base:.2f} s  runs {[round(t, 2) for t in without]}")
-    print(f"with callback   : median {ours:.2f} s  runs {[round(t, 2) for t in with_cb]}")
-    print(f"wall-time ratio with/without: {ours / base:.3f}  (target <= 1.05)")
-    per_epoch = HookTimer.spent / (args.repeats * args.epochs) * 1e3
-    print(f"callback hooks on the training thread: {per_epoch:.2f} ms per epoch")
-    print(f"analysed {HookTimer.analysed} of {HookTimer.requested} requested snapshots (the rest "
-          f"dropped: the analysis could not keep up)")
+    for where in variants:
+        ours = statistics.median(with_cb[where])
+        per_epoch = spent[where] / (args.repeats * args.epochs) * 1e3
+        print(f"with callback, analysis in a {where:7s}: median {ours:.2f} s ratio "
+              f"{ours / base:.3f} runs {[round(t, 2) for t in with_cb[where]]}; hooks "
+              f"{per_epoch:.2f} ms per epoch; analysed {counts[where][1]} of {counts[where][0]} "
+              "requested")
+    print("load after", open("/proc/loadavg").read().strip())
 
 
 if __name__ == "__main__":

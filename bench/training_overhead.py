@@ -10,6 +10,17 @@ the callback after a warm-up; prints the median wall times, their ratio (target 
 training-thread time of the callback's hooks per snapshot, and how many of the requested
 snapshots were analysed (the cadence honoured).
 
+``--variants process,thread,process:none`` (default ``process,thread``): the fits with the
+callback alternate between where the analysis runs (``analysis_in``, set through
+``WW_CALLBACKS_ANALYSIS_IN``) and, after a colon, ``max_duty`` (auto, none or a number).
+
+A CNN with long epochs (CPU):
+    python bench/training_overhead.py --only cpu-cnn --epochs 3 --batches 60 --repeats 2
+A plain torch loop: three 3x3 convolutions (64, 128, 256 channels) and two linear layers on
+generated 32x32 RGB batches of 64, the torch ``Watcher`` snapshotting every epoch (no
+TensorBoard); fits without the watcher, with the analysis in a child process and in a thread,
+interleaved. Prints the medians, the ratios (target <= 1.03) and the analysed snapshots.
+
 Dashboards (CPU):
     python bench/training_overhead.py --only cpu-dashboards
 The same Lightning fits, alternating three variants: without the callback, with the callback but
@@ -53,8 +64,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 # ----------------------------------------------------------------------------- CPU: Lightning
 
 
-def _lightning_fit(epochs: int, with_callback: bool, root: str) -> tuple[float, float, int]:
-    """One fit; returns (wall seconds, hook seconds on the training thread, snapshots)."""
+def _lightning_fit(epochs: int, with_callback: bool, root: str,
+                   max_duty: float | str | None = "auto") -> tuple[float, float, int, int]:
+    """One fit; returns (wall seconds, hook seconds on the training thread, snapshots,
+    analyses)."""
     import lightning.pytorch as L
     from lightning_digits import DigitsMLP, digits_loader
 
@@ -76,7 +89,7 @@ def _lightning_fit(epochs: int, with_callback: bool, root: str) -> tuple[float, 
         setattr(Timed, name, timed)
 
     torch.manual_seed(0)
-    callbacks = [Timed()] if with_callback else []
+    callbacks = [Timed(max_duty=max_duty)] if with_callback else []
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=L.loggers.TensorBoardLogger(
         root), callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False)
@@ -90,31 +103,134 @@ def _lightning_fit(epochs: int, with_callback: bool, root: str) -> tuple[float, 
     return wall, hook_time[0], snaps, analysed
 
 
-def cpu_lightning(epochs: int, repeats: int) -> None:
+def _variants(spec: str) -> list[tuple[str, str, float | str | None]]:
+    """``--variants``: comma-separated ``where[:max_duty]`` (where: process or thread;
+    max_duty: auto, none or a number)."""
+    out = []
+    for item in spec.split(","):
+        where, _, duty = item.partition(":")
+        duty = duty or "auto"
+        out.append((item, where, None if duty == "none" else duty if duty == "auto"
+                    else float(duty)))
+    return out
+
+
+def cpu_lightning(epochs: int, repeats: int, variants: str = "process,thread") -> None:
+    """The digits MLP fits, without the callback and with each variant, interleaved."""
     import logging
+
+    from ww_callbacks.worker import ANALYSIS_IN_ENV
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     print(f"== cpu-lightning: DigitsMLP(hidden=512), {epochs} epochs, {repeats} repeats, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}; load {_load()}")
+    chosen = _variants(variants)
     with tempfile.TemporaryDirectory() as root:
         _lightning_fit(1, False, root)
-        _lightning_fit(1, True, root)  # warm-up
-        without, with_cb, hooks, snaps, analysed = [], [], 0.0, 0, 0
+        for _, where, duty in chosen:  # warm-up
+            os.environ[ANALYSIS_IN_ENV] = where
+            _lightning_fit(1, True, root, duty)
+        without: list[float] = []
+        runs = {name: ([], [0.0], [0], [0]) for name, _, _ in chosen}
         for _ in range(repeats):
             without.append(_lightning_fit(epochs, False, root)[0])
-            wall, hook, n, done = _lightning_fit(epochs, True, root)
-            with_cb.append(wall)
-            hooks += hook
-            snaps += n
-            analysed += done
-    base, ours = statistics.median(without), statistics.median(with_cb)
+            for name, where, duty in chosen:
+                os.environ[ANALYSIS_IN_ENV] = where
+                wall, hook, n, done = _lightning_fit(epochs, True, root, duty)
+                walls, hooks, snaps, analysed = runs[name]
+                walls.append(wall)
+                hooks[0] += hook
+                snaps[0] += n
+                analysed[0] += done
+        os.environ.pop(ANALYSIS_IN_ENV, None)
+    base = statistics.median(without)
     print(f"without callback: median {base:.2f} s  runs {[round(t, 2) for t in without]}")
-    print(f"with callback   : median {ours:.2f} s  runs {[round(t, 2) for t in with_cb]}")
-    print(f"wall-time ratio with/without: {ours / base:.3f}  (target <= 1.05)")
-    print(f"training-thread time of the hooks: {hooks / max(snaps, 1) * 1e3:.2f} ms per snapshot "
-          f"({snaps} snapshots, all hooks and the final analysis included)")
-    print(f"analysed {analysed} of {snaps} requested snapshots (the rest dropped: the analysis "
-          f"could not keep up)")
+    for name, (walls, hooks, snaps, analysed) in runs.items():
+        ours = statistics.median(walls)
+        print(f"with callback, {name:14s}: median {ours:.2f} s ratio {ours / base:.3f}  runs "
+              f"{[round(t, 2) for t in walls]}; hooks {hooks[0] / max(snaps[0], 1) * 1e3:.2f} "
+              f"ms per snapshot; analysed {analysed[0]} of {snaps[0]} requested")
+    print(f"load after {_load()}")
+
+
+def _load() -> str:
+    try:
+        return open("/proc/loadavg").read().split(" 1/")[0].strip()[:14]
+    except OSError:
+        return "?"
+
+
+# ----------------------------------------------------------------------------- CPU: CNN
+
+
+def _cnn_fit(epochs: int, batches: int, where: str | None) -> tuple[float, int, int]:
+    """A plain torch loop: a CNN on generated 32x32 RGB images, ``batches`` batches of 64 per
+    epoch, the torch ``Watcher`` snapshotting every epoch (``where``: analysis_in; None: no
+    watcher). Returns (wall seconds, snapshots requested, analysed)."""
+    import torch.nn as nn
+
+    from ww_callbacks.integrations.torch import Watcher
+
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(256 * 4 * 4, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    data = torch.randn(8, 64, 3, 32, 32, generator=gen)
+    labels = torch.randint(0, 10, (8, 64), generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    watcher = None
+    if where is not None:
+        watcher = Watcher(model, log_dir=None, tensorboard=False, every_n_steps=None,
+                          every_n_epochs=1, analysis_in=where)
+        watcher.__enter__()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        for i in range(batches):
+            opt.zero_grad()
+            loss_fn(model(data[i % 8]), labels[i % 8]).backward()
+            opt.step()
+            if watcher is not None:
+                watcher.step(epoch=epoch)
+        if watcher is not None:
+            watcher.epoch_end(epoch)
+    wall = time.perf_counter() - start
+    if watcher is None:
+        return wall, 0, 0
+    watcher.close()
+    return wall, watcher.snapshots_taken, watcher.results_delivered
+
+
+def cpu_cnn(epochs: int, batches: int, repeats: int) -> None:
+    """The CNN fits without the watcher, with the analysis in a process and in a thread,
+    interleaved; medians and ratios."""
+    print(f"== cpu-cnn: {epochs} epochs of {batches} batches, {repeats} repeats, torch threads "
+          f"{torch.get_num_threads()}; load {_load()}")
+    _cnn_fit(1, 5, None)
+    _cnn_fit(1, 5, "process")  # warm-up (the analysis process starts once)
+    walls: dict[str, list[float]] = {"none": [], "process": [], "thread": []}
+    counts: dict[str, list[int]] = {"process": [0, 0], "thread": [0, 0]}
+    for _ in range(repeats):
+        for where in ("none", "process", "thread"):
+            wall, snaps, done = _cnn_fit(epochs, batches, None if where == "none" else where)
+            walls[where].append(wall)
+            if where != "none":
+                counts[where][0] += snaps
+                counts[where][1] += done
+    base = statistics.median(walls["none"])
+    print(f"without watcher: median {base:.2f} s ({base / epochs:.1f} s per epoch) runs "
+          f"{[round(t, 2) for t in walls['none']]}")
+    for where in ("process", "thread"):
+        ours = statistics.median(walls[where])
+        print(f"analysis in a {where:7s}: median {ours:.2f} s ratio {ours / base:.3f} (target "
+              f"<= 1.03) runs {[round(t, 2) for t in walls[where]]}; analysed "
+              f"{counts[where][1]} of {counts[where][0]} requested")
+    print(f"load after {_load()}")
 
 
 # ----------------------------------------------------------------------------- CPU: dashboards
@@ -343,12 +459,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=320)
+    parser.add_argument("--variants", default="process,thread",
+                        help="cpu-lightning: where[:max_duty],... (e.g. process:none)")
+    parser.add_argument("--batches", type=int, default=60, help="cpu-cnn: batches per epoch")
     parser.add_argument("--picture-duty", default="0.005",
                         help="cpu-dashboards: the sinks' picture_duty ('none': no budget)")
     args = parser.parse_args()
     sections = args.only.split(",")
     if "cpu-lightning" in sections:
-        cpu_lightning(args.epochs, args.repeats)
+        cpu_lightning(args.epochs, args.repeats, args.variants)
+    if "cpu-cnn" in sections:
+        cpu_cnn(args.epochs, args.batches, args.repeats)
     if "cpu-drawing" in sections:
         cpu_drawing()
     if "cpu-dashboards" in sections:

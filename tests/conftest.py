@@ -69,8 +69,11 @@ def one_torch_thread():
 @pytest.fixture
 def analysis_gate(monkeypatch):
     """Holds every watcher analysis until the test sets the returned event (10 s at most), so
-    a test can keep the worker busy while it takes snapshots."""
+    a test can keep the worker busy while it takes snapshots. The gate is in this process, so
+    the analyses run in the worker thread (``analysis_in="thread"`` for every session)."""
     import threading
+
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")
 
     import ww_callbacks.watcher as watcher_module
 

@@ -116,6 +116,7 @@ def test_snapshots_that_would_be_dropped_are_not_copied(monkeypatch):
         time.sleep(0.06)
         return real(*args, **kwargs)
 
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     monkeypatch.setattr(watcher_module, "analyze_layers", slow)
     monkeypatch.setattr(watcher_module, "Snapshotter", _CountingSnapshotter)
     _CountingSnapshotter.copies = 0

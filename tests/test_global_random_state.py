@@ -37,7 +37,8 @@ MODULES = [
     "ww_callbacks.policies", "ww_callbacks.powerlaw", "ww_callbacks.results",
     "ww_callbacks.scalars", "ww_callbacks.snapshot", "ww_callbacks.spectra",
     "ww_callbacks.spectra_torch", "ww_callbacks.tags", "ww_callbacks.watcher",
-    "ww_callbacks.worker", "ww_callbacks.integrations.tensorboard",
+    "ww_callbacks.worker", "ww_callbacks.process_worker", "ww_callbacks.shared_arrays",
+    "ww_callbacks.integrations.tensorboard",
     "ww_callbacks.integrations.tensorboard_events", "ww_callbacks.integrations.torch",
     "ww_callbacks.integrations.transformers", "ww_callbacks.integrations.wandb",
 ]

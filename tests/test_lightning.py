@@ -461,6 +461,7 @@ def _broken_analysis(*args, **kwargs):
 
 
 def test_worker_crash_warns_on_the_training_thread(tmp_path, monkeypatch):
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     monkeypatch.setattr(ww_callbacks.watcher, "analyze_layers", _broken_analysis)
     cb = WeightWatcherCallback()
     trainer = L.Trainer(**quiet(max_epochs=2, logger=CSVLogger(tmp_path), callbacks=[cb]))
@@ -478,6 +479,7 @@ def test_worker_crash_warns_on_the_training_thread(tmp_path, monkeypatch):
 
 
 def test_worker_crash_raises_when_strict(tmp_path, monkeypatch):
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     monkeypatch.setattr(ww_callbacks.watcher, "analyze_layers", _broken_analysis)
     cb = WeightWatcherCallback(strict=True)
     trainer = L.Trainer(**quiet(max_epochs=2, logger=CSVLogger(tmp_path), callbacks=[cb]))

@@ -177,6 +177,7 @@ def test_slow_analysis_fast_cadence_drops_with_flat_memory(tmp_path, monkeypatch
     """A snapshot every step, an analysis that takes 50 ms: snapshots are dropped, never queued;
     memory stays flat and at most one snapshot waits (plus the one being analysed)."""
     model = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128))  # 64 KB/layer
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     w = Watcher(model, log_dir=tmp_path, every_n_steps=1, traps_every=0, tensorboard=False)
     analyse = w._analyse
 

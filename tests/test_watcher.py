@@ -109,6 +109,7 @@ def test_worker_failure_is_reported_on_the_training_thread(monkeypatch):
     def boom(*args, **kwargs):
         raise ValueError("analysis exploded")
 
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     monkeypatch.setattr(watcher_module, "analyze_layers", boom)
     model = _model()
     watcher = Watcher()
@@ -157,6 +158,7 @@ def test_slow_analysis_drops_snapshots_and_memory_stays_flat(monkeypatch):
         time.sleep(0.05)
         return real(*args, **kwargs)
 
+    monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     monkeypatch.setattr(watcher_module, "analyze_layers", slow)
     model = _model()
     watcher = Watcher(traps_every=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ class Snapshot:
     wall_time: float
     wait: Callable[[], None] | None = None
     release: Callable[[], None] | None = None
+    #: Where the weights lie in shared memory (a :class:`~ww_callbacks.shared_arrays.
+    #: SharedLayout`) when they were written there for the analysis process; None otherwise.
+    shared: Any = None
 
     def ready(self) -> None:
         """Block until the weights are readable (a no-op for synchronous copies)."""

@@ -28,6 +28,7 @@ from .layers import LayerWeights
 from .layers.composite import FrozenCopies, is_composite
 from .matrices import is_torch_tensor
 from .results import Snapshot
+from .shared_arrays import SegmentPool, shareable
 
 
 def _copy_host(weight: Any) -> Any:
@@ -54,8 +55,12 @@ class Snapshotter:
     """Takes :class:`Snapshot` s of a fixed list of layers (the selected ones only, so skipped
     giants such as vocabulary embeddings are never copied)."""
 
-    def __init__(self, layers: list[LayerWeights], *, buffer_sets: int = 2):
+    def __init__(self, layers: list[LayerWeights], *, buffer_sets: int = 2,
+                 shared: SegmentPool | None = None):
         self.layers = list(layers)
+        #: CPU weights are copied into these shared-memory segments (read in place by the
+        #: analysis process) instead of private copies, when every layer fits (plain arrays).
+        self.shared = shared if shared is not None and shareable(self.layers) else None
         self._cuda = any(is_torch_tensor(layer.weight) and layer.weight.is_cuda
                          for layer in self.layers)
         self._free: list[_PinnedBuffers] = []
@@ -88,6 +93,10 @@ class Snapshotter:
         """Snapshot the weights now; None when no buffer is free (GPU path only)."""
         if self._cuda:
             return self._take_cuda(step, epoch, randomize)
+        if self.shared is not None:
+            layers, layout, release = self.shared.write(self.layers)
+            return Snapshot(step, epoch, layers, randomize, time.time(), release=release,
+                            shared=layout)
         layers = [replace(layer, weight=self._host(layer.weight)) for layer in self.layers]
         return Snapshot(step, epoch, layers, randomize, time.time())
 

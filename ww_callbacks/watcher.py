@@ -38,9 +38,16 @@ from .policies.base import Policy, Target
 from .policies.policy_set import PolicySet
 from .results import AnalysisResult, Snapshot
 from .scalars import DROPPED, MODEL_PREFIX, layer_scalars, model_summary
+from .shared_arrays import SegmentPool, shareable
 from .sinks import Sink, in_worker, reopen_of
 from .snapshot import Snapshotter
-from .worker import DEFAULT_MAX_DUTY, BackgroundWorker, resolve_max_duty
+from .worker import (
+    DEFAULT_ANALYSIS_IN,
+    DEFAULT_MAX_DUTY,
+    BackgroundWorker,
+    check_analysis_in,
+    resolve_max_duty,
+)
 
 #: How long ``close(final=False)`` (an exception, Ctrl-C) lets the analysis in flight finish
 #: before cancelling it, and how long it then waits for the worker to stop between two layers;
@@ -117,10 +124,15 @@ class Watcher:
                  max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None, adapters: str = "effective",
                  base: str | None = None, distributed: bool | None = None,
-                 tied: str = "once"):
+                 tied: str = "once", analysis_in: str = DEFAULT_ANALYSIS_IN):
         if base not in (None, "initial"):
             raise ValueError(f"base must be None or 'initial', not {base!r}")
         self.distributed = distributed
+        self.analysis_in = check_analysis_in(analysis_in)
+        self._segments: SegmentPool | None = None  # shared memory of the analysis process
+        #: Snapshots copied (the training thread's copies), analysed or not: at most the
+        #: analyses plus one (see :meth:`snapshot`).
+        self.copies = 0
         self._dist: Any = None  # a DistributedSnapshots when snapshots are collectives
         self.sinks = list(sinks)
         #: The policies, driven as one (:class:`~ww_callbacks.policies.policy_set.PolicySet`).
@@ -194,13 +206,46 @@ class Watcher:
         discarded = self._dist.discarded if self._dist is not None else 0
         return self._dropped_before + worker + self._snapshot_dropped + self._skipped + discarded
 
+    def _in_process(self, snapshotter: Snapshotter | None) -> bool:
+        """Whether analyses go to a child process (:mod:`ww_callbacks.process_worker`):
+        ``analysis_in="process"``, or ``"auto"`` when training and analysis run on the CPU."""
+        if self.analysis_in == "thread" or self._dist is not None:
+            return False
+        if self.analysis_in == "process":
+            return True
+        return not (snapshotter is not None and snapshotter.uses_cuda) \
+            and self._analysis["device"] is None
+
+    def _process_options(self, snapshot: Snapshot) -> dict | None:
+        """``analyze_layers``' options for the analysis process; None: analyse here (a base to
+        subtract, an analysis on a torch device)."""
+        if self._base is not None or self._analysis["device"] is not None:
+            return None
+        options = {k: v for k, v in self._analysis.items() if k != "device"}
+        return {**options, "skipped": list(self.skipped), "cancelled": None}
+
     def _ensure_worker(self) -> BackgroundWorker:
         if self._worker is None:
             on_gpu = self._snapshotter is not None and self._snapshotter.uses_cuda
-            self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads,
-                                            max_duty=resolve_max_duty(self.max_duty,
-                                                                      on_gpu=on_gpu))
+            max_duty = resolve_max_duty(self.max_duty, on_gpu=on_gpu)
+            if self._in_process(self._snapshotter):
+                from .process_worker import ProcessWorker
+
+                self._worker = ProcessWorker(self._analyse, options=self._process_options,
+                                             record=self._record, cancelled=self._cancel.is_set,
+                                             blas_threads=self.blas_threads, max_duty=max_duty)
+            else:
+                self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads,
+                                                max_duty=max_duty)
         return self._worker
+
+    def _shared_for(self, snapshotter: Snapshotter) -> Snapshotter:
+        """Let ``snapshotter`` write into shared memory when the analysis runs in a process."""
+        if snapshotter.shared is None and self._in_process(snapshotter):
+            if self._segments is None:
+                self._segments = SegmentPool()
+            snapshotter.shared = self._segments if shareable(snapshotter.layers) else None
+        return snapshotter
 
     def _snapshotter_for(self, model: Any) -> Snapshotter:
         """Layers are chosen once per torch model (its parameters are updated in place); for
@@ -236,7 +281,7 @@ class Watcher:
                           f"{'; passed over: ' + passed if passed else ''}); its analyses "
                           "have no layers and NaN means", WatcherWarning, stacklevel=4)
         self.skipped = skipped + filtered
-        snapshotter = Snapshotter(kept)
+        snapshotter = self._shared_for(Snapshotter(kept))
         if is_torch and not is_keras:
             self._snapshotter = snapshotter
             self._model_ref = weakref.ref(model)
@@ -306,6 +351,7 @@ class Watcher:
             self._snapshot_dropped += 1
             return False
         step = snap.step  # (distributed: rank 0's step)
+        self.copies += 1
         self.last_step = max(self.last_step, step)
         first = self.snapshots_taken == 0  # the initial weights of a run: never replaced
         self.snapshots_taken += 1
@@ -346,6 +392,10 @@ class Watcher:
         on the model (``step``: the optimizer step just finished, for ramps). Cheap when there
         is nothing new: call it between optimizer steps, from any frequent hook."""
         results = self._handle(*self._worker.drain()) if self._worker is not None else []
+        skipped = self._skipped_call
+        if (skipped is not None and step is not None and skipped[1] == step
+                and self._worker is not None and self._worker.idle):
+            self._take_skipped(step)  # the worker freed before the weights changed: take them
         if self.policies:
             self._act(step)
         return results
@@ -537,6 +587,9 @@ class Watcher:
                                   f"{err!r}", WatcherWarning, stacklevel=2)
         if self._snapshotter is not None:
             self._snapshotter.close()
+        if self._segments is not None:
+            self._segments.close()
+            self._segments = None
         if self.history is not None:
             self.history.close()
         summary = self.faults.summary()

@@ -34,6 +34,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .results import AnalysisResult, Snapshot
 
@@ -44,6 +45,29 @@ DEFAULT_MAX_DUTY = "auto"
 #: CPU time, beyond its first analysis. Analyses that fit in the cadence at that share (each
 #: needing at most half the time between two snapshots) are all done.
 CPU_MAX_DUTY = 0.5
+
+
+#: ``analysis_in``'s default: a child process when training and analysis run on the CPU (measured:
+#: bench/interference.py), a thread when the weights or the analysis are on a GPU (the analysis
+#: then mostly waits for the GPU, and its CUDA tensors stay in the training process).
+DEFAULT_ANALYSIS_IN = "auto"
+ANALYSIS_IN = ("auto", "process", "thread")
+#: Environment variable that sets what ``analysis_in="auto"`` means for every session of a
+#: process ("process" or "thread"), e.g. to keep analyses in the training process under a
+#: debugger or for a test that patches the analysis.
+ANALYSIS_IN_ENV = "WW_CALLBACKS_ANALYSIS_IN"
+
+
+def check_analysis_in(value: str) -> str:
+    """``analysis_in`` as given (``"auto"`` as :data:`ANALYSIS_IN_ENV` says, when set), or a
+    clear error."""
+    if value not in ANALYSIS_IN:
+        raise ValueError(f"analysis_in must be one of {ANALYSIS_IN}, not {value!r}")
+    if value == "auto":
+        forced = os.environ.get(ANALYSIS_IN_ENV, "").strip().lower()
+        if forced in ("process", "thread"):
+            return forced
+    return value
 
 
 def resolve_max_duty(max_duty: float | str | None, *, on_gpu: bool) -> float | None:
@@ -112,6 +136,7 @@ class BackgroundWorker:
         self._wall_estimate: float | None = None  # wall time of the last analysis but the first
         self._rest_estimate = 0.0  # the rest that followed it
         self._thread: threading.Thread | None = None
+        self._cpu = 0.0  # CPU seconds of the last analysis
 
     def _start_thread(self) -> None:
         """Start the thread if none runs (call with the lock held)."""
@@ -141,23 +166,32 @@ class BackgroundWorker:
 
     def accepts(self, interval: float | None) -> bool:
         """Would a snapshot submitted now be analysed, given that the next one comes in
-        ``interval`` seconds (None: unknown)? False when the worker is predicted to be still
-        busy (analysing, queued work, resting) when the next one arrives: that one would replace
-        this one, so this one need not be copied. While the worker has no estimate of an
-        analysis's cost (its first analysis is in flight) every snapshot is accepted."""
+        ``interval`` seconds (None: unknown)? Only then is it worth copying. True when the
+        worker is free now, or predicted free (from the wall time of its recent analyses)
+        before the next one arrives. False while a snapshot waits in the slot (this one would
+        replace a copy not yet analysed), and while the worker is busy and its cost is unknown
+        (its first analyses): the caller skips the copy and takes the newest skipped step when
+        the worker frees, so copies stay at most the analyses plus one in every regime.
+        Measured reason: accepting while the cost was unknown copied 268 snapshots for 2
+        analyses (5.2 ms per due step on a 6 x Linear(1024) loop, bench/dropped_snapshot_cost.py).
+        """
         with self._cond:
-            if self._closing or interval is None:
+            if self._closing:
                 return True
+            if self._pending is not None:
+                return False
             now = time.monotonic()
-            estimate = self._wall_estimate
             queued = len(self._kept) + (1 if self._busy else 0)
-            if queued and estimate is None:
+            if not queued and now >= self._rest_until:
                 return True
+            estimate = self._wall_estimate
+            if estimate is None or interval is None:
+                return False
             free = now
             if self._busy:
                 free = max(now + OVERDUE_REMAINDER * estimate,
                            self._busy_since + estimate) + self._rest_estimate
-            free += len(self._kept) * ((estimate or 0.0) + self._rest_estimate)
+            free += len(self._kept) * (estimate + self._rest_estimate)
             return max(free, self._rest_until) < now + ACCEPT_MARGIN * interval
 
     def drain(self) -> tuple[list[AnalysisResult], list[WorkerError]]:
@@ -245,6 +279,19 @@ class BackgroundWorker:
         except OSError:
             pass
 
+    def _analyse_one(self, snapshot: Snapshot, limiter: Any) -> AnalysisResult:
+        """Analyse one snapshot in this thread; sets ``self._cpu`` to the CPU seconds used (what
+        ``max_duty`` rests after). :class:`~ww_callbacks.process_worker.ProcessWorker`
+        analyses in its child process instead."""
+        cpu_start = time.thread_time()
+        try:
+            if limiter is not None:
+                with limiter.limit(limits=self._blas_threads, user_api="blas"):
+                    return self._analyse(snapshot)
+            return self._analyse(snapshot)
+        finally:
+            self._cpu = time.thread_time() - cpu_start
+
     def _run(self) -> None:
         if sys.platform.startswith("linux"):
             self._lower_priority()
@@ -257,13 +304,10 @@ class BackgroundWorker:
             snapshot = self._next()
             if snapshot is None:
                 return
-            start, cpu_start = time.monotonic(), time.thread_time()
+            start = time.monotonic()
+            self._cpu = 0.0
             try:
-                if limiter is not None:
-                    with limiter.limit(limits=self._blas_threads, user_api="blas"):
-                        result = self._analyse(snapshot)
-                else:
-                    result = self._analyse(snapshot)
+                result = self._analyse_one(snapshot, limiter)
             except BaseException as err:  # kept for the training thread, never lost
                 with self._cond:
                     self._errors.append(WorkerError(snapshot.step, err, traceback.format_exc()))
@@ -274,7 +318,7 @@ class BackgroundWorker:
                     self.has_news = True
             finally:
                 snapshot.done()
-                cpu = time.thread_time() - cpu_start
+                cpu = self._cpu
                 with self._cond:
                     self._busy = False
                     self._analyses += 1
