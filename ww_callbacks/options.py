@@ -232,7 +232,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("base", None, "None | 'initial'", one_of(None, "initial"),
            "'initial': analyse the update since the first snapshot, W - W_initial"),
     Option("blas_threads", 1, "int >= 1 | None", int_at_least(1, none=True),
-           "BLAS threads of the analysis thread (None: no limit)"),
+           "BLAS threads of the analysis (None: no limit)"),
+    Option("analysis_in", "auto", "'auto' | 'process' | 'thread'",
+           one_of("auto", "process", "thread"),
+           "where the analysis runs: 'process' (a child process at nice 19, snapshots in shared "
+           "memory), 'thread' (a thread of the training process); 'auto': a process when "
+           "training and analysis run on the CPU, a thread on a GPU (the environment variable "
+           "`WW_CALLBACKS_ANALYSIS_IN` sets what 'auto' means)"),
     Option("max_duty", "auto", "'auto' | float in (0, 1] | None", _max_duty,
            "largest share of the analysis thread's CPU time ('auto': 0.5 on CPU training, "
            "none on a GPU; None: no limit)"),
@@ -284,6 +290,7 @@ class WatchOptions:
     tied: str = "once"
     base: str | None = None
     blas_threads: int | None = 1
+    analysis_in: str = "auto"
     max_duty: float | str | None = "auto"
     strict: bool = False
     distributed: bool | None = None
