@@ -127,6 +127,30 @@ def test_routes_serve_only_new_records(tmp_path):
     writer.close()
 
 
+def test_full_chunks_are_parsed_once(tmp_path, monkeypatch):
+    import ww_callbacks.integrations.tensorboard_plugin as tp
+
+    run = tmp_path / "run"
+    writer = HistoryWriter(run / HISTORY_FILE)
+    for step in range(4):
+        writer.append(_record(step, {"a": 3.0}))
+    line = len((run / HISTORY_FILE).read_bytes()) // 4
+    monkeypatch.setattr(tp, "CHUNK_BYTES", 2 * line + 1)
+    plugin = HtsrPlugin(base_plugin.TBContext(logdir=str(tmp_path)))
+    first = plugin.records("run", 0)
+    assert first["more"] and [r["step"] for r in first["records"]] == [0, 1]
+    assert plugin.records("run", 0) is first  # from the cache
+    rest = plugin.records("run", first["next"])
+    assert [r["step"] for r in rest["records"]] == [2, 3]
+    writer.truncate_after(0)  # a resumed run rewrites the history: another file
+    writer.append(_record(7, {"a": 2.0}))
+    writer.append(_record(8, {"a": 2.0}))
+    writer.append(_record(9, {"a": 2.0}))
+    again = plugin.records("run", 0)
+    assert again is not first and [r["step"] for r in again["records"]][:2] == [0, 7]
+    writer.close()
+
+
 TRAINER = textwrap.dedent('''
     import sys, time
     from pathlib import Path

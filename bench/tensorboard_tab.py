@@ -1,0 +1,189 @@
+"""The HTSR tab's cost on a large run: first load and one refresh for 500 layers x 2000 analyses.
+
+Writes a history of ``--layers`` x ``--analyses`` (rows with every column of a real analysis row
+with traps, alphas drawn from a private generator), then asks the plugin's ``records`` route
+(TensorBoard's own WSGI wrappers, in this process) for it as the page does: from offset 0 while
+``more``, then once more after one analysis is appended. Prints, for the first answer, the whole
+first load and the refresh: server time, bytes sent, and the history's bytes for comparison.
+With ``--chromium``, the page itself (the tab's ES modules, served with the plugin's routes by a
+local werkzeug server) is opened in headless Chromium and the time to the first painted column
+and to the whole heatmap is measured.
+
+    python bench/tensorboard_tab.py [--layers 500] [--analyses 2000] [--chromium]
+
+Goals (issue 20): first paint <= 2 s, a refresh <= 200 ms server time, only new records sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ww_callbacks.history import HISTORY_FILE  # noqa: E402
+from ww_callbacks.integrations.tensorboard_plugin import HtsrPlugin  # noqa: E402
+
+#: one row of a real analysis with traps (bench/history_size.py's model, layer 0), its values
+#: replaced per layer and step
+ROW = {"layer_id": 0, "name": "Linear", "longname": "", "layer_type": "dense", "N": 128, "M": 64,
+       "Q": 2.0, "rf": 1, "num_evals": 64, "has_esd": True, "lambda_max": 2.8415,
+       "alpha": 3.0, "alpha_weighted": 1.3620, "D": 0.0612, "sigma": 0.2114, "xmin": 1.0893,
+       "xmax": 2.8415, "num_pl_spikes": 23, "status": "success", "warning": "",
+       "log_norm": 1.7071, "log_spectral_norm": 0.4535, "log_alpha_norm": 1.4412,
+       "spectral_norm": 2.8415, "norm": 50.947, "stable_rank": 17.929, "entropy": 0.9633,
+       "mp_softrank": 0.3519, "rand_num_spikes": 0, "rand_bulk_max": 2.7996,
+       "rand_lambda_max": 2.8105, "rand_sigma_mp": 1.0, "rand_distance": 0.0031}
+
+
+def write_history(path: Path, layers: int, analyses: int) -> None:
+    rng = np.random.default_rng(0)
+    names = [f"model.encoder.layer.{i // 6}.block.{['q', 'k', 'v', 'o', 'up', 'down'][i % 6]}"
+             for i in range(layers)]
+    with open(path, "w", encoding="utf-8") as fh:
+        for step in range(analyses):
+            fh.write(json.dumps(record(step, names, rng)) + "\n")
+
+
+def record(step: int, names: list[str], rng: np.random.Generator) -> dict:
+    alphas = rng.uniform(1.5, 7.0, len(names))
+    rows = [{**ROW, "layer_id": i, "longname": n, "alpha": float(a)}
+            for i, (n, a) in enumerate(zip(names, alphas, strict=True))]
+    return {"format": 1, "step": step * 10, "epoch": step, "wall_time": 1.7e9 + step,
+            "duration_s": 0.5, "randomized": True, "summary": {"ww/alpha_mean": 3.0},
+            "layers": rows, "writer": {"run_id": "bench", "pid": 1, "host": "bench"}}
+
+
+def ask(app, run: str, offset: int) -> tuple[dict, int, float]:
+    start = time.perf_counter()
+    response = Client(app).get("/records", query_string=f"run={run}&offset={offset}")
+    body = response.get_data()
+    elapsed = time.perf_counter() - start
+    assert response.status_code == 200, body[:200]
+    return json.loads(body), len(body), elapsed
+
+
+def chromium_paint(logdir: Path, run: str, expect: int) -> tuple[float, float]:
+    """Seconds from navigation to the first painted column and to ``expect`` columns."""
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from tests.chromium_pipe import Browser
+
+    plugin = HtsrPlugin(base_plugin.TBContext(logdir=str(logdir)))
+    apps = plugin.get_plugin_apps()
+    page = ('<!doctype html><meta charset="utf-8"><body><script type="module">'
+            'import {render} from "./index.js"; render();</script></body>')
+
+    @Request.application
+    def app(request: Request):
+        prefix = "/data/plugin/htsr"
+        if request.path == f"{prefix}/page.html":
+            return Response(page, content_type="text/html")
+        route = request.path[len(prefix):]
+        if request.path.startswith(prefix) and route in apps:
+            return apps[route]
+        return Response("not found", status=404)
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    browser = Browser("/usr/bin/chromium", Path(tempfile.mkdtemp()) / "profile",
+                      width=1400, height=1000)
+    try:
+        start = time.monotonic()
+        browser.open(f"http://127.0.0.1:{server.server_port}/data/plugin/htsr/page.html",
+                     wait=False)
+        first = full = None
+        probe = ("(() => { const c = document.querySelector('canvas.ww-heatmap-canvas');"
+                 " return c ? Number(c.dataset.columns) : 0; })()")
+        while time.monotonic() - start < 600:
+            columns = browser.evaluate(probe) or 0
+            now = time.monotonic() - start
+            if columns and first is None:
+                first = now
+            if columns >= expect:
+                full = now
+                break
+            time.sleep(0.05)
+        return first, full
+    finally:
+        browser.close()
+        server.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=500)
+    parser.add_argument("--analyses", type=int, default=2000)
+    parser.add_argument("--chromium", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = Path(tmp)
+        run = logdir / "run"
+        run.mkdir()
+        path = run / HISTORY_FILE
+        t0 = time.perf_counter()
+        write_history(path, args.layers, args.analyses)
+        size = path.stat().st_size
+        print(f"history: {args.layers} layers x {args.analyses} analyses, {size / 1e6:.0f} MB "
+              f"({size / args.analyses / 1e3:.0f} KB per analysis), written in "
+              f"{time.perf_counter() - t0:.0f} s")
+        plugin = HtsrPlugin(base_plugin.TBContext(logdir=str(logdir)))
+        app = plugin.get_plugin_apps()["/records"]
+        offset, sent, spent, calls, records, first = 0, 0, 0.0, 0, 0, None
+        while True:
+            answer, nbytes, elapsed = ask(app, "run", offset)
+            calls += 1
+            sent += nbytes
+            spent += elapsed
+            records += len(answer["records"])
+            if first is None:
+                first = (len(answer["records"]), nbytes, elapsed)
+            offset = answer["next"]
+            if not answer["more"]:
+                break
+        assert records == args.analyses, records
+        print(f"first answer: {first[0]} analyses, {first[1] / 1e3:.0f} KB sent, "
+              f"{first[2] * 1e3:.0f} ms server time")
+        print(f"first load (all {calls} answers): {records} analyses, {sent / 1e6:.1f} MB sent "
+              f"({sent / size:.3f} of the history's bytes), {spent:.2f} s server time")
+        start, offset2, more = time.perf_counter(), 0, True
+        while more:  # a reload or a second viewer: full chunks come from the plugin's cache
+            again, _, _ = ask(app, "run", offset2)
+            offset2, more = again["next"], again["more"]
+        print(f"second first load (page reloaded): {time.perf_counter() - start:.2f} s "
+              f"server time")
+        rng = np.random.default_rng(1)
+        names = [r["longname"] for r in json.loads(path.open().readline())["layers"]]
+        with open(path, "a", encoding="utf-8") as fh:
+            line = json.dumps(record(args.analyses, names, rng)) + "\n"
+            fh.write(line)
+        answer, nbytes, elapsed = ask(app, "run", offset)
+        assert [r["step"] for r in answer["records"]] == [args.analyses * 10]
+        print(f"refresh after one new analysis: {len(answer['records'])} analysis, "
+              f"{nbytes / 1e3:.1f} KB sent (its history line: {len(line) / 1e3:.0f} KB), "
+              f"{elapsed * 1e3:.0f} ms server time (goal 200 ms)")
+        answer, nbytes, elapsed = ask(app, "run", answer["next"])
+        print(f"refresh with nothing new: {nbytes} B sent, {elapsed * 1e3:.1f} ms server time")
+        if args.chromium:
+            first_paint, full = chromium_paint(logdir, "run", args.analyses + 1)
+            whole = f"after {full:.1f} s" if full else "not within 600 s"
+            print(f"Chromium: first column painted {first_paint:.2f} s after navigation "
+                  f"(goal 2 s); all {args.analyses + 1} columns {whole}")
+
+
+if __name__ == "__main__":
+    main()
