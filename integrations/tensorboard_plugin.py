@@ -147,6 +147,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _encode(body: dict) -> str:
+    """The JSON of an answer (NaN and infinities of a hand-made file as null)."""
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # JSON.parse would refuse NaN
+        return json.dumps(_finite(body), separators=(",", ":"))
+
+
 def _alpha(row: dict) -> float | None:
     alpha = _number(row.get("alpha"))
     ok = row.get("status", "success") == "success" and alpha is not None and alpha > 0
@@ -216,6 +224,7 @@ class HtsrPlugin(base_plugin.TBPlugin):
         self._runs_at = -math.inf
         self._lock = threading.Lock()
         self._cache: dict[tuple, dict] = {}
+        self._encoded: dict[int, str] = {}  # id of a cached answer -> its JSON
         self._cached_bytes = 0
 
     # ------------------------------------------------------------------ TensorBoard's API
@@ -291,6 +300,7 @@ class HtsrPlugin(base_plugin.TBPlugin):
         with self._lock:
             if self._cached_bytes + size <= CACHE_BYTES:
                 self._cache[key] = answer
+                self._encoded[id(answer)] = _encode(answer)
                 self._cached_bytes += size
 
     def spectra(self, run: str, offset: int) -> dict | None:
@@ -326,11 +336,9 @@ class HtsrPlugin(base_plugin.TBPlugin):
         if body is None:
             return http_util.Respond(request, {"error": "no such run"}, "application/json",
                                      code=404)
-        try:
-            data = json.dumps(body, allow_nan=False, separators=(",", ":"))
-        except ValueError:  # a NaN in a hand-made sidecar: JSON.parse would refuse it
-            data = json.dumps(_finite(body), separators=(",", ":"))
-        return http_util.Respond(request, data, "application/json")
+        with self._lock:
+            data = self._encoded.get(id(body))  # a cached answer (kept alive: ids not reused)
+        return http_util.Respond(request, data or _encode(body), "application/json")
 
     @wrappers.Request.application
     def _serve_records(self, request: wrappers.Request) -> Any:
