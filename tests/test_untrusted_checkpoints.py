@@ -175,6 +175,7 @@ CASES = {
     "metadata_not_str": ({"__metadata__": {"epoch": 3}, "a": _entry("F32", [1], 0, 4)}, 4),
     "past_the_end": ({"a": _entry("F32", [8], 0, 32)}, 16),
     "not_object": ([1, 2, 3], 0),
+    "nan_literal": ({"a": {**_entry("F32", [1], 0, 4), "x": float("nan")}}, 4),
 }
 
 

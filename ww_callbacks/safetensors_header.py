@@ -189,7 +189,7 @@ def parse_header(raw: bytes, file_size: int, path: str | os.PathLike = "<bytes>"
         raise HeaderError(f"{path}: not a safetensors file (its header is not UTF-8 at byte "
                           f"{err.start})") from None
     try:
-        header = json.loads(text)
+        header = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as err:
         raise HeaderError(f"{path}: not a safetensors file (its header is not JSON: {err.msg} "
                           f"at character {err.pos})") from None
@@ -197,8 +197,8 @@ def parse_header(raw: bytes, file_size: int, path: str | os.PathLike = "<bytes>"
         raise HeaderError(f"{path}: not a safetensors file (its header nests JSON deeper than "
                           "the format's 3 levels)") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise HeaderError(f"{path}: not a safetensors file (its header holds a value JSON "
-                          f"cannot hold: {str(err).split(':')[0]})") from None
+        raise HeaderError(f"{path}: not a safetensors file (its header holds a value that is "
+                          f"not valid JSON here: {str(err).split(':')[0]})") from None
     if not isinstance(header, dict):
         raise HeaderError(f"{path}: not a safetensors file (its header is not a JSON object)")
     metadata = header.pop(METADATA_KEY, None)
@@ -231,6 +231,12 @@ def parse_header(raw: bytes, file_size: int, path: str | os.PathLike = "<bytes>"
     tensors = tuple(TensorEntry(name, dtype, shape, data_start + begin, data_start + end)
                     for name, dtype, shape, begin, end in entries)
     return Header(tensors, metadata, data_start, file_size)
+
+
+def _not_json(literal: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON (Python's reader accepts them; the format's does
+    not)."""
+    raise ValueError(f"{literal} is not a JSON value")
 
 
 def _nonneg_int(value: Any) -> bool:
