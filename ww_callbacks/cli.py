@@ -234,8 +234,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for path in args.paths:
         details = with_band(analyze_checkpoint(path, args))
         results.append((path, details))
-        for name, reason in zip(unreadable(details)["longname"], unreadable(details)["warning"],
-                                strict=True):
+        bad = unreadable(details)
+        for name, reason in zip(bad["longname"], bad["warning"], strict=True):
             print(f"ww-callbacks: {path}: layer {name}: {reason}", file=sys.stderr)
         if args.plots:
             out_dir = Path(args.plots)
