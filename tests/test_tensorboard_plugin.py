@@ -121,7 +121,12 @@ def test_routes_serve_only_new_records(tmp_path):
     assert [r["step"] for r in again["records"]] == [10]
     assert get("/records", "run=../etc&offset=0")[0] == 404
     assert get("/records", "run=run1&offset=-1")[0] == 400
-    assert get("/spectra", "run=run1&offset=0")[0] == 200
+    assert json.loads(get("/spectra", "run=run1&offset=0")[1])["records"] == []  # none yet
+    writer.append_spectra(0, {"layer.0": {"counts": [1, 2], "alpha": 3.0, "bulk_max": None}})
+    spectra = json.loads(get("/spectra", "run=run1&offset=0")[1])
+    assert spectra["records"] == [{"step": 0, "layers": {"layer.0": {
+        "counts": [1, 2], "alpha": 3.0, "bulk_max": None}}}]
+    assert json.loads(get("/spectra", f"run=run1&offset={spectra['next']}")[1])["records"] == []
     code, body = get("/index.js")
     assert code == 200 and b"render" in body
     writer.close()
