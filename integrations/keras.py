@@ -48,9 +48,11 @@ import keras
 
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.integrations.keras_target import KerasTarget, multi_optimizer_per_layer
-from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, renamed
+from ww_callbacks.options import Wait
 from ww_callbacks.session import WatchSession
-from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink
+from ww_callbacks.watcher import Policy
+
+from ._host import LatestValues, close_leftover, host_options
 
 __all__ = ["KerasTarget", "WeightWatcherCallback", "multi_optimizer_per_layer"]
 
@@ -81,10 +83,11 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     plus the initial and final weights; ``traps_every``: every k-th analysis also counts
     correlation traps. ``log_dir`` holds ``ww_history.jsonl`` and, with ``tensorboard=True``,
     TensorBoard events; ``wandb``: a W&B run (or ``True`` for ``wandb.run``);
-    ``tensorboard_options`` / ``wandb_options``: keyword arguments of those sinks. Analysis
-    options (``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
-    ``strict``, ``blas_threads``, ``max_duty``, ``base="initial"``: the update since the start)
-    are those of :class:`ww_callbacks.watcher.Watcher`. ``policies``:
+    ``tensorboard_options`` / ``wandb_options``: keyword arguments of those sinks. Every other
+    keyword is one of the shared options of :data:`ww_callbacks.options.OPTIONS` (``traps_every``,
+    ``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``,
+    ``analysis_device``, ``keep_spectra``, ``seed``, ``adapters``, ``tied``, ``base``,
+    ``blas_threads``, ``max_duty``, ``strict``, ``distributed``), checked here. ``policies``:
     :mod:`ww_callbacks.policies` that act on the model (see the module docstring; the same
     ``layers`` and limits select the layers they act on). ``wait``: ``"never"`` (default; the
     first epoch's logs still wait for the analysis of the initial weights), ``"epoch"`` or
@@ -95,34 +98,29 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, *, every_n_epochs: int | None = 1, every_n_steps: int | None = None,
-                 traps_every: int = 1, log_dir: str | os.PathLike | None = "ww_logs",
+                 log_dir: str | os.PathLike | None = "ww_logs",
                  tensorboard: Any = True, tensorboard_options: Mapping[str, Any] | None = None,
                  wandb: Any = None, wandb_options: Mapping[str, Any] | None = None,
-                 layers: Any = None, min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS,
-                 max_N: int = MAX_N, mp_fit: bool = False, fix_fingers: str | None = None,
-                 strict: bool = False, blas_threads: int | None = 1,
-                 max_duty: float | str | None = DEFAULT_MAX_DUTY, policies: Sequence[Policy] = (),
-                 sinks: Sequence[Sink] = (), wait: Wait = "never",
-                 backup_dir: str | os.PathLike | None = None,
-                 base: str | None = None,
-                 every_n_batches: int | None = None, wandb_run: Any = None):
+                 policies: Sequence[Policy] = (), sinks: Sequence[Any] = (),
+                 wait: Wait = "never", backup_dir: str | os.PathLike | None = None,
+                 **options: Any):
         super().__init__()
-        every_n_steps = renamed(every_n_steps, {"every_n_batches": ("every_n_steps",
-                                                                     every_n_batches)})
-        wandb = renamed(wandb, {"wandb_run": ("wandb", wandb_run)})
-        self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
-        self.wait = wait
+        given = dict(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs, wait=wait,
+                     wandb=wandb, sinks=sinks)
+        #: The shared options (:class:`~ww_callbacks.options.WatchOptions`), checked here.
+        self.options = host_options("the Keras WeightWatcherCallback", options, given)
+        self.cadence = Cadence(every_n_steps=given["every_n_steps"],
+                               every_n_epochs=given["every_n_epochs"])
+        self.wait = given["wait"]
         self.log_dir = log_dir
         self.tensorboard = tensorboard
         self.tensorboard_options = dict(tensorboard_options or {})
-        self.wandb = wandb
+        self.wandb = given["wandb"]
         self.wandb_options = dict(wandb_options or {})
         self.backup_dir = backup_dir
-        self._watcher_kwargs = dict(
-            layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
-            traps_every=traps_every, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, max_duty=max_duty, policies=policies, base=base)
-        self._extra_sinks = list(sinks)
+        self._watcher_kwargs = {**self.options.as_dict(), "policies": policies}
+        self._extra_sinks = given["sinks"]
+        self._latest = LatestValues()  # the ww/ values added to each epoch's logs
         self.watcher: WatchSession | None = None
         self._step = 0
         self._epoch = 0
@@ -159,8 +157,7 @@ class WeightWatcherCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------------ keras hooks
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.watcher is not None:  # a second fit() with the same callback
-            self.watcher.close(final=False)
+        close_leftover(self.watcher)  # a second fit() with the same callback
         self.watcher = self._session()
         # on_train_end does not run when fit() raises; the worker thread ends by itself when
         # idle, and the session is closed when the callback goes away
@@ -216,9 +213,9 @@ class WeightWatcherCallback(keras.callbacks.Callback):
         self._step = self._iterations()
         self.watcher.epoch_end(self._step, epoch)
         decision = self.watcher.decision(self._step, settle=True)
-        if logs is not None and decision["step"] >= 0:
-            logs.update(decision["metrics"])
-            logs["ww/step"] = float(decision["step"])
+        values = self._latest.take(decision)
+        if logs is not None and values is not None:
+            logs.update(values)
         if decision["should_stop"]:
             self.model.stop_training = True
         if self.state_path is not None:

@@ -33,13 +33,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
-from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, check_wait, wait_from_flag
+from ww_callbacks.options import Wait
 from ww_callbacks.policies.policy_set import PolicySet
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import MODEL_PREFIX
 from ww_callbacks.session import WatchSession
 from ww_callbacks.sinks import build_sinks
-from ww_callbacks.watcher import DEFAULT_MAX_DUTY, Policy, Sink, WatcherWarning
+from ww_callbacks.watcher import Policy, Sink, WatcherWarning
+
+from ._host import (
+    LatestValues,
+    close_leftover,
+    host_options,
+    open_session,
+    outputs_for_rank,
+    torch_target,
+)
 
 __all__ = ["WeightWatcherCallback", "LoggerSink", "default_log_dir"]
 
@@ -197,6 +206,12 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     ``base="initial"`` (the update since the start) are those of
     :class:`ww_callbacks.watcher.Watcher`.
 
+    Every other keyword is one of the shared options of :data:`ww_callbacks.options.OPTIONS`
+    (``traps_every``, ``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``,
+    ``fix_fingers``, ``analysis_device``, ``keep_spectra``, ``seed``, ``adapters``, ``tied``,
+    ``base``, ``blas_threads``, ``max_duty``, ``strict``, ``distributed``), with the same default
+    in every host, checked here (a bad value or an unknown keyword raises now).
+
     ``strict=True`` raises a failed analysis on the training thread instead of warning
     (:class:`~ww_callbacks.watcher.WatcherWarning`).
 
@@ -229,37 +244,35 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     """
 
     def __init__(self, *, every_n_train_steps: int | None = None,
-                 every_n_epochs: int | None = 1, traps_every: int = 1, layers: Any = None,
-                 min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS, max_N: int = MAX_N,
-                 mp_fit: bool = False, fix_fingers: str | None = None,
-                 log_dir: str | os.PathLike | None = None, strict: bool = False,
-                 blas_threads: int | None = 1, policies: Sequence[Policy] = (),
-                 sinks: Sequence[Sink] = (), log_per_layer: bool = True,
-                 wait: Wait | None = None, log_epoch_metrics: bool | None = None,
-                 max_duty: float | str | None = DEFAULT_MAX_DUTY,
+                 every_n_epochs: int | None = 1, log_dir: str | os.PathLike | None = None,
+                 policies: Sequence[Policy] = (), sinks: Sequence[Any] = (),
+                 log_per_layer: bool = True, wait: Wait | None = None,
+                 log_epoch_metrics: bool | None = None,
                  tensorboard_options: dict | None = None, wandb_options: dict | None = None,
-                 adapters: str = "effective", base: str | None = None,
-                 wait_for_epoch: bool | None = None):
+                 **options: Any):
         super().__init__()
+        given = dict(every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs,
+                     wait=wait, sinks=sinks)
+        #: The shared options (:class:`~ww_callbacks.options.WatchOptions`), checked here.
+        self.options = host_options("the Lightning WeightWatcherCallback", options, given,
+                                    nullable=("wait",))
+        every_n_train_steps, every_n_epochs = given["every_n_train_steps"], given["every_n_epochs"]
         self.cadence = Cadence(every_n_steps=every_n_train_steps, every_n_epochs=every_n_epochs)
         self.every_n_train_steps = every_n_train_steps
         self.every_n_epochs = every_n_epochs
         self.log_dir = log_dir
         self.log_per_layer = log_per_layer
         #: ``"never"``, ``"epoch"``, ``"always"``, or None (decided at ``setup``).
-        self.wait = wait_from_flag("wait_for_epoch", wait_for_epoch, "epoch", wait)
-        if self.wait is not None:
-            check_wait(self.wait)
+        self.wait = given["wait"]
         self.tensorboard_options = dict(tensorboard_options or {})
         self.wandb_options = dict(wandb_options or {})
         self.log_epoch_metrics = log_epoch_metrics
         self._log_epoch = True
         self.policies = list(policies)
-        self.sinks = list(sinks)
-        self._watcher_options = dict(
-            traps_every=traps_every, layers=layers, min_evals=min_evals, max_evals=max_evals,
-            max_N=max_N, mp_fit=mp_fit, fix_fingers=fix_fingers, strict=strict,
-            blas_threads=blas_threads, max_duty=max_duty, adapters=adapters, base=base)
+        self.sinks = given["sinks"]
+        self._watcher_options = self.options.as_dict()
+        self._latest = LatestValues()  # the ww/ values logged at each epoch end
+        self._watcher_options.pop("distributed")  # decided per fit (_on_every_rank)
         #: Set to True (rank 0) to stop training on every rank at the next epoch end.
         self.should_stop = False
         #: The last decision applied on this rank (what ``_decision`` returned on rank 0).
@@ -326,22 +339,23 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         monitored = _monitors_ww(trainer)
         self._log_epoch = monitored if self.log_epoch_metrics is None \
             else bool(self.log_epoch_metrics)
-        distributed = _on_every_rank(trainer)
+        distributed = _on_every_rank(trainer, self.options.distributed)
         if not trainer.is_global_zero and not distributed:
             return
-        self._close(final=False)  # a watcher left over from an interrupted earlier fit
-        sinks: list[Sink] = []
+        close_leftover(self._watcher)  # a session left over from an interrupted earlier fit
+        sinks: list[Any] = []
         if trainer.is_global_zero:  # rank 0 records and logs; the other ranks only analyse
             for logger in trainer.loggers:
                 sinks.append(LoggerSink(logger, log_per_layer=self.log_per_layer))
                 sinks.extend(_extra_sinks(logger, self.tensorboard_options, self.wandb_options))
-            sinks.extend(self.sinks)
+        outputs = outputs_for_rank(trainer.is_global_zero, log_dir=log_dir,
+                                   sinks=[*sinks, *self.sinks])
         wait = self.wait if self.wait is not None else \
             "epoch" if monitored or self.policies else "never"
         self._watcher = WatchSession(cadence=self.cadence, wait=wait,
-                                     log_dir=log_dir if trainer.is_global_zero else None,
-                                     sinks=sinks, policies=self.policies,
-                                     distributed=distributed, **self._watcher_options)
+                                     log_dir=outputs["log_dir"], sinks=outputs["sinks"],
+                                     policies=self.policies, distributed=distributed,
+                                     **self._watcher_options)
         self._last_epoch = None
         if self._pending_state is not None:  # (the same checkpoint on every rank)
             self._watcher.load_state_dict(self._pending_state)
@@ -353,12 +367,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         watcher = self._open_watcher()
         if watcher is None:
             return
-        if self.policies:
-            from ww_callbacks.integrations.torch_target import TorchTarget
-
-            watcher.use_target(lambda **selection: TorchTarget(
-                pl_module, trainer.optimizers,
-                [config.scheduler for config in trainer.lr_scheduler_configs], **selection))
+        watcher.use_target(torch_target(
+            pl_module, trainer.optimizers,
+            [config.scheduler for config in trainer.lr_scheduler_configs]))
         watcher.begin(int(trainer.global_step), trainer.current_epoch, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
@@ -407,7 +418,8 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         """Weights a policy restored on rank 0 go to every rank, when the session ran on rank 0
         only (a session on every rank restores each rank's own weights or shards)."""
         policies = PolicySet(self.policies)
-        if trainer.world_size <= 1 or not policies.restores_weights or _on_every_rank(trainer):
+        if (trainer.world_size <= 1 or not policies.restores_weights
+                or _on_every_rank(trainer, self.options.distributed)):
             return
         if trainer.strategy.broadcast(policies.restored, src=0):
             state = pl_module.state_dict() if trainer.is_global_zero else None
@@ -443,12 +455,12 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         (to the callback metrics only, the loggers have it at its true step) and stop training
         if rank 0 said so. Every rank logs the same keys, so no rank waits for another."""
         self.last_decision = decision
-        if not self._log_epoch:  # pl_module.log costs ~0.4 ms a key: only for monitors
-            decision = {**decision, "metrics": {}}
+        # pl_module.log costs ~0.4 ms a key: only for monitors
+        values = self._latest.take(decision) if self._log_epoch else None
         # every rank logs the same broadcast values; the "max" over ranks is that value exactly,
         # and syncing it (under DDP only) is what keeps Lightning from warning that an epoch
         # value is not synced, without silencing warnings for the process
-        for key, value in decision["metrics"].items():
+        for key, value in (values or {}).items():
             pl_module.log(key, value, on_step=False, on_epoch=True, prog_bar=False,
                           logger=False, sync_dist=True, reduce_fx="max", rank_zero_only=False,
                           batch_size=1)
@@ -459,8 +471,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     def _open_watcher(self) -> WatchSession | None:
         """The session while a fit runs (on this rank); None otherwise (before, after close)."""
-        watcher = self._watcher
-        return None if watcher is None or watcher.closed else watcher
+        return open_session(self._watcher)
 
     def _close(self, *, final: bool) -> None:
         """Close the session once: ``final`` analyses the pending snapshot, then delivers."""
@@ -469,9 +480,10 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
             watcher.close(final=final)
 
 
-def _on_every_rank(trainer: Any) -> bool:
+def _on_every_rank(trainer: Any, distributed: bool | None = None) -> bool:
     """True when ``trainer`` runs on several ranks of a process group: the session runs on
-    every rank (:func:`ww_callbacks.distributed.detect.on_every_rank` decides)."""
+    every rank (:func:`ww_callbacks.distributed.detect.on_every_rank` decides; ``distributed``:
+    the option, None: automatic)."""
     from ww_callbacks.distributed.detect import on_every_rank
 
-    return trainer.world_size > 1 and on_every_rank()
+    return trainer.world_size > 1 and on_every_rank(distributed)

@@ -21,12 +21,14 @@ Example (runnable; see also ``examples/torch_digits.py``)::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
-from ww_callbacks.options import Wait, renamed
+from ww_callbacks.options import Wait
 from ww_callbacks.session import WatchSession
-from ww_callbacks.sinks import for_this_process
+
+from ._host import host_options, outputs_for_rank, torch_target
 
 __all__ = ["Watcher"]
 
@@ -68,9 +70,13 @@ class Watcher(WatchSession):
       ``sinks``), every rank's policies decide on the same analyses. None (default): True when
       such a group is initialized when the Watcher is made; False: every rank analyses on its
       own (replicated weights only).
-    - other keyword arguments go to :class:`ww_callbacks.watcher.Watcher` (``sinks``,
-      ``layers``, ``mp_fit``, ``strict``, ...). ``writer`` and ``wandb_run`` are the old names
-      of ``tensorboard=<writer>`` and ``wandb`` (deprecated).
+    - ``sinks``: more sinks (objects, names such as ``"csv"``, ``(name, options)`` tuples).
+    - every other keyword is one of the
+      shared options of :data:`ww_callbacks.options.OPTIONS` (``traps_every``, ``layers``,
+      ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``analysis_device``,
+      ``keep_spectra``, ``seed``, ``adapters``, ``tied``, ``base``, ``blas_threads``, ``max_duty``,
+      ``strict``, ``distributed``), checked here. ``writer`` and ``wandb_run`` are the old names of
+      ``tensorboard=<writer>`` and ``wandb`` (deprecated).
 
     The initial weights (step 0) are taken when the ``with`` block is entered or, with
     ``optimizer``, just before its first step; without either, the first :meth:`step` call
@@ -82,24 +88,25 @@ class Watcher(WatchSession):
                  tensorboard: Any = True, tensorboard_options: dict | None = None,
                  wandb: Any = None, wandb_options: dict | None = None,
                  every_n_steps: int | None = 100, every_n_epochs: int | None = None,
-                 traps_every: int = 1, optimizer: Any = None, schedulers: Any = (),
-                 wait: Wait = "never", distributed: bool | None = None,
-                 writer: Any = None, wandb_run: Any = None, **watcher_kwargs: Any):
-        tensorboard = renamed(tensorboard, {"writer": ("tensorboard", writer)})
-        wandb = renamed(wandb, {"wandb_run": ("wandb", wandb_run)})
+                 optimizer: Any = None, schedulers: Any = (), wait: Wait = "never",
+                 policies: Sequence[Any] = (), sinks: Sequence[Any] = (), **options: Any):
+        given = dict(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs, wait=wait,
+                     tensorboard=tensorboard, wandb=wandb, sinks=sinks)
+        shared = host_options("the torch Watcher", options, given)
         from ww_callbacks.distributed.detect import on_every_rank, process_group_rank
 
-        distributed = on_every_rank(distributed)  # a plain loop runs the Watcher on every rank
-        if distributed and process_group_rank() != 0:  # rank 0 records, logs and writes
-            log_dir, tensorboard, wandb = None, False, None
-            watcher_kwargs["sinks"] = for_this_process(watcher_kwargs.get("sinks", ()), False)
-        super().__init__(cadence=Cadence(every_n_steps=every_n_steps,
-                                         every_n_epochs=every_n_epochs),
-                         wait=wait, log_dir=log_dir, tensorboard=tensorboard,
-                         tensorboard_options=tensorboard_options, wandb=wandb,
-                         wandb_options=wandb_options, traps_every=traps_every,
-                         get_model=self._current_model, distributed=distributed,
-                         **watcher_kwargs)
+        distributed = on_every_rank(shared.distributed)  # a plain loop runs it on every rank
+        outputs = outputs_for_rank(not distributed or process_group_rank() == 0,
+                                   log_dir=log_dir, sinks=given["sinks"],
+                                   tensorboard=given["tensorboard"], wandb=given["wandb"])
+        super().__init__(cadence=Cadence(every_n_steps=given["every_n_steps"],
+                                         every_n_epochs=given["every_n_epochs"]),
+                         wait=given["wait"], tensorboard_options=tensorboard_options,
+                         wandb_options=wandb_options, get_model=self._current_model,
+                         policies=policies, **outputs,
+                         **{**shared.as_dict(), "distributed": distributed})
+        #: The shared options (:class:`~ww_callbacks.options.WatchOptions`), checked here.
+        self.options = shared
         self.model = model
         self.optimizer = optimizer
         self.schedulers = [schedulers] if hasattr(schedulers, "step") else list(schedulers)
@@ -190,10 +197,7 @@ class Watcher(WatchSession):
             raise ValueError("ww_callbacks: no model to watch: pass it to Watcher(model) or "
                              "to step(model)")
         if self.policies and self.target is None:
-            from ww_callbacks.integrations.torch_target import TorchTarget
-
-            self.use_target(lambda **selection: TorchTarget(
-                self.model, [self.optimizer], self.schedulers, **selection))
+            self.use_target(torch_target(self.model, [self.optimizer], self.schedulers))
         return self.model
 
     def _take_initial(self, model: Any) -> None:

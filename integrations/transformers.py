@@ -48,9 +48,10 @@ Resuming (``trainer.train(resume_from_checkpoint=...)``) removes the analyses fr
 checkpoint's step on from the history file, since those steps are trained and analysed again,
 and the policies continue from the state they had at the checkpoint: the callback is an
 ``ExportableState``, so every checkpoint's ``trainer_state.json`` holds its state under
-``stateful_callbacks["WeightWatcherCallback"]``. Leave
-``TrainingArguments.restore_callback_states_from_checkpoint`` off (the default): it would
-replace this callback by a new one with default options (no policies, no sinks).
+``stateful_callbacks["WeightWatcherCallback"]``, with its arguments (options, cadence, sinks
+given by name). ``TrainingArguments.restore_callback_states_from_checkpoint=True`` rebuilds the
+callback from those arguments; policies and sink objects cannot be kept in JSON, so with them
+leave it off (the default): the callback reads its checkpointed state itself.
 """
 
 from __future__ import annotations
@@ -66,11 +67,20 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ww_callbacks.cadence import Cadence
-from ww_callbacks.options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, wait_from_flag
-from ww_callbacks.results import AnalysisResult
-from ww_callbacks.scalars import MODEL_PREFIX
+from ww_callbacks.options import Wait
 from ww_callbacks.session import WatchSession
-from ww_callbacks.watcher import Policy, Sink, WatcherWarning
+from ww_callbacks.watcher import Policy, WatcherWarning
+
+from ._host import (
+    WW_STEP,
+    LatestValues,
+    close_leftover,
+    host_options,
+    json_args,
+    open_session,
+    outputs_for_rank,
+    torch_target,
+)
 
 try:
     from transformers.trainer_callback import ExportableState
@@ -83,29 +93,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["WeightWatcherCallback"]
 
 #: The key added to ``logs`` next to the ``ww/`` scalars: the step the analysis is of.
-WW_STEP = "ww/step"
-
-
-class _LatestScalars:
-    """A sink that keeps the model-level ``ww/`` scalars of the newest result until
-    :meth:`take` hands them to Hugging Face's logs. Holds no reference to the callback, so that a
-    dropped callback can be garbage-collected (and its watcher stopped) while the worker runs."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, float] | None = None
-
-    def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
-        """Keep ``ww/...`` of this result (the per-layer tags stay out of HF's logs)."""
-        model = {k: float(v) for k, v in scalars.items() if k.startswith(MODEL_PREFIX)}
-        self.pending = {WW_STEP: int(result.step), **model}
-
-    def take(self) -> dict[str, float] | None:
-        """The scalars not yet handed over, or None."""
-        pending, self.pending = self.pending, None
-        return pending
-
-    def close(self) -> None:
-        """Nothing to release."""
+__all__ += ["WW_STEP"]
 
 
 def _reports_to(args: TrainingArguments, name: str) -> bool:
@@ -135,10 +123,13 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
     ``args.output_dir``). ``tensorboard`` / ``wandb``: write to TensorBoard / the active W&B run
     (None: when ``args.report_to`` names them). ``tensorboard_options`` / ``wandb_options``:
     keyword arguments of :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` /
-    :class:`~ww_callbacks.integrations.wandb.WandbSink`. ``layers``, ``min_evals``,
-    ``max_evals``, ``max_N``, ``mp_fit``, ``strict``, ``policies``, ``sinks`` and
-    ``watcher_options`` (any other keyword of :class:`~ww_callbacks.watcher.Watcher`) configure
-    the analysis. Sinks passed in are closed at the end of each training run.
+    :class:`~ww_callbacks.integrations.wandb.WandbSink`. ``policies``, ``sinks`` (objects,
+    names, ``(name, options)``) and every other keyword, one of the shared options of
+    :data:`ww_callbacks.options.OPTIONS` (``traps_every``, ``layers``, ``min_evals``,
+    ``max_evals``, ``max_N``, ``mp_fit``, ``fix_fingers``, ``analysis_device``, ``keep_spectra``,
+    ``seed``, ``adapters``, ``tied``, ``base``, ``blas_threads``, ``max_duty``, ``strict``,
+    ``distributed``), configure the analysis; they are checked here (a typo raises now, not at
+    ``trainer.train()``). Sinks passed in are closed at the end of each training run.
     ``wait``: ``"never"`` (default: training never waits, and a snapshot that finds the previous
     one still waiting replaces it, counted in ``ww/snapshots_dropped``), ``"epoch"`` or
     ``"always"`` (before each snapshot, wait until the previous one is analysed, so that none is
@@ -150,35 +141,42 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
     """
 
     def __init__(self, *, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 traps_every: int = 1, log_dir: str | os.PathLike | None = None,
+                 log_dir: str | os.PathLike | None = None,
                  tensorboard: bool | None = None, wandb: Any = None,
                  tensorboard_options: Mapping[str, Any] | None = None,
-                 wandb_options: Mapping[str, Any] | None = None, layers: Any = None,
-                 min_evals: int = MIN_EVALS, max_evals: int = MAX_EVALS, max_N: int = MAX_N,
-                 mp_fit: bool = False, strict: bool = False, policies: Sequence[Policy] = (),
-                 sinks: Sequence[Sink] = (), wait: Wait = "never",
-                 wait_for_analysis: bool | None = None, **watcher_options: Any):
-        self.cadence = Cadence(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs)
-        self.wait = wait_from_flag("wait_for_analysis", wait_for_analysis, "always", wait)
+                 wandb_options: Mapping[str, Any] | None = None,
+                 policies: Sequence[Policy] = (), sinks: Sequence[Any] = (),
+                 wait: Wait = "never", **options: Any):
+        given = dict(every_n_steps=every_n_steps, every_n_epochs=every_n_epochs, wait=wait,
+                     tensorboard=tensorboard, wandb=wandb, sinks=sinks)
+        #: The shared options (:class:`~ww_callbacks.options.WatchOptions`), checked here: a
+        #: typo or a bad value raises now, not at ``trainer.train()``.
+        self.options = host_options("the Hugging Face WeightWatcherCallback", options, given)
+        self.cadence = Cadence(every_n_steps=given["every_n_steps"],
+                               every_n_epochs=given["every_n_epochs"])
+        self.wait = given["wait"]
         self.log_dir = log_dir
-        self.tensorboard = tensorboard
-        self.wandb = wandb
+        self.tensorboard = given["tensorboard"]
+        self.wandb = given["wandb"]
         self.tensorboard_options = dict(tensorboard_options or {})
         self.wandb_options = dict(wandb_options or {})
         self.policies = list(policies)
-        self.sinks = list(sinks)
-        self.watcher_options = dict(traps_every=traps_every, layers=layers, min_evals=min_evals,
-                                    max_evals=max_evals, max_N=max_N, mp_fit=mp_fit,
-                                    strict=strict, **watcher_options)
+        self.sinks = given["sinks"]
+        #: What ``state()`` exports as ``args``, so that Hugging Face's
+        #: ``restore_callback_states_from_checkpoint`` rebuilds this callback as it is.
+        self._args = {**{k: v for k, v in given.items() if k != "wait"}, "wait": self.wait,
+                      "log_dir": None if log_dir is None else os.fspath(log_dir),
+                      "tensorboard_options": self.tensorboard_options,
+                      "wandb_options": self.wandb_options, **self.options.changed()}
         self.watcher: WatchSession | None = None
         #: The session state a re-created callback was given by the Trainer (see the module
         #: docstring); read at the start of training.
         self.resume_state: dict | None = None
-        self._latest = _LatestScalars()
+        self._latest = LatestValues()
 
     @property
     def _running(self) -> bool:
-        return self.watcher is not None and not self.watcher.closed
+        return open_session(self.watcher) is not None
 
     # ------------------------------------------------------------------ setup
 
@@ -192,16 +190,18 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
         """What the Trainer keeps in each checkpoint (``ExportableState``): the session's state
         (policies included), as JSON."""
         saved = self.watcher.portable_state() if self._running else {}
-        return {"args": {}, "attributes": {"resume_state": saved}}
+        return {"args": json_args(self._args), "attributes": {"resume_state": saved}}
 
     def _checkpointed_state(self, args: TrainingArguments, state: TrainerState) -> dict | None:
         """This callback's state in the checkpoint the trainer resumed from (None: none)."""
         if self.resume_state:  # the Trainer re-created this callback (restore_callback_states)
             return self.resume_state
-        if getattr(args, "restore_callback_states_from_checkpoint", False):
+        if (getattr(args, "restore_callback_states_from_checkpoint", False)
+                and (self.policies or json_args(self._args) != self._args)):
             warnings.warn("ww_callbacks: restore_callback_states_from_checkpoint=True re-creates "
-                          "this callback with default options; leave it off (the callback "
-                          "reads its checkpointed state itself)", WatcherWarning, stacklevel=3)
+                          "this callback from its JSON arguments, without its policies and "
+                          "sink objects; leave it off (the callback reads its checkpointed "
+                          "state itself)", WatcherWarning, stacklevel=3)
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if isinstance(saved, list):
             saved = saved[0] if saved else None
@@ -218,30 +218,26 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
         same analyses, so the stop comes at the same step everywhere."""
         from ww_callbacks.distributed.detect import on_every_rank
 
-        options = dict(self.watcher_options)
-        distributed = on_every_rank(options.pop("distributed", None))
+        options = self.options.as_dict()
+        distributed = on_every_rank(options.pop("distributed"))
         if not state.is_world_process_zero and not distributed:
             return
-        self.close()  # the previous train() raised: its watcher was never closed
-        self._latest.pending = None
-        if state.is_world_process_zero:
-            log_dir: Path | None = self.resolve_log_dir(args)
-            tensorboard = _reports_to(args, "tensorboard") if self.tensorboard is None \
-                else self.tensorboard
-            wandb = _reports_to(args, "wandb") if self.wandb is None else self.wandb
-            sinks = [*self.sinks, self._latest]
-        else:  # analyses its share only
-            log_dir, tensorboard, wandb, sinks = None, False, None, []
+        close_leftover(self.watcher)  # the previous train() raised: its session was not closed
+        self._latest.reset()
+        main = state.is_world_process_zero  # records and writes; the other ranks analyse only
+        outputs = outputs_for_rank(
+            main, log_dir=self.resolve_log_dir(args) if main else None, sinks=self.sinks,
+            tensorboard=(_reports_to(args, "tensorboard") if self.tensorboard is None
+                         else self.tensorboard) if main else False,
+            wandb=(_reports_to(args, "wandb") if self.wandb is None else self.wandb)
+            if main else None)
         self.watcher = WatchSession(
-            cadence=self.cadence, wait=self.wait, log_dir=log_dir, sinks=sinks,
-            tensorboard=tensorboard, tensorboard_options=self.tensorboard_options, wandb=wandb,
+            cadence=self.cadence, wait=self.wait, tensorboard_options=self.tensorboard_options,
             wandb_options=self.wandb_options, policies=self.policies, distributed=distributed,
-            **options)
+            **outputs, **options)
         self.watcher.bind(self)
-        from ww_callbacks.integrations.torch_target import TorchTarget
-
-        self.watcher.use_target(lambda **selection: TorchTarget(
-            model, [kwargs.get("optimizer")], [kwargs.get("lr_scheduler")], **selection))
+        self.watcher.use_target(torch_target(model, [kwargs.get("optimizer")],
+                                             [kwargs.get("lr_scheduler")]))
         if state.global_step > 0:  # resumed from a checkpoint: the later steps are redone
             self.watcher.resume(state.global_step, self._checkpointed_state(args, state))
         self.watcher.begin(state.global_step, _epoch_index(state), model)
@@ -271,7 +267,7 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
         if not self._running or logs is None:
             return
         self.watcher.poll(state.global_step)
-        fresh = self._latest.take()
+        fresh = self._latest.take(self.watcher.decision(), only_new=True, step_type=int)
         if fresh is None:
             return
         logs.update(fresh)
@@ -286,7 +282,7 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
         if not self._running:
             return
         self.watcher.end(state.global_step, _epoch_index(state), model)
-        fresh = self._latest.take()
+        fresh = self._latest.take(self.watcher.decision(), only_new=True, step_type=int)
         if fresh is None:
             return
         history = state.log_history

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_a_bad_value_is_refused_naming_the_option_and_what_it_takes(name, value)
     with pytest.raises(OptionError) as caught:
         check_option(name, value)
     message = str(caught.value)
-    assert f"{name}={value!r}" in message and f"{name} takes" in message, message
+    assert f"{name}={value!r}" in message and f"{name} must be" in message, message
 
 
 @pytest.mark.parametrize("name,value,expected", [
@@ -80,3 +81,53 @@ def test_the_declared_defaults_are_the_session_s():
     params = inspect.signature(Watcher).parameters
     for name, option in BY_NAME.items():
         assert params[name].default == option.default, name
+def _hosts():
+    hosts = []
+    for module, cls in (("lightning", "WeightWatcherCallback"), ("keras", "WeightWatcherCallback"),
+                        ("torch", "Watcher"), ("transformers", "WeightWatcherCallback")):
+        hosts.append(pytest.param(module, cls, id=module))
+    return hosts
+
+
+def _host(module: str, cls: str):
+    if module == "keras":
+        import os
+
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip({"lightning": "lightning", "keras": "keras", "torch": "torch",
+                         "transformers": "transformers"}[module])
+    import importlib
+
+    return getattr(importlib.import_module(f"ww_callbacks.integrations.{module}"), cls)
+
+
+@pytest.mark.parametrize("module,cls", _hosts())
+def test_every_host_takes_every_shared_option_with_its_default(module, cls, tmp_path):
+    host_class = _host(module, cls)
+    host = host_class(log_dir=str(tmp_path / "default"))
+    assert host.options == WatchOptions()  # the same defaults everywhere
+    if hasattr(host, "close"):
+        host.close()
+    changed = {"traps_every": 3, "min_evals": 4, "max_evals": 100, "max_N": 1000,
+               "mp_fit": True, "fix_fingers": "clip_xmax", "analysis_device": "cpu",
+               "keep_spectra": False, "seed": 5, "adapters": "both", "tied": "each",
+               "base": "initial", "blas_threads": 2, "max_duty": 0.5, "strict": True,
+               "distributed": False, "layers": [0, 1], "esd_every": 2, "analysis_in": "thread"}
+    assert set(changed) == set(BY_NAME)
+    other = host_class(log_dir=str(tmp_path / "changed"), **changed)
+    assert other.options.as_dict() == changed
+    if hasattr(other, "close"):
+        other.close()
+
+
+@pytest.mark.parametrize("module,cls", _hosts())
+@pytest.mark.parametrize("bad", [{"max_dutty": 0.5}, {"max_duty": 5}, {"every_n_steps": True},
+                                 {"wait": "sometimes"}], ids=["typo", "range", "bool", "wait"])
+def test_every_host_refuses_at_construction(module, cls, bad, tmp_path):
+    host_class = _host(module, cls)
+    name = next(iter(bad))
+    if module == "lightning" and name == "every_n_steps":
+        bad = {"every_n_train_steps": True}
+        name = "every_n_train_steps"
+    with pytest.raises((OptionError, TypeError, ValueError), match=re.escape(name)):
+        host_class(log_dir=str(tmp_path), **bad)

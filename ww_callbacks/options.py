@@ -62,7 +62,7 @@ class OptionError(ValueError):
 
 
 def _bad(name: str, accepted: str, value: Any) -> OptionError:
-    return OptionError(f"ww_callbacks: option {name}={value!r} is not accepted; {name} takes "
+    return OptionError(f"ww_callbacks: option {name}={value!r} is not accepted; {name} must be "
                        f"{accepted}")
 
 
@@ -93,7 +93,7 @@ boolean.accepted = "True or False"  # type: ignore[attr-defined]
 
 def one_of(*values: Any) -> Callable[[str, Any], Any]:
     """A check: one of ``values``."""
-    accepted = "one of " + ", ".join(map(repr, values))
+    accepted = f"one of {values}"
 
     def check(name: str, value: Any) -> Any:
         if not any(value is v or (isinstance(value, str) and value == v) for v in values):

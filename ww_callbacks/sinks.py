@@ -113,7 +113,7 @@ def _entry(entry: Any) -> tuple[str, Mapping[str, Any]] | None:
     """``(name, options)`` for a named entry of ``sinks``; None for a sink object."""
     if isinstance(entry, str):
         return entry, {}
-    if isinstance(entry, tuple):
+    if isinstance(entry, tuple | list):  # (a list: the same read back from JSON)
         if (len(entry) != 2 or not isinstance(entry[0], str)
                 or not isinstance(entry[1], Mapping)):
             raise ValueError(f"ww_callbacks: a sink given as a tuple is (name, options dict), "
