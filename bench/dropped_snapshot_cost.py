@@ -31,7 +31,7 @@ import time
 import torch
 import torch.nn as nn
 
-from ww_callbacks.watcher import Watcher
+from ww_callbacks.session import WatchSession as Watcher
 
 
 def main() -> None:

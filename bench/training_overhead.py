@@ -324,7 +324,7 @@ def cpu_drawing(repeats: int = 5) -> None:
 
     from ww_callbacks.dashboard import Dashboard
     from ww_callbacks.integrations.tensorboard_events import EventWriter
-    from ww_callbacks.watcher import Watcher
+    from ww_callbacks.session import WatchSession as Watcher
 
     class Keep:
         results: list = []

@@ -49,8 +49,8 @@ import keras
 from ww_callbacks.cadence import Cadence
 from ww_callbacks.integrations.keras_target import KerasTarget, multi_optimizer_per_layer
 from ww_callbacks.options import Wait
+from ww_callbacks.policies.base import Policy
 from ww_callbacks.session import WatchSession
-from ww_callbacks.watcher import Policy
 
 from ._host import LatestValues, close_leftover, host_options
 

@@ -3,8 +3,8 @@
 One callback class works with both ``lightning.pytorch`` and ``pytorch_lightning`` trainers (its
 bases are the ``Callback`` classes of whichever of the two packages import). The hooks are thin:
 they decide *when* (a :class:`~ww_callbacks.cadence.Cadence`) and call the framework-free
-:class:`~ww_callbacks.watcher.Watcher`, which copies the weights on the training thread, analyses
-them in one background thread and delivers the results on the training thread to
+:class:`~ww_callbacks.session.WatchSession`, which copies the weights on the training thread,
+analyses them in one background thread and delivers the results on the training thread to
 
 - the history file ``<log_dir>/ww_history.jsonl`` (first, so a failing logger loses nothing);
 - every logger of the trainer (``logger.log_metrics(scalars, step=<step of the snapshot>)``),
@@ -33,13 +33,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
+from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.options import Wait
+from ww_callbacks.policies.base import Policy
 from ww_callbacks.policies.policy_set import PolicySet
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import MODEL_PREFIX
 from ww_callbacks.session import WatchSession
-from ww_callbacks.sinks import build_sinks
-from ww_callbacks.watcher import Policy, Sink, WatcherWarning
+from ww_callbacks.sinks import Sink, build_sinks
 
 from ._host import (
     LatestValues,
@@ -171,7 +172,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     ``ww/layers_under_trained``, ``ww/layers_failed``, ``ww/snapshots_dropped`` and, with
     ``log_per_layer``, ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``,
     ``ww_traps/<layer>``, each at the global step its snapshot was taken. ``sinks``: more
-    :class:`~ww_callbacks.watcher.Sink` s (closed at the end of training); ``policies``:
+    :class:`~ww_callbacks.sinks.Sink` s (closed at the end of training); ``policies``:
     :mod:`ww_callbacks.policies` (``HTSREarlyStopping``, ``LayerLRBalancer``, ``TrapRemoval``, or
     any object with ``on_result(result)`` and optionally ``should_stop``). They act on the
     module, ``trainer.optimizers`` and the trainer's LR schedulers, on every rank (each rank's
@@ -198,13 +199,13 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
 
     ``max_duty``: the largest share of time the analysis thread may use, in its CPU time (default
     ``"auto"``: half a core on CPU training, no limit on a GPU; see
-    :class:`~ww_callbacks.watcher.Watcher`); None: no limit.
+    :class:`~ww_callbacks.session.WatchSession`); None: no limit.
 
     ``tensorboard_options`` / ``wandb_options``: keyword arguments of the TensorBoard / W&B
     extras made for a ``TensorBoardLogger`` / ``WandbLogger``.
     ``adapters`` (peft LoRA layers: ``"effective"``, ``"only"``, ``"both"``) and
     ``base="initial"`` (the update since the start) are those of
-    :class:`ww_callbacks.watcher.Watcher`.
+    :class:`ww_callbacks.session.WatchSession`.
 
     Every other keyword is one of the shared options of :data:`ww_callbacks.options.OPTIONS`
     (``traps_every``, ``layers``, ``min_evals``, ``max_evals``, ``max_N``, ``mp_fit``,
@@ -213,7 +214,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     in every host, checked here (a bad value or an unknown keyword raises now).
 
     ``strict=True`` raises a failed analysis on the training thread instead of warning
-    (:class:`~ww_callbacks.watcher.WatcherWarning`).
+    (:class:`~ww_callbacks.faults.WatcherWarning`).
 
     Training on a CPU, leave a core to the analysis thread
     (``torch.set_num_threads(os.cpu_count() - 1)``): with torch's default (every core) its

@@ -1,7 +1,7 @@
 """TensorBoard sink: the ww scalars, a custom-scalars layout, ESD histograms, the HTSR pictures
 and alerts.
 
-:class:`TensorBoardSink` is a :class:`~ww_callbacks.watcher.Sink`: the watcher calls
+:class:`TensorBoardSink` is a :class:`~ww_callbacks.sinks.Sink`: the watcher calls
 ``write(result, scalars)`` for every finished analysis, in its background thread (the sink sets
 ``in_worker``); the pictures are drawn and written in a thread of the sink
 (:class:`~ww_callbacks.picture_queue.PictureQueue`) under a CPU-time budget (``picture_duty``),
@@ -37,10 +37,10 @@ global_step, walltime=)``, ``add_histogram(tag, values, global_step, walltime=)`
 
 Example::
 
-    from ww_callbacks.watcher import Watcher
     from ww_callbacks.integrations.tensorboard import TensorBoardSink
+    from ww_callbacks.session import WatchSession
 
-    watcher = Watcher(log_dir="ww_logs", sinks=[TensorBoardSink(log_dir="ww_logs")])
+    watcher = WatchSession(log_dir="ww_logs", sinks=[TensorBoardSink(log_dir="ww_logs")])
     # ... watcher.snapshot(model, step) / watcher.poll() in the loop, watcher.close() at the end
     # then: tensorboard --logdir ww_logs
 """
@@ -156,10 +156,10 @@ class TensorBoardSink:
 
     Example::
 
-        from ww_callbacks.watcher import Watcher
         from ww_callbacks.integrations.tensorboard import TensorBoardSink
+        from ww_callbacks.session import WatchSession
 
-        with Watcher(sinks=[TensorBoardSink(log_dir="ww_logs")]) as watcher:
+        with WatchSession(sinks=[TensorBoardSink(log_dir="ww_logs")]) as watcher:
             for step in range(1000):
                 ...  # one training step
                 if step % 100 == 0:

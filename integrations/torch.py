@@ -33,7 +33,24 @@ from ._host import host_options, outputs_for_rank, torch_target
 __all__ = ["Watcher"]
 
 
-class Watcher(WatchSession):
+def _from_session(name: str) -> property:
+    """A read-only view of the session's attribute ``name``."""
+    doc = getattr(WatchSession, name, None).__doc__ if isinstance(
+        getattr(WatchSession, name, None), property) else f"The session's ``{name}``."
+    return property(lambda self: getattr(self.session, name), doc=doc)
+
+
+def _session_method(name: str) -> Any:
+    """The session's method ``name``, called on :attr:`Watcher.session`."""
+    def method(self: Watcher, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.session, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(WatchSession, name).__doc__
+    return method
+
+
+class Watcher:
     """Watch a model in any training loop.
 
     Call :meth:`step` once per optimizer step, after ``optimizer.step()``: it counts the steps,
@@ -78,6 +95,9 @@ class Watcher(WatchSession):
       ``strict``, ``distributed``), checked here. ``writer`` and ``wandb_run`` are the old names of
       ``tensorboard=<writer>`` and ``wandb`` (deprecated).
 
+    It holds a :class:`~ww_callbacks.session.WatchSession` (:attr:`session`), which does the
+    work; this class counts the steps and epochs of the loop and drives it.
+
     The initial weights (step 0) are taken when the ``with`` block is entered or, with
     ``optimizer``, just before its first step; without either, the first :meth:`step` call
     snapshots the weights as they are then. A watcher restored with :meth:`load_state_dict`
@@ -99,12 +119,6 @@ class Watcher(WatchSession):
         outputs = outputs_for_rank(not distributed or process_group_rank() == 0,
                                    log_dir=log_dir, sinks=given["sinks"],
                                    tensorboard=given["tensorboard"], wandb=given["wandb"])
-        super().__init__(cadence=Cadence(every_n_steps=given["every_n_steps"],
-                                         every_n_epochs=given["every_n_epochs"]),
-                         wait=given["wait"], tensorboard_options=tensorboard_options,
-                         wandb_options=wandb_options, get_model=self._current_model,
-                         policies=policies, **outputs,
-                         **{**shared.as_dict(), "distributed": distributed})
         #: The shared options (:class:`~ww_callbacks.options.WatchOptions`), checked here.
         self.options = shared
         self.model = model
@@ -112,14 +126,20 @@ class Watcher(WatchSession):
         self.schedulers = [schedulers] if hasattr(schedulers, "step") else list(schedulers)
         self.global_step = 0  # optimizer steps seen by step()
         self.epoch: int | None = None
+        #: The :class:`~ww_callbacks.session.WatchSession` this loop drives.
+        self.session = WatchSession(
+            cadence=Cadence(every_n_steps=given["every_n_steps"],
+                            every_n_epochs=given["every_n_epochs"]),
+            wait=given["wait"], tensorboard_options=tensorboard_options,
+            wandb_options=wandb_options, get_model=self._current_model, policies=policies,
+            **outputs, **{**shared.as_dict(), "distributed": distributed})
         self._hook = None
         if optimizer is not None:
             self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
 
     # ------------------------------------------------------------------ training loop
 
-    def step(self, model: Any = None, step: int | None = None,  # type: ignore[override]
-             epoch: int | None = None) -> None:
+    def step(self, model: Any = None, step: int | None = None, epoch: int | None = None) -> None:
         """Call once per optimizer step, after ``optimizer.step()``.
 
         ``step``: the global step (default: this watcher's own count, 1 after the first
@@ -130,20 +150,21 @@ class Watcher(WatchSession):
         if epoch is not None:
             self.epoch = int(epoch)
         model = self._model(model)
-        if self.last_snapshot_step is None and self.last_step < 0:
-            self.take(self.global_step, self.epoch, model)  # nothing captured the initial weights
+        session = self.session
+        if session.last_snapshot_step is None and session.last_step < 0:
+            session.take(self.global_step, self.epoch, model)  # nothing captured the initial
         else:
-            self.step_end(self.global_step, self.epoch, model)
-        self.poll(self.global_step)
+            session.step_end(self.global_step, self.epoch, model)
+        session.poll(self.global_step)
 
-    def epoch_end(self, epoch: int, model: Any = None) -> None:  # type: ignore[override]
+    def epoch_end(self, epoch: int, model: Any = None) -> None:
         """Call at the end of each epoch (counted from 0) when using ``every_n_epochs``: snapshots
         when the epoch is due, then delivers finished analyses."""
         self._check_open()
         self.epoch = int(epoch)
         if model is not None:
             self._model(model)
-        super().epoch_end(self.global_step, self.epoch)
+        self.session.epoch_end(self.global_step, self.epoch)
 
     def close(self, timeout: float | None = 120.0, *, deliver: bool = True,
               final: bool = True) -> None:
@@ -155,12 +176,12 @@ class Watcher(WatchSession):
             return
         try:
             if final and deliver and self.model is not None:
-                self.take(self.global_step, self.epoch, self.model, force=True)
+                self.session.take(self.global_step, self.epoch, self.model, force=True)
         finally:
             if self._hook is not None:
                 self._hook.remove()
                 self._hook = None
-            super().close(timeout, deliver=deliver, final=final)
+            self.session.close(timeout, deliver=deliver, final=final)
 
     def __enter__(self) -> Watcher:
         """Snapshot the initial weights (step 0) when the model is known."""
@@ -168,16 +189,72 @@ class Watcher(WatchSession):
             self._take_initial(self.model)
         return self
 
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(final=exc_type is None)
+
+    # ------------------------------------------------------------------ state
+
     def state_dict(self) -> dict:
-        """The core counters plus this loop's step and epoch (save it with your checkpoint)."""
-        return {**super().state_dict(), "global_step": self.global_step, "epoch": self.epoch}
+        """The session's counters plus this loop's step and epoch (save it with your
+        checkpoint)."""
+        return {**self.session.state_dict(), "global_step": self.global_step,
+                "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue a resumed run: counters, step count, no new step-0 snapshot; analyses after
         the checkpoint are removed from the history."""
-        super().load_state_dict(state)
-        self.global_step = int(state.get("global_step", max(self.last_step, 0)))
+        self.session.load_state_dict(state)
+        self.global_step = int(state.get("global_step", max(self.session.last_step, 0)))
         self.epoch = state.get("epoch")
+
+    # ------------------------------------------------------------------ the session's views
+
+    closed = _from_session("closed")
+    dropped = _from_session("dropped")
+    snapshots_taken = _from_session("snapshots_taken")
+    results_delivered = _from_session("results_delivered")
+    last_result = _from_session("last_result")
+    last_step = _from_session("last_step")
+    last_snapshot_step = _from_session("last_snapshot_step")
+    history = _from_session("history")
+    history_path = _from_session("history_path")
+    sinks = _from_session("sinks")
+    built_sinks = _from_session("built_sinks")
+    policies = _from_session("policies")
+    target = _from_session("target")
+    faults = _from_session("faults")
+    skipped = _from_session("skipped")
+    layer_selection = _from_session("layer_selection")
+    analysis_device = _from_session("analysis_device")
+    traps_every = _from_session("traps_every")
+    cadence = _from_session("cadence")
+    wait = _from_session("wait")
+    should_stop = _from_session("should_stop")
+    stop_reason = _from_session("stop_reason")
+
+    snapshot = _session_method("snapshot")
+    collect = _session_method("collect")
+    wait_for_result = _session_method("wait_for_result")
+    is_new_step = _session_method("is_new_step")
+    model_scalars = _session_method("model_scalars")
+    set_log_dir = _session_method("set_log_dir")
+    resume = _session_method("resume")
+    resume_from = _session_method("resume_from")
+    portable_state = _session_method("portable_state")
+    save_state = _session_method("save_state")
+    saved_state = _session_method("saved_state")
+    policy_states = _session_method("policy_states")
+    load_policy_states = _session_method("load_policy_states")
+
+    def wait_idle(self, timeout: float = 60.0, *, before_step: int | None = None) -> bool:
+        """Block until every analysis asked for so far is done (see
+        :meth:`WatchSession.wait_idle <ww_callbacks.session.WatchSession.wait_idle>`)."""
+        return self.session.wait_idle(timeout, before_step=before_step)
+
+    def poll(self, step: int | None = None) -> list:
+        """Deliver finished analyses and let the policies act (``step``: the optimizer step just
+        finished, for ramps); :meth:`step` does it already."""
+        return self.session.poll(step)
 
     # ------------------------------------------------------------------ internals
 
@@ -190,21 +267,23 @@ class Watcher(WatchSession):
         return self._model(None)
 
     def _model(self, model: Any) -> Any:
+        """The watched model (``model`` replaces it); makes the policies' target for it."""
         if model is not None and model is not self.model:
             self.model = model
-            self.target = None
+            self.session.target = None
         if self.model is None:
             raise ValueError("ww_callbacks: no model to watch: pass it to Watcher(model) or "
                              "to step(model)")
-        if self.policies and self.target is None:
-            self.use_target(torch_target(self.model, [self.optimizer], self.schedulers))
+        if self.session.policies and self.session.target is None:
+            self.session.use_target(torch_target(self.model, [self.optimizer], self.schedulers))
         return self.model
 
     def _take_initial(self, model: Any) -> None:
-        if self.last_snapshot_step is None and self.last_step < 0 and not self.closed:
-            self.take(self.global_step, self.epoch, self._model(model))
+        session = self.session
+        if session.last_snapshot_step is None and session.last_step < 0 and not self.closed:
+            session.take(self.global_step, self.epoch, self._model(model))
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.model is not None:
             self._take_initial(self.model)
-        self.before_optimizer_step()
+        self.session.before_optimizer_step()

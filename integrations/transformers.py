@@ -67,9 +67,10 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ww_callbacks.cadence import Cadence
+from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.options import Wait
+from ww_callbacks.policies.base import Policy
 from ww_callbacks.session import WatchSession
-from ww_callbacks.watcher import Policy, WatcherWarning
 
 from ._host import (
     WW_STEP,

@@ -9,7 +9,7 @@ bound to it with ``define_metric``::
     run = wandb.init(project="my-project")
     watcher = Watcher(sinks=[WandbSink(run)])
 
-W&B's ``run.log`` is not thread-safe: the :class:`~ww_callbacks.watcher.Watcher` calls sinks
+W&B's ``run.log`` is not thread-safe: the :class:`~ww_callbacks.session.WatchSession` calls sinks
 on the training thread, and the sink warns if it is called from another thread than the main one.
 The pictures (the same as TensorBoard's, from :mod:`ww_callbacks.figures`, under the same keys:
 ``ww_plots/alpha_heatmap``, ``ww_plots/correlation_flow``, ``ww_plots/alpha_histogram``,
@@ -34,11 +34,11 @@ import warnings
 from typing import Any
 
 from ww_callbacks.dashboard import Dashboard, Frame
+from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.figures import matplotlib_missing
 from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.tags import ALERTS, wandb_globs
-from ww_callbacks.watcher import WatcherWarning
 
 #: The per-layer table's key (bound to the step metric by the ``ww/*`` glob).
 TABLE_KEY = "ww/layers"

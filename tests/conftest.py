@@ -75,7 +75,7 @@ def analysis_gate(monkeypatch):
 
     monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")
 
-    import ww_callbacks.watcher as watcher_module
+    import ww_callbacks.session.watch_session as watcher_module
 
     real = watcher_module.analyze_layers
     gate = threading.Event()

@@ -11,11 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import ww_callbacks.watcher as watcher_module  # noqa: E402
+import ww_callbacks.session.host_copies as host_copies_module  # noqa: E402
+import ww_callbacks.session.watch_session as watcher_module  # noqa: E402
 from ww_callbacks.history import read_records  # noqa: E402
 from ww_callbacks.results import Snapshot  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 from ww_callbacks.snapshot import Snapshotter  # noqa: E402
-from ww_callbacks.watcher import Watcher  # noqa: E402
 from ww_callbacks.worker import CPU_MAX_DUTY, BackgroundWorker, resolve_max_duty  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def test_snapshots_that_would_be_dropped_are_not_copied(monkeypatch):
 
     monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     monkeypatch.setattr(watcher_module, "analyze_layers", slow)
-    monkeypatch.setattr(watcher_module, "Snapshotter", _CountingSnapshotter)
+    monkeypatch.setattr(host_copies_module, "Snapshotter", _CountingSnapshotter)
     _CountingSnapshotter.copies = 0
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
     watcher = Watcher(traps_every=0, max_duty=None)

@@ -29,7 +29,7 @@ from ww_callbacks.figures import (  # noqa: E402
 from ww_callbacks.history import load_history  # noqa: E402
 from ww_callbacks.integrations.tensorboard import TensorBoardSink  # noqa: E402
 from ww_callbacks.policies import LayerLRBalancer, TorchTarget, param_groups_per_layer  # noqa: E402
-from ww_callbacks.watcher import Watcher  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 PLOTS = [tags.ALPHA_HEATMAP, tags.CORRELATION_FLOW, tags.ALPHA_HISTOGRAM]
 

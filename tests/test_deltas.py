@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from ww_callbacks import analyze  # noqa: E402
-from ww_callbacks.watcher import Watcher  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 METRICS = ["N", "M", "rf", "alpha", "D", "lambda_max", "log_norm", "stable_rank", "entropy"]
 

@@ -146,7 +146,7 @@ def test_analysis_device_auto_is_the_cpu_without_a_gpu():
     torch = pytest.importorskip("torch")
     from ww_callbacks.analysis import analyze
     from ww_callbacks.devices import resolve_analysis_device
-    from ww_callbacks.watcher import Watcher
+    from ww_callbacks.session import WatchSession as Watcher
 
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 16))
     assert resolve_analysis_device(model, "auto") is None  # CPU weights: numpy

@@ -39,7 +39,8 @@ _SCRIPT = textwrap.dedent("""
     import json, logging, os, resource, signal, sys, warnings
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
     import torch.nn as nn
-    from ww_callbacks.watcher import Watcher, WatcherWarning
+    from ww_callbacks.faults import WatcherWarning
+    from ww_callbacks.session import WatchSession as Watcher
 
     mode, history_dir, sink_dir = sys.argv[1:4]
 
@@ -181,7 +182,8 @@ _TENSORBOARD_SCRIPT = textwrap.dedent("""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
     import torch.nn as nn
     from ww_callbacks.integrations.tensorboard import TensorBoardSink
-    from ww_callbacks.watcher import Watcher, WatcherWarning
+    from ww_callbacks.faults import WatcherWarning
+    from ww_callbacks.session import WatchSession as Watcher
 
     tb_dir = sys.argv[1]
     model = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 16))

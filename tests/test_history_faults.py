@@ -18,8 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import HISTORY_FILE, HistoryWriter, load_history, read_records  # noqa: E402
-from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 TORN = '{"step": 0, "ep'  # the issue's repro: a record cut by a crash
 

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from ww_callbacks.history import read_records  # noqa: E402
-from ww_callbacks.watcher import Watcher  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 # Four 2000x2000 layers: several seconds of analysis on one core (the issue's case took 14 s).
 _LONG_ANALYSIS = textwrap.dedent("""
@@ -27,7 +27,7 @@ _LONG_ANALYSIS = textwrap.dedent("""
     try:
         with Watcher(model, log_dir=sys.argv[1], every_n_steps=1, tensorboard=False) as w:
             w.step()
-            while w._worker is None or w._worker.idle:
+            while w.session._worker is None or w.session._worker.idle:
                 time.sleep(0.01)
             print("analysing", flush=True)
             while True:  # "training" goes on while the analysis runs

@@ -37,10 +37,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import ww_callbacks  # noqa: E402
-import ww_callbacks.watcher  # noqa: E402
+import ww_callbacks.session.watch_session  # noqa: E402
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import load_history, read_records  # noqa: E402
 from ww_callbacks.integrations.lightning import WeightWatcherCallback  # noqa: E402
-from ww_callbacks.watcher import WatcherWarning  # noqa: E402
 
 BATCHES = 29  # ceil(1797 / 64)
 WW_SUMMARY_TAGS = ["ww/alpha_mean", "ww/alpha_weighted_mean", "ww/num_traps",
@@ -462,7 +462,7 @@ def _broken_analysis(*args, **kwargs):
 
 def test_worker_crash_warns_on_the_training_thread(tmp_path, monkeypatch):
     monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
-    monkeypatch.setattr(ww_callbacks.watcher, "analyze_layers", _broken_analysis)
+    monkeypatch.setattr(ww_callbacks.session.watch_session, "analyze_layers", _broken_analysis)
     cb = WeightWatcherCallback()
     trainer = L.Trainer(**quiet(max_epochs=2, logger=CSVLogger(tmp_path), callbacks=[cb]))
     seen: list = []
@@ -480,7 +480,7 @@ def test_worker_crash_warns_on_the_training_thread(tmp_path, monkeypatch):
 
 def test_worker_crash_raises_when_strict(tmp_path, monkeypatch):
     monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
-    monkeypatch.setattr(ww_callbacks.watcher, "analyze_layers", _broken_analysis)
+    monkeypatch.setattr(ww_callbacks.session.watch_session, "analyze_layers", _broken_analysis)
     cb = WeightWatcherCallback(strict=True)
     trainer = L.Trainer(**quiet(max_epochs=2, logger=CSVLogger(tmp_path), callbacks=[cb]))
     with pytest.raises(RuntimeError, match=r"analysis of step \d+ failed"):

@@ -76,7 +76,7 @@ def test_the_readme_table_is_the_declaration():
 
 def test_the_declared_defaults_are_the_session_s():
     """The core's Watcher defaults are the declaration's (one set of defaults)."""
-    from ww_callbacks.watcher import Watcher
+    from ww_callbacks.session import WatchSession as Watcher
 
     params = inspect.signature(Watcher).parameters
     for name, option in BY_NAME.items():

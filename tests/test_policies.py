@@ -320,7 +320,7 @@ def test_a_failing_policy_warns_and_training_goes_on():
 
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    with pytest.warns(ww_callbacks.watcher.WatcherWarning, match="Broken.on_result failed"):
+    with pytest.warns(ww_callbacks.faults.WatcherWarning, match="Broken.on_result failed"):
         with Watcher(model, log_dir=None, every_n_steps=5, optimizer=opt, policies=[Broken()],
                      max_duty=None, tensorboard=False) as ww:
             for step in range(12):

@@ -19,9 +19,10 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import read_records  # noqa: E402
 from ww_callbacks.process_worker import ProcessWorker  # noqa: E402
-from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="checks /proc and /dev/shm")
@@ -163,7 +164,7 @@ def test_a_killed_child_is_restarted_once_and_reported(tmp_path):
 
 _ORPHAN = textwrap.dedent("""
     import sys, time, torch, torch.nn as nn
-    from ww_callbacks.watcher import Watcher
+    from ww_callbacks.session import WatchSession as Watcher
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Linear(1500, 1500) for _ in range(4)])
     w = Watcher(analysis_in="process", max_duty=None)

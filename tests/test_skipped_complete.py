@@ -13,7 +13,7 @@ nn = torch.nn
 from tests.models import zoo  # noqa: E402
 from ww_callbacks import analyze  # noqa: E402
 from ww_callbacks.layers import extract_layers, select_layers  # noqa: E402
-from ww_callbacks.watcher import Watcher  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 

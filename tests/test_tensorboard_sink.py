@@ -21,13 +21,14 @@ from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from tests.events import read_events  # noqa: E402
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.integrations.tensorboard import (  # noqa: E402
     EventWriter,
     TensorBoardSink,
     esd_figure,
     figure_to_rgb,
 )
-from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 LAYOUT_TAG = "custom_scalars__config__"
 
@@ -218,7 +219,7 @@ def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
 import sys, matplotlib
 matplotlib.use("svg")
 import torch, torch.nn as nn
-from ww_callbacks.watcher import Watcher
+from ww_callbacks.session import WatchSession as Watcher
 from ww_callbacks.integrations.tensorboard import TensorBoardSink
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
 sink = TensorBoardSink(log_dir={str(tmp_path)!r}, images_every=1)

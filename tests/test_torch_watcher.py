@@ -23,11 +23,11 @@ from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from tests.events import read_events  # noqa: E402
 from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import load_history, read_records  # noqa: E402
 from ww_callbacks.integrations.tensorboard import TensorBoardSink  # noqa: E402
 from ww_callbacks.integrations.torch import Watcher  # noqa: E402
 from ww_callbacks.results import Snapshot  # noqa: E402
-from ww_callbacks.watcher import WatcherWarning  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +179,13 @@ def test_slow_analysis_fast_cadence_drops_with_flat_memory(tmp_path, monkeypatch
     model = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128))  # 64 KB/layer
     monkeypatch.setenv("WW_CALLBACKS_ANALYSIS_IN", "thread")  # the patch is in this process
     w = Watcher(model, log_dir=tmp_path, every_n_steps=1, traps_every=0, tensorboard=False)
-    analyse = w._analyse
+    analyse = w.session._analyse
 
     def slow(snapshot):
         time.sleep(0.05)
         return analyse(snapshot)
 
-    monkeypatch.setattr(w, "_analyse", slow)  # before the worker starts
+    monkeypatch.setattr(w.session, "_analyse", slow)  # before the worker starts
     tracemalloc.start()
     try:
         with w:

@@ -25,6 +25,7 @@ import pytest
 wandb = pytest.importorskip("wandb")
 torch = pytest.importorskip("torch")
 
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.integrations.wandb import (  # noqa: E402
     STEP_COLUMN,
     TABLE_COLUMNS,
@@ -38,8 +39,8 @@ from ww_callbacks.policies import (  # noqa: E402
     TrapRemoval,
     param_groups_per_layer,
 )
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 from ww_callbacks.tags import wandb_globs  # noqa: E402
-from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
 # ---------------------------------------------------------------------------------- helpers
 

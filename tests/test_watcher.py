@@ -14,10 +14,11 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from ww_callbacks import analyze  # noqa: E402
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import load_history  # noqa: E402
 from ww_callbacks.layers import extract_layers  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 from ww_callbacks.snapshot import Snapshotter  # noqa: E402
-from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -104,7 +105,7 @@ def test_failing_sink_warns_once_and_loses_nothing(tmp_path):
 
 
 def test_worker_failure_is_reported_on_the_training_thread(monkeypatch):
-    import ww_callbacks.watcher as watcher_module
+    import ww_callbacks.session.watch_session as watcher_module
 
     def boom(*args, **kwargs):
         raise ValueError("analysis exploded")
@@ -150,7 +151,7 @@ def test_nan_weights_mark_the_layer_failed(tmp_path):
 
 
 def test_slow_analysis_drops_snapshots_and_memory_stays_flat(monkeypatch):
-    import ww_callbacks.watcher as watcher_module
+    import ww_callbacks.session.watch_session as watcher_module
 
     real = watcher_module.analyze_layers
 

@@ -10,8 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import load_history  # noqa: E402
-from ww_callbacks.watcher import Watcher, WatcherWarning  # noqa: E402
+from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 
 def _ours(caught) -> list[str]:

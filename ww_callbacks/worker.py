@@ -17,7 +17,7 @@ Closing skips the rest, so the final snapshot is always analysed.
 
 :meth:`BackgroundWorker.accepts` tells the training thread, before it copies anything, whether a
 snapshot taken now would be analysed or replaced by the next one; the watcher skips the copy of a
-snapshot that would be replaced (see :meth:`~ww_callbacks.watcher.Watcher.snapshot`).
+snapshot that would be replaced (see :meth:`~ww_callbacks.session.WatchSession.snapshot`).
 
 The thread lives only while there is work: it ends ``linger`` seconds after its last analysis and
 a new one starts with the next snapshot. So a training run that dies without telling us (Keras

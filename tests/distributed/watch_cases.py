@@ -174,7 +174,7 @@ def run_default_duty(rank: int, out_dir: str) -> dict:
         for step in range(1, 31):
             train_step(model, opt, rank, step)
             ww.step()
-    out = {"dropped": ww.dropped, "discarded": ww._dist.discarded,
+    out = {"dropped": ww.dropped, "discarded": ww.session._dist.discarded,
            "taken": ww.snapshots_taken}
     if rank == 0:
         out["steps"] = sorted(set(ww_callbacks.load_history(ww.history_path)["step"]))
@@ -274,8 +274,8 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
             ww.step()
             if step % EVERY == 0:
                 refs[step] = reference(model, rank, case, initial)
-    sharded = ww._dist.sharded
-    out = {"dropped": ww.dropped, "gathered_bytes": ww._dist.gathered_bytes,
+    sharded = ww.session._dist.sharded
+    out = {"dropped": ww.dropped, "gathered_bytes": ww.session._dist.gathered_bytes,
            "owned_share_bytes": sharded.owned_share_bytes(),
            "total_bytes": sum(p.nbytes for p in sharded.params),
            "max_param_bytes": max(p.nbytes for p in sharded.params),

@@ -1,0 +1,138 @@
+"""What a session copies of the model, and with what: the layers chosen once per torch model (its
+parameters are updated in place; Keras models and mappings are read again at every snapshot), the
+:class:`~ww_callbacks.snapshot.Snapshotter` that copies them, or, when the weights are sharded
+over ranks, the collective :class:`~ww_callbacks.distributed.snapshots.DistributedSnapshots`;
+and whether the analysis reads them in a child process (``analysis_in``,
+:mod:`ww_callbacks.process_worker`), then through shared memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Any
+
+from ..devices import resolve_analysis_device
+from ..faults import WatcherWarning
+from ..layers import extract_layers, select_layers
+from ..layers.tied import check_tied
+from ..results import Snapshot
+from ..shared_arrays import SegmentPool, shareable
+from ..snapshot import Snapshotter
+from ..worker import check_analysis_in
+
+
+def _is_torch_module(model: Any) -> bool:
+    """A torch module (Keras 3 layers on the torch backend have ``named_modules`` too)."""
+    is_torch = hasattr(model, "named_modules") and hasattr(model, "parameters")
+    return is_torch and not type(model).__module__.startswith("keras")
+
+
+class HostCopies:
+    """The copier of one session's model. ``select``: the layer-selection options (``layers``,
+    ``min_evals``, ``max_evals``, ``max_N``); ``analysis``: the analysis options, whose
+    ``device`` is resolved here from ``analysis_device`` and the model; ``base``: an
+    :class:`~ww_callbacks.analysis.InitialBase` or None; ``distributed``: as the session's;
+    ``adapters`` and ``tied``: as for :func:`~ww_callbacks.layers.extract_layers`;
+    ``analysis_in``: ``"thread"``, ``"process"`` or ``"auto"`` (see :meth:`in_process`)."""
+
+    def __init__(self, select: dict[str, Any], analysis: dict[str, Any], *, adapters: str,
+                 tied: str, base: Any, distributed: bool | None, analysis_device: Any,
+                 analysis_in: str):
+        self.select = select
+        self.analysis = analysis
+        self.adapters = adapters
+        self.tied = check_tied(tied)
+        self.base = base
+        self.distributed = distributed
+        self.analysis_device = analysis_device
+        self.analysis_in = check_analysis_in(analysis_in)
+        self.segments: SegmentPool | None = None  # shared memory of the analysis process
+        self.snapshotter: Any = None  # of the watched torch model (or the collective one)
+        self.collective: Any = None  # a DistributedSnapshots when snapshots are collectives
+        self.skipped: list = []  # the Skip records of the watched model (what is not analysed)
+        self._model_ref: Any = None
+        self._warned_nothing = False  # "no layer to analyse", once
+
+    def for_model(self, model: Any) -> Any:
+        """The snapshotter of ``model``: the same one for the same torch model, else a new one
+        (layers chosen again; the first warns when none is left to analyse)."""
+        torch_module = _is_torch_module(model)
+        if (torch_module and self.snapshotter is not None and self._model_ref is not None
+                and self._model_ref() is model):
+            return self.snapshotter
+        self.analysis["device"] = resolve_analysis_device(model, self.analysis_device)
+        if torch_module:
+            from ..distributed.detect import collective_snapshots
+
+            if collective_snapshots(model, self.distributed):
+                from ..distributed.snapshots import DistributedSnapshots
+
+                self.collective = DistributedSnapshots(model, self.select, self.analysis,
+                                                       adapters=self.adapters, base=self.base)
+                self.snapshotter = self.collective
+                self._model_ref = weakref.ref(model)
+                return self.collective
+        found, skipped = extract_layers(model, adapters=self.adapters, tied=self.tied)
+        kept, filtered = select_layers(found, self.select["layers"],
+                                       min_evals=self.select["min_evals"],
+                                       max_evals=self.select["max_evals"],
+                                       max_N=self.select["max_N"])
+        if not kept and not self._warned_nothing:
+            self._warned_nothing = True
+            passed = "; ".join(f"{s.longname}: {s.reason}" for s in (skipped + filtered)[:8])
+            warnings.warn(f"ww_callbacks: {type(model).__name__} has no layer to analyse (none "
+                          f"supported within the limits min_evals={self.select['min_evals']}, "
+                          f"max_evals={self.select['max_evals']}, max_N={self.select['max_N']}"
+                          f"{'; passed over: ' + passed if passed else ''}); its analyses "
+                          "have no layers and NaN means", WatcherWarning, stacklevel=4)
+        self.skipped = skipped + filtered
+        snapshotter = self._shared_for(Snapshotter(kept))
+        if torch_module:
+            self.snapshotter = snapshotter
+            self._model_ref = weakref.ref(model)
+        return snapshotter
+
+    def in_process(self, snapshotter: Any) -> bool:
+        """Whether analyses go to a child process (:mod:`ww_callbacks.process_worker`):
+        ``analysis_in="process"``, or ``"auto"`` when training and analysis run on the CPU."""
+        if self.analysis_in == "thread" or self.collective is not None:
+            return False
+        if self.analysis_in == "process":
+            return True
+        return not (snapshotter is not None and snapshotter.uses_cuda) \
+            and self.analysis["device"] is None
+
+    def process_options(self, snapshot: Snapshot) -> dict | None:
+        """``analyze_layers``' options for the analysis process; None: analyse here (a base to
+        subtract, an analysis on a torch device)."""
+        if self.base is not None or self.analysis["device"] is not None:
+            return None
+        options = {k: v for k, v in self.analysis.items() if k != "device"}
+        return {**options, "skipped": list(self.skipped), "cancelled": None}
+
+    def _shared_for(self, snapshotter: Snapshotter) -> Snapshotter:
+        """Let ``snapshotter`` write into shared memory when the analysis runs in a process."""
+        if snapshotter.shared is None and self.in_process(snapshotter):
+            if self.segments is None:
+                self.segments = SegmentPool()
+            snapshotter.shared = self.segments if shareable(snapshotter.layers) else None
+        return snapshotter
+
+    @property
+    def uses_cuda(self) -> bool:
+        """True when the watched model's snapshots are copied from a GPU."""
+        return self.snapshotter is not None and self.snapshotter.uses_cuda
+
+    def before_optimizer_step(self) -> None:
+        """GPU only: order the next optimizer step after the last snapshot's copy."""
+        if self.uses_cuda:
+            self.snapshotter.before_optimizer_step()
+
+    def close(self) -> None:
+        """Release the copy buffers and the shared memory."""
+        if self.snapshotter is not None:
+            self.snapshotter.close()
+        if self.segments is not None:
+            self.segments.close()
+            self.segments = None
