@@ -205,9 +205,9 @@ _CTRL_C = textwrap.dedent("""
     try:
         with Watcher(model, every_n_steps=1, tensorboard=False, analysis_in="process") as w:
             w.step()
-            while w._worker is None or w._worker.analysing is None:
+            while w.session._worker is None or w.session._worker.analysing is None:
                 time.sleep(0.01)
-            print("analysing", w._worker.child_pid, *w._segments.names, flush=True)
+            print("analysing", w.session._worker.child_pid, *w.session._segments.names, flush=True)
             while True:
                 time.sleep(0.01)
     finally:
