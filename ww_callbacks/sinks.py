@@ -41,7 +41,7 @@ class Sink(Protocol):
     """Receives every result (TensorBoard, W&B, a logger, ...).
 
     By default on the training thread, from :meth:`Watcher.poll
-    <ww_callbacks.watcher.Watcher.poll>` (W&B and the training libraries' loggers want that). A
+    <ww_callbacks.session.WatchSession.poll>` (W&B and the training libraries' loggers want that). A
     sink whose class sets ``in_worker = True`` (thread-safe writers such as TensorBoard's) is
     called in the worker thread instead, right after the history file, so its heavy work
     (histograms, images) never runs on the training thread. Optional: ``reopen()`` and
