@@ -87,12 +87,14 @@ class Delivery:
 
     def record(self, result: AnalysisResult) -> AnalysisResult:
         """History first, then the policies decide, then the in-worker sinks."""
+        written = False
         if self.history is not None:  # before any sink or policy sees it; a failure stops neither
-            self._output(self.history, f"history {self.history.path}", None,
-                         "the results still reach the sinks and policies")(
+            written = self._output(self.history, f"history {self.history.path}", None,
+                                   "the results still reach the sinks and policies")(
                 self.history.append, result)
         self.policies.on_result(result)
-        self.record_after(result)
+        if written:  # the actions and ESDs belong to a record the history holds: one failure
+            self.record_after(result)  # of the output per lost analysis, not one per line
         result.scalars = self.scalars(result)
         for sink in self.sinks:
             if in_worker(sink):
