@@ -26,6 +26,9 @@ the median and 99th percentile of the extra delay per wake-up, and the share of 
 thread's time spent holding the GIL (``1 - wall time released / wall time``, estimated by
 timing ``eigvalsh`` alone, which runs without the GIL).
 
+``--torch-threads 1`` takes torch's OpenMP team out: what is left of the cost is the GIL (thread)
+and the shared cores (both).
+
 Also runs ``thread`` with ``sys.setswitchinterval(0.0005)`` (``thread-si0.5ms``): if the cost is
 the wait for a GIL holder, a tenth of the switch interval cuts it.
 """
@@ -242,8 +245,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--block", type=float, default=1.5)
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch's intra-op threads (default: torch's own, every core); 1 "
+                             "takes the OpenMP team out of the picture")
     args = parser.parse_args()
     import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores;"
           f" analysis: {MATRICES} x {SIZE}x{SIZE} with traps, 1 BLAS thread, nice +{args.nice}")
