@@ -32,6 +32,14 @@ INTEGRATIONS = "ww_callbacks.integrations"
 
 #: Edges the rules let through, each with its reason: ``(importer, imported): reason``.
 ALLOWED: dict[tuple[str, str], str] = {
+    ("ww_callbacks.layers.composite", "ww_callbacks.snapshot"):
+        "deprecated path kept working: `from ww_callbacks.layers.composite import FrozenCopies` "
+        "(the snapshot's cache of frozen parts, moved to the copier that owns it) through the "
+        "module's __getattr__, only when that name is asked for",
+    ("ww_callbacks.analysis", "ww_callbacks.session.host_copies"):
+        "deprecated path kept working: `from ww_callbacks.analysis import InitialBase` (the "
+        "session's copies of a run's first weights, moved out of the engine) through the "
+        "module's __getattr__, only when that name is asked for",
     ("ww_callbacks.analysis", "ww_callbacks.front_door"):
         "compatibility: `from ww_callbacks.analysis import analyze` (an old public path) gives "
         "the front door, through the module's __getattr__, only when that name is asked for",

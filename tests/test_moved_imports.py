@@ -20,6 +20,8 @@ _CHECK = textwrap.dedent("""
         import ww_callbacks.watcher as old
         assert old.Watcher is Watcher
         from ww_callbacks.distributed.session import DistributedSnapshots
+        from ww_callbacks.analysis import InitialBase
+        from ww_callbacks.layers.composite import FrozenCopies
     from ww_callbacks.distributed.snapshots import DistributedSnapshots as new_snapshots
     from ww_callbacks.faults import WatcherWarning as new_warning
     from ww_callbacks.policies.base import Policy as new_policy
@@ -27,9 +29,12 @@ _CHECK = textwrap.dedent("""
     assert Watcher is again is WatchSession and old_sink is Sink
     assert (WatcherWarning, Policy, DEFAULT_MAX_DUTY) == (new_warning, new_policy, new_duty)
     assert DistributedSnapshots is new_snapshots
+    from ww_callbacks.session.host_copies import InitialBase as new_base
+    from ww_callbacks.snapshot import FrozenCopies as new_copies
+    assert InitialBase is new_base and FrozenCopies is new_copies
     moved = [str(w.message) for w in seen if issubclass(w.category, DeprecationWarning)]
-    assert len(moved) == 6, moved  # Watcher (once), WatcherWarning, DEFAULT_MAX_DUTY, Policy,
-    #                                Sink, DistributedSnapshots
+    assert len(moved) == 8, moved  # Watcher (once), WatcherWarning, DEFAULT_MAX_DUTY, Policy,
+    #                                Sink, DistributedSnapshots, InitialBase, FrozenCopies
     assert any("ww_callbacks.watcher.Watcher is deprecated, use "
                "ww_callbacks.session.WatchSession" in m for m in moved), moved
     try:

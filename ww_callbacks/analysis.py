@@ -23,7 +23,7 @@ import pandas as pd
 from .layers import LayerWeights, Skip, extract_layers, select_layers
 from .layers.base import CONV
 from .layers.delta import base_weights, subtract_base
-from .matrices import is_torch_tensor, layer_stack, to_numpy
+from .matrices import is_torch_tensor, layer_stack
 from .metrics import detx_metrics, jensen_shannon_distance, norm_metrics
 from .options import MAX_EVALS, MAX_N, MIN_EVALS
 from .powerlaw import FAILED, PowerLawFit, failed_fit, fit_powerlaw
@@ -349,24 +349,6 @@ def analyze_local(model: Any, *, layers: Any = None, min_evals: int = MIN_EVALS,
                           dtype=dtype, seed=seed, keep_spectra=keep_spectra)
 
 
-class InitialBase:
-    """``Watcher(base="initial")``: the weights of the first analysed snapshot (a run's initial
-    weights), kept as host copies for the rest of the run and subtracted from every later
-    snapshot, so the analysis watches the update since the start of training. Costs one copy of
-    the watched weights; the first analysis itself is of a zero update (its fits fail). A resumed
-    run starts from the weights it resumes with."""
-
-    def __init__(self) -> None:
-        self.weights: dict[str, np.ndarray] | None = None
-
-    def for_layers(self, layers: list[LayerWeights]) -> dict[str, np.ndarray]:
-        """The base mapping; taken from ``layers`` (copied) the first time it is asked for."""
-        if self.weights is None:
-            self.weights = {layer.longname: np.array(to_numpy(layer.weight), copy=True)
-                            for layer in layers}
-        return self.weights
-
-
 def summarize(details: pd.DataFrame) -> dict[str, float]:
     """Model-level means of the reference's summary metrics over the layers whose fit succeeded
     (the reference averages failed fits' alpha = -1 too; this does not)."""
@@ -378,13 +360,23 @@ def summarize(details: pd.DataFrame) -> dict[str, float]:
 def __getattr__(name: str) -> Any:
     """``analyze``, the public front door (:mod:`ww_callbacks.front_door`, which picks this
     module's local path or the collective one), for the old path
-    ``from ww_callbacks.analysis import analyze``."""
+    ``from ww_callbacks.analysis import analyze``; ``InitialBase``, which moved to
+    :mod:`ww_callbacks.session.host_copies` (with a :class:`DeprecationWarning`)."""
     if name == "analyze":
         from .front_door import analyze
 
         return analyze
+    if name == "InitialBase":  # moved to the session (it keeps host copies of a run's weights)
+        import warnings
+
+        from .session.host_copies import InitialBase
+
+        warnings.warn("ww_callbacks: ww_callbacks.analysis.InitialBase is deprecated, use "
+                      "ww_callbacks.session.host_copies.InitialBase", DeprecationWarning,
+                      stacklevel=2)
+        return InitialBase
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["analyze_local", "analyze_layers", "summarize", "columns_for", "AnalysisCancelled",
-           "InitialBase", "Skip"]
+           "Skip"]

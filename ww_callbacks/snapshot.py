@@ -10,22 +10,23 @@
   copied once and reused while torch's version counter and storage say they did not change
   (on a GPU they go through the pinned buffers like the others: asynchronous copies). Composite
   weights (a LoRA layer's ``W0 + s * B @ A``) copy their trainable parts (the adapters) at every
-  snapshot and their frozen ``W0`` once, on either path, synchronously
-  (:class:`~ww_callbacks.layers.composite.FrozenCopies`). A frozen tensor rewritten in place
-  through ``.data`` (which bypasses the version counter) is not seen.
+  snapshot and their frozen ``W0`` once, on either path, synchronously (:class:`FrozenCopies`).
+  A frozen tensor rewritten in place through ``.data`` (which bypasses the version counter) is
+  not seen.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from .layers import LayerWeights
-from .layers.composite import FrozenCopies, is_composite
+from .layers.composite import is_composite, is_frozen
 from .matrices import is_torch_tensor
 from .results import Snapshot
 from .shared_arrays import SegmentPool, shareable
@@ -36,6 +37,38 @@ def _copy_host(weight: Any) -> Any:
     if is_torch_tensor(weight):
         return weight.detach().to("cpu", copy=True)
     return np.array(weight, copy=True)
+
+
+class FrozenCopies:
+    """A cache of host copies of frozen parts, keyed by the tensor, torch's in-place version
+    counter (``tensor._version``) and its storage address: a frozen tensor is copied again when
+    something wrote into it in place or gave it new storage (a user unfreezing and training it,
+    ``param.data = ...``). Writes through ``param.data`` in place bypass the version counter and
+    are not seen."""
+
+    def __init__(self) -> None:
+        self._copies: dict[int, tuple[Any, tuple[int, int], Any]] = {}
+        self._lock = threading.Lock()
+
+    def copy(self, part: Any, copy: Callable[[Any], Any]) -> Any:
+        """``copy(part)``, reused for a frozen part whose version did not change."""
+        if not is_frozen(part):
+            return copy(part)
+        version = (int(getattr(part, "_version", 0)),
+                   int(part.data_ptr()) if hasattr(part, "data_ptr") else 0)
+        with self._lock:
+            cached = self._copies.get(id(part))
+            if cached is not None and cached[0] is part and cached[1] == version:
+                return cached[2]
+        fresh = copy(part)
+        with self._lock:
+            self._copies[id(part)] = (part, version, fresh)
+        return fresh
+
+    def clear(self) -> None:
+        """Forget every cached copy."""
+        with self._lock:
+            self._copies.clear()
 
 
 class _PinnedBuffers:
@@ -79,10 +112,14 @@ class Snapshotter:
     def _host(self, weight: Any) -> Any:
         """A host copy of one weight; frozen torch tensors and frozen parts copied once."""
         if is_composite(weight):
-            return weight.host_copy(_copy_host)
+            return weight.host_copy(self._copy_part)
         if is_torch_tensor(weight):
             return self._frozen.copy(weight, _copy_host)
         return _copy_host(weight)
+
+    def _copy_part(self, part: Any) -> Any:
+        """A host copy of one part of a composite weight (frozen parts copied once)."""
+        return self._frozen.copy(part, _copy_host)
 
     @property
     def uses_cuda(self) -> bool:

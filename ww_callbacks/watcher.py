@@ -19,7 +19,7 @@ __getattr__ = moved_names(__name__, {
     "PolicySet": "ww_callbacks.policies.policy_set",
     "DEFAULT_MAX_DUTY": "ww_callbacks.worker", "BackgroundWorker": "ww_callbacks.worker",
     "resolve_max_duty": "ww_callbacks.worker", "Snapshot": "ww_callbacks.results",
-    "analyze_layers": "ww_callbacks.analysis", "InitialBase": "ww_callbacks.analysis",
+    "analyze_layers": "ww_callbacks.analysis", "InitialBase": "ww_callbacks.session.host_copies",
     "AnalysisCancelled": "ww_callbacks.analysis", "NON_FINITE": "ww_callbacks.analysis",
     "Snapshotter": "ww_callbacks.snapshot", "HISTORY_FILE": "ww_callbacks.history",
     "HistoryWriter": "ww_callbacks.history", "MIN_EVALS": "ww_callbacks.options",

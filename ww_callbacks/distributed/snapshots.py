@@ -60,9 +60,9 @@ class DistributedSnapshots:
     ``max_evals``, ``max_N``); ``analysis``: its analysis options (those of
     :func:`ww_callbacks.analysis.analyze_layers`); ``adapters``: as for
     :func:`ww_callbacks.analyze` (replicated weights only); ``base``: an
-    :class:`~ww_callbacks.analysis.InitialBase` (``Watcher(base="initial")``: each rank keeps
-    its owned layers' first weights); ``timeout``: seconds a rank waits for the others at a
-    snapshot or exchange before raising."""
+    :class:`~ww_callbacks.session.host_copies.InitialBase` (``WatchSession(base="initial")``:
+    each rank keeps its owned layers' first weights); ``timeout``: seconds a rank waits for the
+    others at a snapshot or exchange before raising."""
 
     uses_cuda = False  # copies are synchronous (collectives on the training thread)
 

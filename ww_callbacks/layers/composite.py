@@ -5,15 +5,15 @@ from a base model.
 A :class:`Composite` stands in a :class:`~ww_callbacks.layers.base.LayerWeights` where a plain
 array would be. It keeps references to its *parts* (never copies them at extraction) and is turned
 into one float64 array only when the matrices are built (:mod:`ww_callbacks.matrices`), in the
-analysis thread. A snapshot copies it with :meth:`Composite.host_copy`: parts that cannot change
-(frozen torch parameters, plain arrays) are copied once and reused while torch's in-place version
-counter says they did not change, so live watching of a LoRA fine-tune copies only the adapters.
+analysis thread. A snapshot copies it with :meth:`Composite.host_copy` and its own copier, which
+copies the parts that cannot change (:func:`is_frozen`: frozen torch parameters, plain arrays) once
+and reuses them while torch's in-place version counter says they did not change, so live watching
+of a LoRA fine-tune copies only the adapters (:class:`~ww_callbacks.snapshot.FrozenCopies`).
 The arithmetic is written once for numpy and torch (``xp`` is either module).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,38 +36,6 @@ def is_frozen(part: Any) -> bool:
     return True
 
 
-class FrozenCopies:
-    """A cache of host copies of frozen parts, keyed by the tensor, torch's in-place version
-    counter (``tensor._version``) and its storage address: a frozen tensor is copied again when
-    something wrote into it in place or gave it new storage (a user unfreezing and training it,
-    ``param.data = ...``). Writes through ``param.data`` in place bypass the version counter and
-    are not seen."""
-
-    def __init__(self) -> None:
-        self._copies: dict[int, tuple[Any, tuple[int, int], Any]] = {}
-        self._lock = threading.Lock()
-
-    def copy(self, part: Any, copy: Callable[[Any], Any]) -> Any:
-        """``copy(part)``, reused for a frozen part whose version did not change."""
-        if not is_frozen(part):
-            return copy(part)
-        version = (int(getattr(part, "_version", 0)),
-                   int(part.data_ptr()) if hasattr(part, "data_ptr") else 0)
-        with self._lock:
-            cached = self._copies.get(id(part))
-            if cached is not None and cached[0] is part and cached[1] == version:
-                return cached[2]
-        fresh = copy(part)
-        with self._lock:
-            self._copies[id(part)] = (part, version, fresh)
-        return fresh
-
-    def clear(self) -> None:
-        """Forget every cached copy."""
-        with self._lock:
-            self._copies.clear()
-
-
 def _as_float64(part: Any, xp: Any, device: Any = None) -> Any:
     """``part`` as a float64 array of ``xp`` (numpy, or torch on ``device``)."""
     if isinstance(part, Composite):
@@ -85,7 +53,6 @@ class Composite:
     """A weight computed from named parts; subclasses define :meth:`combine` and the shape."""
 
     parts: Mapping[str, Any]
-    _frozen_cache: FrozenCopies = field(default_factory=FrozenCopies, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:  # pragma: no cover - every subclass overrides it
@@ -105,10 +72,11 @@ class Composite:
         return [name for name, part in self.parts.items() if is_frozen(part)]
 
     def host_copy(self, copy: Callable[[Any], Any]) -> Composite:
-        """The same composite over host copies of its parts; frozen parts are copied once and
-        reused while unchanged (what a snapshot of a LoRA fine-tune needs)."""
-        parts = {name: part.host_copy(copy) if isinstance(part, Composite)
-                 else self._frozen_cache.copy(part, copy) for name, part in self.parts.items()}
+        """The same composite over ``copy(part)`` of each of its parts: the snapshot's copier,
+        which copies frozen parts once and reuses them while unchanged (what a snapshot of a
+        LoRA fine-tune needs; :class:`~ww_callbacks.snapshot.FrozenCopies`)."""
+        parts = {name: part.host_copy(copy) if isinstance(part, Composite) else copy(part)
+                 for name, part in self.parts.items()}
         return replace(self, parts=parts)
 
     def to_numpy(self) -> np.ndarray:
@@ -209,5 +177,19 @@ def difference(weight: Any, base: Any) -> Difference:
     return Difference({"weight": weight, "base": base})
 
 
-__all__ = ["Composite", "Difference", "FrozenCopies", "LoraWeight", "difference", "is_composite",
-           "is_frozen", "LORA_CONV", "LORA_EMBEDDING", "LORA_LINEAR"]
+def __getattr__(name: str) -> Any:
+    """``FrozenCopies``, the snapshot's cache of frozen parts, for its old path here (it moved to
+    :mod:`ww_callbacks.snapshot`, the copier that owns it), with a :class:`DeprecationWarning`."""
+    if name == "FrozenCopies":
+        import warnings
+
+        from ..snapshot import FrozenCopies
+
+        warnings.warn("ww_callbacks: ww_callbacks.layers.composite.FrozenCopies is deprecated, "
+                      "use ww_callbacks.snapshot.FrozenCopies", DeprecationWarning, stacklevel=2)
+        return FrozenCopies
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Composite", "Difference", "LoraWeight", "difference", "is_composite", "is_frozen",
+           "LORA_CONV", "LORA_EMBEDDING", "LORA_LINEAR"]

@@ -12,14 +12,35 @@ import warnings
 import weakref
 from typing import Any
 
+import numpy as np
+
 from ..devices import resolve_analysis_device
 from ..faults import WatcherWarning
-from ..layers import extract_layers, select_layers
+from ..layers import LayerWeights, extract_layers, select_layers
 from ..layers.tied import check_tied
+from ..matrices import to_numpy
 from ..results import Snapshot
 from ..shared_arrays import SegmentPool, shareable
 from ..snapshot import Snapshotter
 from ..worker import check_analysis_in
+
+
+class InitialBase:
+    """``WatchSession(base="initial")``: the weights of the first analysed snapshot (a run's initial
+    weights), kept as host copies for the rest of the run and subtracted from every later
+    snapshot, so the analysis watches the update since the start of training. Costs one copy of
+    the watched weights; the first analysis itself is of a zero update (its fits fail). A resumed
+    run starts from the weights it resumes with."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, np.ndarray] | None = None
+
+    def for_layers(self, layers: list[LayerWeights]) -> dict[str, np.ndarray]:
+        """The base mapping; taken from ``layers`` (copied) the first time it is asked for."""
+        if self.weights is None:
+            self.weights = {layer.longname: np.array(to_numpy(layer.weight), copy=True)
+                            for layer in layers}
+        return self.weights
 
 
 def _is_torch_module(model: Any) -> bool:
@@ -32,7 +53,7 @@ class HostCopies:
     """The copier of one session's model. ``select``: the layer-selection options (``layers``,
     ``min_evals``, ``max_evals``, ``max_N``); ``analysis``: the analysis options, whose
     ``device`` is resolved here from ``analysis_device`` and the model; ``base``: an
-    :class:`~ww_callbacks.analysis.InitialBase` or None; ``distributed``: as the session's;
+    :class:`InitialBase` or None; ``distributed``: as the session's;
     ``adapters`` and ``tied``: as for :func:`~ww_callbacks.layers.extract_layers`;
     ``analysis_in``: ``"thread"``, ``"process"`` or ``"auto"`` (see :meth:`in_process`)."""
 

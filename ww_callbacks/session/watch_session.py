@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis import InitialBase, analyze_layers
+from ..analysis import analyze_layers
 from ..cadence import Cadence
 from ..esd import ESD_EVERY, EsdSchedule
 from ..faults import LOG, FaultReporter, WatcherWarning
@@ -53,7 +53,7 @@ from . import lifecycle
 from .admission import Admission
 from .delivery import Delivery
 from .drops import DropCounts
-from .host_copies import HostCopies
+from .host_copies import HostCopies, InitialBase
 from .state import Resumable
 
 #: How long a snapshot or an epoch end waits for an analysis when ``wait`` asks for it.
@@ -90,7 +90,7 @@ class WatchSession(Resumable):
     ``analysis_device="auto"`` (default): the GPU the model trains on, else the CPU
     (:mod:`ww_callbacks.devices`); ``"cpu"`` keeps the analysis off the GPU.
     ``base="initial"``: analyse ``W - W_initial``, the update since the first snapshot (see
-    :class:`~ww_callbacks.analysis.InitialBase`); None: the weights themselves.
+    :class:`~.host_copies.InitialBase`); None: the weights themselves.
     ``keep_spectra`` (default True): keep the eigenvalues for pictures and the stored ESDs;
     ``esd_every``: the compact ESDs of every layer (:mod:`ww_callbacks.esd`) go to
     ``ww_spectra.jsonl`` next to the history at the first analysis, every ``esd_every``-th one
