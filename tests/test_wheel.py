@@ -66,6 +66,10 @@ SCRIPT = textwrap.dedent('''
     print("steps", sorted(set(rows["step"])))
     assert sorted(set(rows["step"])) == [0, 8, 16], sorted(set(rows["step"]))
     assert set(rows["longname"]) == {"net.0", "net.2"}
+    # the report's page assets (ww_callbacks/assets/*.html, *.css, *.js) ship in the wheel
+    from ww_callbacks.report import write_report
+    page = write_report(os.path.dirname(callback.history_path)).read_text()
+    assert 'id="ww-data"' in page and "data-drawn" in page and "'sha256-" in page, page[:2000]
     print("WHEEL OK")
 ''')
 

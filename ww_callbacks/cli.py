@@ -274,9 +274,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``ww-callbacks compare``."""
     from .compare import compare, write_compare_html
 
+    notes: list[str] = []
     table = compare(args.a, args.b, delta=args.delta,
                     analyze_path=lambda p: analyze_checkpoint(p, args),
-                    analyze_delta=lambda w: analyze_weights(w, "B - A", args))
+                    analyze_delta=lambda w: analyze_weights(w, "B - A", args),
+                    runs=args.run, notes=notes)
+    for line in notes:
+        print(f"ww-callbacks compare: note: {line}", file=sys.stderr)
     if args.format == "json":
         text = json_text(records(table))
     elif args.format == "csv":
@@ -287,7 +291,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"crossed a band\n" + format_table(table, list(table.columns)))
     _write_output(text, None)
     if args.out:
-        written = write_compare_html(table, args.out, a=args.a, b=args.b)
+        written = write_compare_html(table, args.out, a=args.a, b=args.b, notes=notes)
         print(f"ww-callbacks: wrote {written}", file=sys.stderr)
     return EXIT_OK
 
@@ -305,11 +309,13 @@ def _tensorboard_without_tensorflow() -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``ww-callbacks report``."""
-    from .report import write_report
+    from .report import read_run, write_report
 
     _tensorboard_without_tensorflow()
 
-    written = write_report(args.run_dir, args.output)
+    for line in read_run(args.run_dir, args.run)[1]:
+        print(f"ww-callbacks report: note: {line}", file=sys.stderr)
+    written = write_report(args.run_dir, args.output, run=args.run, embed_path=args.embed_path)
     print(f"ww-callbacks: wrote {written} ({written.stat().st_size / 1e6:.2f} MB)",
           file=sys.stderr)
     return EXIT_OK
@@ -382,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     cp.add_argument("--out", metavar="FILE.html",
                     help="also write an HTML page: both correlation flows on one chart")
+    cp.add_argument("--run", action="append", metavar="RUN_ID",
+                    help="for a history holding several runs (a rerun into the same folder): "
+                         "the run to compare (a writer's run id or a unique prefix; repeat for "
+                         "A and B); default: each history's newest run")
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser(
@@ -393,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the run's log folder (holding ww_history.jsonl) or the history file")
     rp.add_argument("-o", "--output", default="ww_report.html", metavar="FILE",
                     help="where to write the report (default: ww_report.html)")
+    rp.add_argument("--run", metavar="RUN_ID",
+                    help="for a history holding several runs (a rerun into the same folder): "
+                         "the run to draw (a writer's run id or a unique prefix); default: the "
+                         "newest")
+    rp.add_argument("--embed-path", action="store_true",
+                    help="show the run folder's absolute path on the page (default: its name)")
     rp.set_defaults(func=cmd_report)
     return parser
 

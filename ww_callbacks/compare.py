@@ -12,7 +12,6 @@ on one inline SVG chart.
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,17 +27,22 @@ from .state_dicts import bare_name
 
 def is_history(path: str | os.PathLike) -> bool:
     """True for a run folder holding ``ww_history.jsonl`` or a ``.jsonl`` history file."""
-    from .history import HISTORY_FILE
+    from .history_reader import HISTORY_FILE
 
     path = Path(path)
     return (path.is_dir() and (path / HISTORY_FILE).is_file()) or path.suffix == ".jsonl"
 
 
-def last_analysis(path: str | os.PathLike) -> pd.DataFrame:
-    """The per-layer rows of the last analysis of a run's history."""
-    from .report import read_history
+def last_analysis(path: str | os.PathLike, runs: list[str] | None = None,
+                  notes: list[str] | None = None) -> pd.DataFrame:
+    """The per-layer rows of the last analysis of one run of a history: the run whose writer
+    is one of ``runs`` (run ids), else the newest; what the reader has to say about the file
+    (several runs, skipped lines) is appended to ``notes``."""
+    from .report import read_run
 
-    records = read_history(path)
+    records, said = read_run(path, list(runs or ()))
+    if notes is not None:
+        notes.extend(f"{path}: {line}" for line in said)
     return pd.DataFrame(records[-1]["layers"])
 
 
@@ -68,8 +72,9 @@ def delta_weights(a: str | os.PathLike, b: str | os.PathLike) -> dict[str, Any]:
             if name in wa and tuple(wa[name].shape) == tuple(tensor.shape)}
 
 
-def _side(path: str, analyze_path: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
-    details = last_analysis(path) if is_history(path) else analyze_path(path)
+def _side(path: str, analyze_path: Callable[[str], pd.DataFrame], runs: list[str] | None,
+          notes: list[str] | None) -> pd.DataFrame:
+    details = last_analysis(path, runs, notes) if is_history(path) else analyze_path(path)
     if "status" not in details.columns:
         details = details.assign(status=SUCCESS)
     if "longname" not in details.columns or "alpha" not in details.columns:
@@ -89,14 +94,17 @@ def layer_band(alpha: float, status: str) -> str:
 
 def compare(a: str, b: str, *, analyze_path: Callable[[str], pd.DataFrame],
             analyze_delta: Callable[[dict], pd.DataFrame] | None = None,
-            delta: bool = False) -> pd.DataFrame:
+            delta: bool = False, runs: list[str] | None = None,
+            notes: list[str] | None = None) -> pd.DataFrame:
     """One row per layer present in both: ``alpha_A``, ``alpha_B``, ``alpha_diff`` (B - A),
     ``band_A``, ``band_B``, ``crossed``; with ``delta`` also ``alpha_delta`` (alpha of B - A).
     ``analyze_path`` analyses a checkpoint path and ``analyze_delta`` a ``name -> tensor``
-    mapping (the command line passes its options; default: ``analyze`` with defaults)."""
+    mapping (the command line passes its options; default: ``analyze`` with defaults). A
+    history holding several runs gives its newest run's last analysis, or that of the run whose
+    id is in ``runs``; ``notes`` (a list) receives what was said about the histories."""
     from .checkpoints import CheckpointError
 
-    left, right = _side(a, analyze_path), _side(b, analyze_path)
+    left, right = _side(a, analyze_path, runs, notes), _side(b, analyze_path, runs, notes)
     table = left.merge(right, on="longname", suffixes=("_A", "_B"))
     if table.empty:
         raise CheckpointError(f"{a} and {b} have no layer name in common")
@@ -174,8 +182,11 @@ def _flow_svg(table: pd.DataFrame, series: dict[str, tuple[str, str]]) -> str:
 
 
 def write_compare_html(table: pd.DataFrame, path: str | os.PathLike, *, a: str,
-                       b: str) -> Path:
-    """A self-contained HTML page of the comparison: the flows chart and the table."""
+                       b: str, notes: list[str] | None = None) -> Path:
+    """A self-contained HTML page of the comparison: the flows chart and the table (every name
+    escaped; the page's only inline style allowed by its hash, no script to run)."""
+    from .page import asset, build_page
+
     series = {"alpha_A": (f"A: {a}", "#E69F00"), "alpha_B": (f"B: {b}", "#56B4E9")}
     if "alpha_delta" in table.columns:
         series["alpha_delta"] = ("B - A", "#CC79A7")
@@ -185,26 +196,22 @@ def write_compare_html(table: pd.DataFrame, path: str | os.PathLike, *, a: str,
         for col in table.columns:
             v = rec[col]
             text = f"{v:.4f}" if isinstance(v, float) else str(v)
-            style = ""
+            cls = ""
             if col in ("band_A", "band_B"):
-                style = f' style="color:{BAND_COLOURS.get(str(v), "#000")}"'
-            cells.append(f"<td{style}>{html.escape(text)}</td>")
+                cls = f' class="band-{html.escape(str(v).replace(" ", "-"))}"'
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
         cls = ' class="crossed"' if rec["crossed"] else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    data = json.dumps({"crossed": int(table["crossed"].sum()), "layers": len(table)})
-    from .report import CSP
-
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>ww-callbacks compare</title>
-<style>body{{font-family:sans-serif;margin:20px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:2px 6px}}tr.crossed{{background:#fff3c4}}</style></head>
-<body><h1>Layer-by-layer comparison</h1><p>A = {html.escape(a)}<br>B = {html.escape(b)}</p>
+    extra = "".join(f"<p>{html.escape(n)}</p>" for n in notes or ())
+    body = f"""<h1>Layer-by-layer comparison</h1><p>A = {html.escape(a)}<br>B = {html.escape(b)}</p>
 <p>{len(table)} layers in common; {int(table["crossed"].sum())} crossed a band (highlighted).
 Shaded: alpha &lt; {OVER_TRAINED_ALPHA:g} over-trained, alpha &gt; {UNDER_TRAINED_ALPHA:g}
-under-trained.</p>{_flow_svg(table, series)}
-<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
-<script type="application/json" id="summary">{data}</script></body></html>"""
+under-trained.</p>{extra}{_flow_svg(table, series)}
+<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"""
+    page = build_page("compare.html", title="ww-callbacks compare", css=asset("compare.css"),
+                      data={"crossed": int(table["crossed"].sum()), "layers": len(table)},
+                      body=body)
     out = Path(path)
     out.write_text(page, encoding="utf-8")
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import threading
 import uuid
 import warnings
@@ -26,10 +27,15 @@ import numpy as np
 import pandas as pd
 
 from .esd import SPECTRA_FILE
-from .faults import WatcherWarning
+from .faults import WatcherWarning, not_writable
+from .history_reader import (
+    HISTORY_FILE,  # noqa: F401 (its home is the reader; imported from here)
+    history_path,
+    parse_line,
+    read_history_file,
+    read_regular_file,
+)
 from .results import AnalysisResult
-
-HISTORY_FILE = "ww_history.jsonl"
 
 
 def _plain(value: Any) -> Any:
@@ -138,7 +144,13 @@ class HistoryWriter:
         data = (json.dumps(record, allow_nan=True) + "\n").encode("utf-8")
         with self._lock:
             self._claim()
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:  # a folder that cannot be made says why (read-only), not "No such file"
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise not_writable(path.parent, err) from err
+            # O_NOFOLLOW: a symlink planted under the history's name is refused (ELOOP), not
+            # written through
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -151,13 +163,14 @@ class HistoryWriter:
 
     def truncate_after(self, step: int) -> int:
         """Drop analyses (and their actions and stored ESDs) of steps after ``step`` (a resumed
-        run redoes them) and any torn or unreadable line; returns how many history lines were
-        dropped. Atomic (a new file replaces the old one), so a failure leaves the old file as
-        it was."""
+        run redoes them) and any line the reader skips (torn, damaged, wrong-typed); JSON lines
+        without a step are kept. Returns how many history lines were dropped. Atomic (a new file,
+        created in the folder with ``mkstemp``, replaces the old one), so a failure leaves the
+        old file as it was."""
         with self._lock:
             self._claim()
-            dropped = _truncate_file(self.path, step)
-            _truncate_file(self.spectra_path, step)
+            dropped = _truncate_file(self.path, step, analyses=True)
+            _truncate_file(self.spectra_path, step, analyses=False)
             return dropped
 
     # ------------------------------------------------------------------ ownership
@@ -183,9 +196,7 @@ class HistoryWriter:
             return  # the folder stays theirs; ours is told apart by "writer"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.owner_path.with_name(self.owner_path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.writer), encoding="utf-8")
-            os.replace(tmp, self.owner_path)
+            write_atomic(self.owner_path, json.dumps(self.writer).encode("utf-8"))
             _OPEN_RUNS.add(self.writer["run_id"])
         except OSError:
             pass  # a full disk: the history write that follows reports it
@@ -208,27 +219,53 @@ OWNER_SUFFIX = ".owner"
 ACTIONS = "actions"
 
 
-def _truncate_file(path: Path, step: int) -> int:
-    """Keep the lines of ``path`` with a step up to ``step`` (see
-    :meth:`HistoryWriter.truncate_after`)."""
+def _truncate_file(path: Path, step: int, *, analyses: bool) -> int:
+    """Keep the lines of ``path`` up to ``step`` (see :meth:`HistoryWriter.truncate_after`):
+    in the history (``analyses``) the analysis records the reader accepts and the other JSON
+    lines (the policies' actions) of steps up to ``step`` or without a step; in the sidecar the
+    JSON lines of steps up to ``step``."""
     if not path.exists():
         return 0
-    data = path.read_bytes()
-    lines = [ln for ln in data.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    data = read_regular_file(path)
+    lines = [ln for ln in data.split(b"\n") if ln.strip()]
     kept = []
     for line in lines:
-        record = _parse_line(line)
-        if record is not None and record["step"] <= step:
-            kept.append(line)
-    if len(kept) == len(lines) and (not data or data.endswith(b"\n")):
+        kind, value, _ = parse_line(line)
+        if analyses and kind == "record":
+            keep = value["step"] <= step
+        elif kind == "problem" and (analyses or value is None):
+            keep = False
+        else:  # not an analysis (or a sidecar line): by its step, if it has one
+            line_step = value.get("step") if isinstance(value, dict) else None
+            keep = value is not None and not (isinstance(line_step, int)
+                                               and line_step > step)
+            if not analyses:
+                keep = keep and isinstance(line_step, int)
+        if keep:
+            kept.append(line.decode("utf-8", errors="replace").encode("utf-8"))
+    if kept == lines and (not data or data.endswith(b"\n")):
         return 0  # nothing to drop: the file is left as it is
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, b"".join(ln + b"\n" for ln in kept))
     return len(lines) - len(kept)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` by a file holding ``data``: written to a new temporary file created in
+    the same folder with ``mkstemp`` (``O_CREAT | O_EXCL``, mode 0600 then 0644), so a symlink
+    planted under a predictable ``.tmp`` name in a shared folder is never written through, then
+    renamed over ``path`` (a symlink at ``path`` itself is replaced, not followed)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _read_owner(path: Path) -> dict | None:
@@ -251,80 +288,67 @@ def _live(owner: dict) -> bool:
     return True
 
 
-def _parse_line(line: str) -> dict | None:
-    """One line of the history or its sidecar (any kind), or None for a torn or unreadable
-    line."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "step" in record else None
-
-
-def _parse(line: str) -> dict | None:
-    """One analysis record, or None for a torn or unreadable line or a line of another kind
-    (the policies' actions)."""
-    record = _parse_line(line)
-    return record if record is not None and "kind" not in record else None
-
-
-def _history_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path / HISTORY_FILE if path.is_dir() else path
-
-
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """All analysis records of a history file (or of the folder holding ``ww_history.jsonl``);
-    torn or unreadable lines (a crash or a full disk mid-write) are ignored."""
-    records = []
-    with open(_history_path(path), encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.strip():
-                record = _parse(line)
-                if record is not None:
-                    records.append(record)
-    return records
+    """All analysis records of a history file (or of the folder holding ``ww_history.jsonl``),
+    every run's, in file order; unreadable lines (a crash or a full disk mid-write, damaged
+    bytes, wrong-typed fields) are skipped and the policies' actions lines passed over
+    (:func:`ww_callbacks.history_reader.read_history_file` says which and why)."""
+    return read_history_file(path).records
 
 
 def _read_lines(path: Path) -> list[dict]:
+    """The JSON objects with a step of a history or sidecar file (anything else skipped)."""
     records = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.strip():
-                record = _parse_line(line)
-                if record is not None:
-                    records.append(record)
+    for line in read_regular_file(path).split(b"\n"):
+        if line.strip():
+            _, value, _ = parse_line(line)
+            if isinstance(value, dict) and "step" in value:
+                records.append(value)
     return records
 
 
 def read_actions(path: str | os.PathLike) -> list[dict]:
     """The policies' actions lines of a history (see :meth:`HistoryWriter.append_actions`), in
     order; an older history has none."""
-    return [r for r in _read_lines(_history_path(path)) if r.get("kind") == ACTIONS]
+    return [r for r in _read_lines(history_path(path)) if r.get("kind") == ACTIONS]
 
 
 def read_spectra(path: str | os.PathLike) -> list[dict]:
     """The stored compact ESDs of a run (its folder, history or sidecar file): one
     ``{"step", "layers"}`` dict per stored analysis; empty when none were stored."""
-    path = _history_path(path)
+    path = history_path(path)
     sidecar = path if path.name == SPECTRA_FILE else path.with_name(SPECTRA_FILE)
     if not sidecar.is_file():
         return []
     return [r for r in _read_lines(sidecar) if isinstance(r.get("layers"), dict)]
 
 
-def load_history(path: str | os.PathLike, *, level: str = "layer") -> pd.DataFrame:
+def load_history(path: str | os.PathLike, *, level: str = "layer",
+                 run: str | None = None) -> pd.DataFrame:
     """Read a history back: ``level="layer"`` gives one row per layer per analysis (columns
     ``step``, ``epoch``, ``wall_time`` then the ``analyze`` columns); ``level="model"`` one row
-    per analysis with the ``ww/`` summary scalars."""
-    records = read_records(path)
-    if level == "model":
-        rows = [{"step": r["step"], "epoch": r["epoch"], "wall_time": r["wall_time"],
-                 "duration_s": r["duration_s"], "randomized": r["randomized"], **r["summary"]}
-                for r in records]
-        return pd.DataFrame(rows)
-    if level != "layer":
+    per analysis with the ``ww/`` summary scalars. Every run's records by default; ``run``: one
+    run's (a writer's run id, or ``"newest"``). ``attrs["history_problems"]`` lists the lines
+    that were skipped (one line each) and ``attrs["runs"]`` the runs the file holds."""
+    if level not in ("layer", "model"):
         raise ValueError(f"level must be 'layer' or 'model', not {level!r}")
-    rows = [{"step": r["step"], "epoch": r["epoch"], "wall_time": r["wall_time"], **layer}
-            for r in records for layer in r["layers"]]
-    return pd.DataFrame(rows)
+    read = read_history_file(path)
+    runs = read.runs()
+    records = read.records
+    if run is not None:
+        chosen = read.select(None if run == "newest" else run)
+        if chosen is None:
+            raise ValueError(f"{read.path}: no run {run!r} (runs: "
+                             f"{', '.join(r.run_id for r in runs) or 'none'})")
+        records = chosen.records
+    if level == "model":
+        rows = [{"step": r["step"], "epoch": r.get("epoch"), "wall_time": r.get("wall_time"),
+                 "duration_s": r.get("duration_s"), "randomized": r.get("randomized"),
+                 **(r.get("summary") or {})} for r in records]
+    else:
+        rows = [{"step": r["step"], "epoch": r.get("epoch"), "wall_time": r.get("wall_time"),
+                 **layer} for r in records for layer in r["layers"]]
+    frame = pd.DataFrame(rows)
+    frame.attrs["history_problems"] = list(read.problems)
+    frame.attrs["runs"] = [r.describe() for r in runs]
+    return frame
