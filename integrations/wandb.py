@@ -229,10 +229,12 @@ class WandbSink:
 
     def _alert(self, run: Any, frame: Frame) -> str:
         """The alerts' text (logged under ``ww/alerts``); raised with ``run.alert`` when asked."""
+        from ww_callbacks.names import terminal
+
         text = "\n".join(frame.alerts)
         if self.console_alerts:
             for alert in frame.alerts:
-                print(f"ww_callbacks alert: {alert}", file=sys.stderr, flush=True)
+                print(f"ww_callbacks alert: {terminal(alert)}", file=sys.stderr, flush=True)
         if self.alerts:
             run.alert(title=f"ww_callbacks: step {frame.step}", text=text,
                       level=self._wandb.AlertLevel.WARN)

@@ -73,12 +73,27 @@ def with_band(details: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def say(line: str) -> None:
+    """One line on stderr, its control characters escaped (names from a model or a file can
+    hold terminal escape sequences: :func:`ww_callbacks.names.terminal`)."""
+    from .names import terminal
+
+    print(terminal(line), file=sys.stderr)
+
+
 def format_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
-    """A plain text table of the given columns that ``df`` has (floats with 4 decimals)."""
+    """A plain text table of the given columns that ``df`` has (floats with 4 decimals; text
+    cells with their control characters escaped, so a name cannot drive the terminal)."""
+    from .names import terminal
+
     cols = [c for c in columns if c in df.columns]
     if df.empty:
         return "(no layers)"
-    return df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}")
+    table = df[cols].copy()
+    for col in table.columns:
+        if table[col].dtype == object or pd.api.types.is_string_dtype(table[col]):
+            table[col] = table[col].map(lambda v: terminal(v) if isinstance(v, str) else v)
+    return table.to_string(index=False, float_format=lambda x: f"{x:.4f}")
 
 
 def _write_output(text: str, out: str | None) -> None:
@@ -128,7 +143,7 @@ def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.Da
             raise InputError(f"{label}: {err}") from None
     if details.empty:
         details.attrs["no_layer"] = no_layer_reason(weights, details)
-        print(f"ww-callbacks: {label}: {details.attrs['no_layer']}", file=sys.stderr)
+        say(f"ww-callbacks: {label}: {details.attrs['no_layer']}")
     return details
 
 
@@ -153,7 +168,7 @@ def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
     weights = open_checkpoint(path, allow_hparams_types=getattr(args, "allow_hparams_types",
                                                                 False))
     if getattr(weights, "note", None):
-        print(f"ww-callbacks: {path}: {weights.note}", file=sys.stderr)
+        say(f"ww-callbacks: {path}: {weights.note}")
     return analyze_weights(weights, path, args)
 
 
@@ -230,19 +245,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     fail_on = args.fail_on or []
     if "traps" in fail_on:
         args.randomize = True  # traps are found by the randomised spectrum
+    from .names import terminal
+
     results = []
     for path in args.paths:
         details = with_band(analyze_checkpoint(path, args))
         results.append((path, details))
         bad = unreadable(details)
         for name, reason in zip(bad["longname"], bad["warning"], strict=True):
-            print(f"ww-callbacks: {path}: layer {name}: {reason}", file=sys.stderr)
-        if args.plots:
-            out_dir = Path(args.plots)
-            if len(args.paths) > 1:
-                out_dir = out_dir / Path(path).name.replace(".", "_")
-            for written in _save_plots(details, out_dir):
-                print(f"ww-callbacks: wrote {written}", file=sys.stderr)
+            say(f"ww-callbacks: {path}: layer {name}: {reason}")
     if args.format == "json":
         text = json_text([{"path": str(path), "summary": summarize(d),
                            "skipped": d.attrs.get("skipped", []), "layers": records(d)}
@@ -255,15 +266,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for path, d in results:
             summary = summarize(d)
             shown, columns = _table_view(d)
-            parts.append(f"== {path}: {len(d)} layers, alpha mean "
+            parts.append(f"== {terminal(path)}: {len(d)} layers, alpha mean "
                          f"{summary.get('alpha', math.nan):.4f}, alpha_weighted mean "
                          f"{summary.get('alpha_weighted', math.nan):.4f}\n"
                          + format_table(shown, columns))
         text = "\n\n".join(parts)
-    _write_output(text, args.out)
+    _write_output(text, args.out)  # the table first: nothing the pictures meet can lose it
+    if args.plots:
+        from .names import file_stem
+
+        stems: set[str] = set()
+        for path, details in results:
+            out_dir = Path(args.plots)
+            if len(args.paths) > 1:
+                out_dir = out_dir / file_stem(Path(path).name.replace(".", "_"), stems)
+            for written in _save_plots(details, out_dir):
+                say(f"ww-callbacks: wrote {written}")
     problems = [f"{path}: {p}" for path, d in results for p in _problems(d, fail_on)]
     for line in problems:
-        print(f"ww-callbacks: {line}", file=sys.stderr)
+        say(f"ww-callbacks: {line}")
     return EXIT_FOUND if problems else EXIT_OK
 
 
@@ -280,19 +301,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     analyze_delta=lambda w: analyze_weights(w, "B - A", args),
                     runs=args.run, notes=notes)
     for line in notes:
-        print(f"ww-callbacks compare: note: {line}", file=sys.stderr)
+        say(f"ww-callbacks compare: note: {line}")
     if args.format == "json":
         text = json_text(records(table))
     elif args.format == "csv":
         text = table.to_csv(index=False)
     else:
+        from .names import terminal
+
         crossed = int(table["crossed"].sum())
-        text = (f"== A = {args.a}\n== B = {args.b}\n{len(table)} layers in common, {crossed} "
-                f"crossed a band\n" + format_table(table, list(table.columns)))
+        text = (f"== A = {terminal(args.a)}\n== B = {terminal(args.b)}\n{len(table)} layers in "
+                f"common, {crossed} crossed a band\n" + format_table(table, list(table.columns)))
     _write_output(text, None)
     if args.out:
         written = write_compare_html(table, args.out, a=args.a, b=args.b, notes=notes)
-        print(f"ww-callbacks: wrote {written}", file=sys.stderr)
+        say(f"ww-callbacks: wrote {written}")
     return EXIT_OK
 
 
@@ -314,10 +337,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     _tensorboard_without_tensorflow()
 
     for line in read_run(args.run_dir, args.run)[1]:
-        print(f"ww-callbacks report: note: {line}", file=sys.stderr)
+        say(f"ww-callbacks report: note: {line}")
     written = write_report(args.run_dir, args.output, run=args.run, embed_path=args.embed_path)
-    print(f"ww-callbacks: wrote {written} ({written.stat().st_size / 1e6:.2f} MB)",
-          file=sys.stderr)
+    say(f"ww-callbacks: wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
     return EXIT_OK
 
 
@@ -430,16 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, CheckpointError, ReportError, OSError) as err:
         if args.debug:
             raise
-        print(f"ww-callbacks {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        say(f"ww-callbacks {args.command}: error: {_one_line(err)}")
         return EXIT_INPUT
     except KeyboardInterrupt:
-        print("ww-callbacks: interrupted", file=sys.stderr)
+        say("ww-callbacks: interrupted")
         return 130
     except Exception as err:  # an unexpected failure: still one line, the rest with --debug
         if args.debug:
             raise
-        print(f"ww-callbacks {args.command}: error: {type(err).__name__}: {_one_line(err)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        say(f"ww-callbacks {args.command}: error: {type(err).__name__}: {_one_line(err)} "
+            "(run with --debug for the traceback)")
         return EXIT_INPUT
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import names
 from .bands import (
     BAND_COLOURS,
     FEW_EIGENVALUES,
@@ -214,7 +215,7 @@ def layer_esd_figure(row: Mapping[str, Any], evals: Any, rand_evals: Any = None,
     ``num_pl_spikes``, ``rand_bulk_max``, ``rand_num_spikes``), titled with the layer, step,
     alpha and band."""
     alpha = _float(row.get("alpha"))
-    name = row.get("longname") or "root"
+    name = names.figure(row.get("longname") or "root", 60)  # plain text: no mathtext
     where = f"  step {step}" if step is not None else ""
     title = f"{name}{where}  α={alpha:.2f} ({band(alpha if alpha > 0 else None)})"
     randomized = rand_evals is not None and np.size(rand_evals) > 0
@@ -261,8 +262,8 @@ def _band_background(ax: Any, top: float) -> None:
 
 
 def _short(name: str, width: int = 18) -> str:
-    name = name or "root"
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    """A layer name as a tick label: plain text (no mathtext), cut in the middle."""
+    return names.figure(name or "root", width)
 
 
 def correlation_flow_figure(details: pd.DataFrame, *, step: int | None = None,
@@ -425,10 +426,6 @@ def heatmap_data(history: pd.DataFrame) -> tuple[list[str], list[int], np.ndarra
 # ----------------------------------------------------------------------------- files
 
 
-def _file_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in (name or "root"))
-
-
 def save_analysis_figures(details: pd.DataFrame, out_dir: str | os.PathLike,
                           spectra: Mapping[str, Any] | None = None,
                           history: pd.DataFrame | None = None, *,
@@ -452,12 +449,13 @@ def save_analysis_figures(details: pd.DataFrame, out_dir: str | os.PathLike,
     if history is not None and len(history):
         layers, steps, alphas, traps = heatmap_data(history)
         save(alpha_heatmap_figure(layers, steps, alphas, traps), "alpha_heatmap.png")
+    stems: set[str] = set()  # names that sanitise alike get files of their own
     for row in _layer_table(details).to_dict(orient="records"):
         name = row.get("longname")
         if spectra is not None and name in spectra:
             rand = (rand_spectra or {}).get(name)
             save(layer_esd_figure(row, spectra[name], rand, step=step),
-                 f"esd_{_file_name(name)}.png")
+                 f"esd_{names.file_stem(name, stems)}.png")
     return written
 
 

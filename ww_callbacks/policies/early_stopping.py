@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..names import terminal
 from ..powerlaw import OVER_TRAINED_ALPHA, SUCCESS
 from ..results import AnalysisResult
 from ..tags import declare
@@ -190,7 +191,7 @@ class HTSREarlyStopping(Policy):
             message = f"ww_callbacks: HTSR early stopping: {self.stop_reason}"
             log.info(message)
             if self.verbose:
-                print(message, flush=True)
+                print(terminal(message), flush=True)  # the reason may name a layer
 
     def finish(self, target: Target | None) -> None:
         """End of training: restore the best weights when the policy stopped it."""

@@ -17,6 +17,7 @@ from ..analysis import FEW_EVALS_FOR_RANDOM
 from ..layers import LayerWeights
 from ..matrices import from_oriented_stack, layer_stack, oriented_stack, to_numpy
 from ..mp_fit import fit_mp
+from ..names import terminal
 from ..results import AnalysisResult
 from ..scalars import layer_tag
 from ..spectra import shuffled_spectrum
@@ -129,7 +130,7 @@ class TrapRemoval(Policy):
                        f"traps from {name} at step {step}")
             log.info(message)
             if self.verbose:
-                print(message, flush=True)
+                print(terminal(message), flush=True)  # a layer name: no terminal escape
 
     def state_dict(self) -> dict:
         return {"removed": dict(self.removed), "events": list(self.events)}

@@ -22,6 +22,7 @@ from ..analysis import NON_FINITE, AnalysisCancelled
 from ..esd import EsdSchedule, compact_spectra
 from ..faults import FaultReporter, Retrying, WatcherWarning
 from ..history import HISTORY_FILE, HistoryWriter
+from ..names import terminal
 from ..policies.policy_set import PolicySet
 from ..results import AnalysisResult
 from ..scalars import DROPPED, MODEL_PREFIX, layer_scalars
@@ -126,7 +127,8 @@ class Delivery:
         for err in errors:
             if isinstance(err.error, AnalysisCancelled):
                 continue  # training was interrupted: nobody waits for this analysis
-            message = f"ww_callbacks: the analysis of step {err.step} failed: {err.error!r}"
+            message = terminal(f"ww_callbacks: the analysis of step {err.step} failed: "
+                               f"{err.error!r}")
             if self.strict:
                 raise RuntimeError(message + "\n" + err.traceback) from err.error
             warnings.warn(message, WatcherWarning, stacklevel=3)
@@ -196,7 +198,8 @@ class Delivery:
         bad = result.details.loc[result.details["warning"] == NON_FINITE, "longname"]
         if len(bad):
             self._warned_non_finite = True
-            names = ", ".join(map(str, bad.unique()[:10])) + (" ..." if bad.nunique() > 10 else "")
+            names = ", ".join(map(terminal, bad.unique()[:10])) + \
+                (" ..." if bad.nunique() > 10 else "")
             warnings.warn(f"ww_callbacks: the weights of {bad.nunique()} layer(s) contain NaN or "
                           f"Inf at step {result.step}: {names}; training has diverged there (not "
                           "reported again)", WatcherWarning, stacklevel=5)
