@@ -193,6 +193,8 @@ class TensorBoardSink:
         self._seen_tags: set[str] = set()
         self._matplotlib_missing = False
         self._closed = False
+        #: The events file opened by the last :meth:`reopen` (None until a fault happens).
+        self._fault_file: str | None = None
         #: Draws and writes the pictures in a thread of this sink (see :class:`PictureQueue`);
         #: every use of the writer holds ``_lock``.
         self.pictures = PictureQueue(self._draw, "ww-tensorboard-plots", duty=picture_duty)
@@ -228,6 +230,7 @@ class TensorBoardSink:
                     self._write_alerts(result, frame)
             finally:
                 self.writer.flush()
+            self._fault_file = None  # written: a later fault may start one new file again
         if frame.plots:
             self._write_images(result, frame)
 
@@ -248,7 +251,7 @@ class TensorBoardSink:
             self._report_drawn(wait=False)
         finally:
             with self._lock:
-                self.writer.flush()
+                self._last_flush()
             if self._owns_writer or self._own_final_writer():
                 self.pictures.finish(self._finish)
             else:
@@ -275,24 +278,33 @@ class TensorBoardSink:
             self._report_drawn(wait=False)
         finally:
             with self._lock:
-                self.writer.flush()
+                self._last_flush()
                 if self._owns_writer:
                     self.writer.close()
 
+    def _last_flush(self) -> None:
+        """Flush at close: our own writer tries once more whatever its back-off (the events it
+        kept while the disk was full go out if there is room now)."""
+        if isinstance(self.writer, EventWriter):
+            self.writer.flush(force=True)
+        else:
+            self.writer.flush()
+
     def reopen(self) -> None:
-        """Called by the watcher before it retries a failed write (a full disk): the sink's own
-        writer starts a new events file in the same folder (the old file's buffer may hold a
-        torn record; TensorBoard reads every events file of a run folder, a torn tail included).
-        A writer the sink was given is left to its owner. Raises while the disk is still full,
-        so the retry is counted and tried again at the next result."""
+        """Called by the watcher before it retries a failed write (a full disk). The sink's own
+        writer kept the events it could not write and cut its file back to the last complete
+        record; the first retry after a working spell continues in one new events file (the
+        file that failed may be gone or unwritable for good), and every further retry while the
+        disk stays full uses that same file, with the writer's back-off: a disk full for 200
+        analyses costs one new file, not 200 (199 files in 200 steps before). A writer the sink
+        was given is left to its owner."""
         if not (self._owns_writer and isinstance(self.writer, EventWriter)):
             return
         with self._lock:
-            try:
-                self.writer.close()
-            except OSError:  # the failed buffer cannot be flushed: it is dropped
-                pass
-            self.writer = EventWriter(self.writer.log_dir)
+            if self._fault_file is not None and self._fault_file == self.writer.path:
+                return  # still in the file this fault started: retry it (backing off)
+            self.writer.new_file()
+            self._fault_file = self.writer.path
             self._layout = None  # written again into the new file
 
     # ------------------------------------------------------------------ parts

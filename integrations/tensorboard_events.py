@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ww_callbacks.faults import not_writable
+
 INSTALL_HINT = "pip install ww_callbacks[tensorboard]"
 
 # ----------------------------------------------------------------------------- TFRecord framing
@@ -95,32 +97,97 @@ def layout_proto(layout: Mapping[str, Mapping[str, list]]) -> Any:
 _WRITERS = itertools.count()
 
 
+#: Most bytes an :class:`EventWriter` keeps in memory while its disk refuses them (a full
+#: disk): a few analyses' scalars and histograms; beyond it the oldest waiting events are dropped.
+MAX_PENDING = 16 << 20
+#: Back-off between attempts to write to a disk that refused the last write: the first retry is
+#: at once, then each wait doubles from this up to :data:`MAX_BACKOFF_S`.
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 30.0
+
+
 class EventWriter:
     """Writes TensorBoard event files into ``log_dir`` (created): no TensorFlow, no torch.
 
-    Thread-safe (one lock around each event). ``filename_suffix``: appended to the file name."""
+    Thread-safe (one lock around each event). ``filename_suffix``: appended to the file name.
+
+    Events are buffered in memory and written by :meth:`flush` in whole records. A failed flush
+    (a full disk) truncates the file back to its last complete record, keeps the events waiting
+    (up to :data:`MAX_PENDING` bytes) and raises; later flushes retry the same file with a
+    doubling back-off (:data:`FIRST_BACKOFF_S` to :data:`MAX_BACKOFF_S`; while waiting, a flush
+    raises the last error again without touching the disk), so a disk that fills during a run
+    costs neither a torn record nor one new events file per analysis."""
 
     def __init__(self, log_dir: str | os.PathLike, filename_suffix: str = ""):
         self._event_pb2 = _proto("tensorboard.compat.proto.event_pb2")
         self._summary_pb2 = _proto("tensorboard.compat.proto.summary_pb2")
         self.log_dir = os.fspath(log_dir)
-        os.makedirs(self.log_dir, exist_ok=True)
         self._lock = threading.Lock()
+        self._suffix = filename_suffix
+        self._pending = bytearray()
+        self._fd = -1
+        self._good = 0  # bytes of complete records in the file
+        self._error: OSError | None = None  # the last failed flush's error, while failing
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self.dropped = 0  # bytes of waiting events dropped past MAX_PENDING
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._open_file()
+        except OSError as err:
+            raise not_writable(self.log_dir, err) from err
+        self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        try:
+            self.flush()
+        except OSError:  # a full disk already: the header waits, the next flushes retry
+            pass
+
+    def _open_file(self) -> None:
+        """A new events file (exclusive creation, not through a symlink)."""
         # names sort in creation order (TensorBoard reads a folder's files by name): the
         # process's writer count breaks ties within one second (a sink reopened after a fault)
         name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{next(_WRITERS):06d}.{id(self)}{filename_suffix}")
-        self.path = os.path.join(self.log_dir, name)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close()
-        self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
-        self.flush()
+                f"{os.getpid()}.{next(_WRITERS):06d}.{id(self)}{self._suffix}")
+        path = os.path.join(self.log_dir, name)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+                           | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.path = path
+        self._good = 0
+
+    def new_file(self) -> None:
+        """Continue in a new events file (the events still waiting go into it); the current
+        file keeps its complete records."""
+        header = tfrecord(self._event_pb2.Event(wall_time=time.time(),
+                                                file_version="brain.Event:2").SerializeToString())
+        with self._lock:
+            old = self._fd
+            self._open_file()
+            self._pending[:0] = header
+            self._retry_at = 0.0  # a new file: try it at once
+        if old >= 0:
+            os.close(old)
+
+    @property
+    def failing(self) -> bool:
+        """True while the last flush failed (events are waiting)."""
+        return self._error is not None
 
     # ------------------------------------------------------------------ events
 
     def _write(self, event: Any) -> None:
         record = tfrecord(event.SerializeToString())
         with self._lock:
-            self._file.write(record)
+            if self._fd < 0:
+                raise ValueError("EventWriter is closed")
+            self._pending += record
+            if len(self._pending) > MAX_PENDING:  # the disk refuses them for long: the oldest
+                cut = len(self._pending) - MAX_PENDING  # whole records go
+                view, start = memoryview(self._pending), 0
+                while start < cut:
+                    start += 16 + struct.unpack("<Q", view[start:start + 8])[0]
+                view.release()
+                del self._pending[:start]
+                self.dropped += start
 
     def _add(self, value: Any, global_step: int | None, walltime: float | None) -> None:
         event = self._event_pb2.Event(summary=self._summary_pb2.Summary(value=[value]),
@@ -199,20 +266,51 @@ class EventWriter:
 
     # ------------------------------------------------------------------ file
 
-    def flush(self) -> None:
-        """Put every event written so far on disk (visible to a running TensorBoard)."""
+    def flush(self, *, force: bool = False) -> None:
+        """Put every event written so far on disk (visible to a running TensorBoard). Raises the
+        OS's error when the disk refuses them (they stay waiting, the file ends on a complete
+        record); while backing off after a failure, raises that error again without trying
+        (``force``: try anyway)."""
         with self._lock:
-            if not self._file.closed:
-                self._file.flush()
+            if self._fd < 0 or not self._pending:
+                return
+            if self._error is not None and not force and time.monotonic() < self._retry_at:
+                raise OSError(self._error.errno, self._error.strerror)  # the same cause
+            view = memoryview(self._pending)
+            written = 0
+            try:
+                while written < len(view):
+                    written += os.write(self._fd, view[written:])
+            except OSError as err:
+                view.release()
+                try:  # no torn record: the file ends where the last flush ended
+                    os.ftruncate(self._fd, self._good)
+                except OSError:
+                    pass
+                self._error = err
+                self._backoff = min(MAX_BACKOFF_S, self._backoff * 2 or FIRST_BACKOFF_S)
+                self._retry_at = time.monotonic() + self._backoff
+                raise
+            view.release()
+            self._good += written
+            self._pending.clear()
+            self._error, self._backoff, self._retry_at = None, 0.0, 0.0
 
     def close(self) -> None:
-        """Flush and close the file. Safe to call twice."""
+        """Flush (one last try, whatever the back-off) and close the file. Safe to call twice;
+        raises when the last events could not be written (the file is closed all the same)."""
         with self._lock:
-            if not self._file.closed:
-                try:
-                    self._file.flush()
-                finally:  # closed even when the flush fails (a full disk): no handle leaks
-                    self._file.close()
+            fd = self._fd
+        if fd < 0:
+            return
+        try:
+            self.flush(force=True)
+        finally:  # closed even when the flush fails (a full disk): no handle leaks
+            with self._lock:
+                self._fd = -1
+                self._pending.clear()
+            os.close(fd)
 
 
-__all__ = ["EventWriter", "INSTALL_HINT", "crc32c", "layout_proto", "masked_crc32c", "tfrecord"]
+__all__ = ["EventWriter", "INSTALL_HINT", "MAX_PENDING", "crc32c", "layout_proto", "masked_crc32c",
+           "tfrecord"]

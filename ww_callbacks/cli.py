@@ -332,13 +332,19 @@ def _tensorboard_without_tensorflow() -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``ww-callbacks report``."""
-    from .report import read_run, write_report
+    from .report import report_data, report_page
 
     _tensorboard_without_tensorflow()
 
-    for line in read_run(args.run_dir, args.run)[1]:
+    data = report_data(args.run_dir, run=args.run, embed_path=args.embed_path)
+    for line in data["notes"]:
         say(f"ww-callbacks report: note: {line}")
-    written = write_report(args.run_dir, args.output, run=args.run, embed_path=args.embed_path)
+    written = Path(args.output)
+    try:
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_text(report_page(data), encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot write {written}: {err.strerror or err}") from None
     say(f"ww-callbacks: wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
     return EXIT_OK
 

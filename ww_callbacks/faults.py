@@ -54,6 +54,18 @@ def cause_of(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def not_writable(path: str | os.PathLike, err: OSError) -> OSError:
+    """``err`` (from creating a folder or file at ``path``) as an error that names the problem:
+    a read-only file system or a folder without write permission is called read-only (before,
+    a read-only ``log_dir`` surfaced as "No such file or directory" of a file below it)."""
+    import errno
+
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OSError(err.errno, f"{os.fspath(path)} is read-only ({os.strerror(err.errno)}); "
+                                  "give a writable log_dir")
+    return err
+
+
 @dataclass
 class _Cause:
     first_error: str
@@ -169,4 +181,4 @@ class Retrying:
         return True
 
 
-__all__ = ["WatcherWarning", "FaultReporter", "Retrying", "cause_of"]
+__all__ = ["WatcherWarning", "FaultReporter", "Retrying", "cause_of", "not_writable"]
