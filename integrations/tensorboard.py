@@ -339,14 +339,14 @@ class TensorBoardSink:
                                           global_step=result.step, walltime=result.wall_time)
 
     def _write_alerts(self, result: AnalysisResult, frame: Frame) -> None:
-        from ww_callbacks.names import markdown, terminal
+        from ww_callbacks.names import terminal
 
         if self.console_alerts:  # layer names in alerts: no terminal escape, no markdown
             for alert in frame.alerts:
                 print(f"ww_callbacks alert: {terminal(alert)}", file=sys.stderr, flush=True)
         add_text = getattr(self.writer, "add_text", None)
         if add_text is not None:
-            add_text(ALERTS, "\n\n".join(f"- {markdown(alert)}" for alert in frame.alerts),
+            add_text(ALERTS, "\n\n".join(f"- {alert}" for alert in frame.alerts_markdown),
                      global_step=result.step, walltime=result.wall_time)
 
     def _write_images(self, result: AnalysisResult, frame: Frame, *, keep: bool = False) -> None:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .bands import NO_FIT, WELL, band
+from .names import markdown
 from .results import AnalysisResult
 from .scalars import layer_tag
 from .tags import ALPHA_HEATMAP, ALPHA_HISTOGRAM, CORRELATION_FLOW, ESD_PLOT
@@ -45,6 +47,8 @@ class Frame:
     summary: bool = False
     esd_layers: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    #: The same alerts with the layer names as escaped markdown (TensorBoard's Text tab).
+    alerts_markdown: list[str] = field(default_factory=list)
 
     @property
     def plots(self) -> bool:
@@ -79,8 +83,8 @@ def _traps(row: dict) -> int:
     return int(value) if math.isfinite(value) and value > 0 else 0
 
 
-def _names(names: list[str]) -> str:
-    return ", ".join(n or "root" for n in names)
+def _names(names: list[str], quote: Callable[[str], str] = str) -> str:
+    return ", ".join(quote(n or "root") for n in names)
 
 
 class Dashboard:
@@ -119,6 +123,9 @@ class Dashboard:
         previous = (self._alphas[-1], self._trap_counts[-1]) if self._alphas else None
         frame = Frame(int(result.step))
         frame.alerts = self._alerts(result.step, rows, alphas, traps, previous)
+        if frame.alerts:  # names are data: escaped for markdown, the alert's own words are not
+            frame.alerts_markdown = self._alerts(result.step, rows, alphas, traps, previous,
+                                                 quote=markdown)
         changed = self._changed(alphas, traps, previous)
         for name in alphas:
             if name not in self.layers:
@@ -184,13 +191,15 @@ class Dashboard:
 
     @staticmethod
     def _alerts(step: int, rows: list[dict], alphas: dict[str, float], traps: dict[str, int],
-                previous: tuple[dict, dict] | None) -> list[str]:
+                previous: tuple[dict, dict] | None, quote: Callable[[str], str] = str
+                ) -> list[str]:
         alerts = []
         nonfinite = [r["longname"] for r in rows if NONFINITE_WARNING in str(r.get("warning"))]
         if nonfinite:
-            alerts.append(f"step {step}: NaN/Inf in the weights of {_names(nonfinite)}")
+            alerts.append(f"step {step}: NaN/Inf in the weights of {_names(nonfinite, quote)}")
         old_alphas, old_traps = previous if previous is not None else ({}, {})
-        new_traps = [f"{n or 'root'} ({k})" for n, k in traps.items() if k > old_traps.get(n, 0)]
+        new_traps = [f"{quote(n or 'root')} ({k})" for n, k in traps.items()
+                     if k > old_traps.get(n, 0)]
         if new_traps:
             alerts.append(f"step {step}: correlation trap{'s' if len(new_traps) > 1 else ''} "
                           f"appeared in {', '.join(new_traps)}")
@@ -199,7 +208,7 @@ class Dashboard:
                 old = old_alphas.get(name, math.nan)
                 before, now = band(old), band(alpha)
                 if before != now and NO_FIT not in (before, now):
-                    alerts.append(f"step {step}: {name or 'root'} crossed into {now} "
+                    alerts.append(f"step {step}: {quote(name or 'root')} crossed into {now} "
                                   f"(alpha {old:.2f} -> {alpha:.2f})")
         return alerts
 

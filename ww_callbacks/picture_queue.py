@@ -106,7 +106,8 @@ def _merge(older: Frame, newer: Frame, result: AnalysisResult) -> Frame:
     extra = [name for name in older.changed
              if name not in newer.esd_layers and name in result.spectra]
     return Frame(newer.step, list(newer.alerts), older.summary or newer.summary,
-                 [*newer.esd_layers, *extra], [*newer.changed, *extra])
+                 [*newer.esd_layers, *extra], [*newer.changed, *extra],
+                 list(newer.alerts_markdown))
 
 
 class PictureQueue:
