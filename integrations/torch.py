@@ -21,16 +21,23 @@ Example (runnable; see also ``examples/torch_digits.py``)::
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from ww_callbacks.cadence import Cadence
+from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.options import Wait
 from ww_callbacks.session import WatchSession
 
 from ._host import host_options, outputs_for_rank, torch_target
 
 __all__ = ["Watcher"]
+
+#: How long the final analysis may take at interpreter exit when the script did not call
+#: :meth:`Watcher.close` (as ``close()``'s own default).
+EXIT_TIMEOUT_S = 120.0
 
 
 def _from_session(name: str) -> property:
@@ -133,6 +140,7 @@ class Watcher:
             wait=given["wait"], tensorboard_options=tensorboard_options,
             wandb_options=wandb_options, get_model=self._current_model, policies=policies,
             **outputs, **{**shared.as_dict(), "distributed": distributed})
+        self.session.exit_close = self._close_at_exit  # the final weights even without close()
         self._hook = None
         if optimizer is not None:
             self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
@@ -182,6 +190,33 @@ class Watcher:
                 self._hook.remove()
                 self._hook = None
             self.session.close(timeout, deliver=deliver, final=final)
+
+    def _close_at_exit(self, failed: bool) -> None:
+        """The script ends without :meth:`close` (the plain form's last line forgotten; also a
+        watcher whose function returned: its session keeps it until exit). Unless the script
+        died of an exception, analyse the final weights (the model is still alive), deliver and
+        close, with one line on stderr saying so; when that is not possible, warn that the final
+        analysis is missing. (The session's exit hook calls it: :attr:`WatchSession.exit_close
+        <ww_callbacks.session.WatchSession.exit_close>`.)"""
+        session = self.session
+        if not failed and (self.model is None or session.distributed):
+            why = ("under a process group it is a collective, and the other ranks may be gone"
+                   if session.distributed else "it has no model")
+            warnings.warn(f"ww_callbacks: the Watcher was not closed and its final weights "
+                          f"were not analysed at exit ({why}); call ww.close() after training",
+                          WatcherWarning, stacklevel=2)
+        if failed or self.model is None or session.distributed:
+            session.close(timeout=5.0, deliver=False, final=not failed)
+            return
+        print(f"ww_callbacks: the Watcher was not closed: analysing the final weights (step "
+              f"{self.global_step}) before exit; call ww.close() after training to do it there",
+              file=sys.stderr, flush=True)
+        try:
+            self.close(EXIT_TIMEOUT_S)
+        except Exception as err:  # whatever happens at exit, the interpreter must still end
+            warnings.warn(f"ww_callbacks: the final weights could not be analysed at exit: "
+                          f"{err!r}", WatcherWarning, stacklevel=2)
+            session.close(timeout=5.0, deliver=False, final=False)
 
     def __enter__(self) -> Watcher:
         """Snapshot the initial weights (step 0) when the model is known."""

@@ -111,6 +111,7 @@ class HistoryWriter:
         self.owner_path = self.path.with_name(self.path.name + OWNER_SUFFIX)
         self._lock = threading.Lock()
         self._claimed = False
+        self._restart_checked = False  # (warn_if_restarted: once)
 
     def append(self, result: AnalysisResult | dict) -> None:
         """Write one analysis (or an already built record) as one line; raises OSError when the
@@ -172,6 +173,35 @@ class HistoryWriter:
             dropped = _truncate_file(self.path, step, analyses=True)
             _truncate_file(self.spectra_path, step, analyses=False)
             return dropped
+
+    def warn_if_restarted(self, step: int, stacklevel: int = 3) -> bool:
+        """Warn, once per writer, when the history already holds analyses of steps after
+        ``step``, this writer's first: a script restarted into the same ``log_dir`` without
+        resuming its watcher. True when it warned. (A resumed watcher has cut the history at its
+        checkpoint's step first, so it is not warned.)"""
+        if self._restart_checked:
+            return False
+        self._restart_checked = True
+        try:
+            if not self.path.exists():
+                return False
+            later = max((r["step"] for r in read_records(self.path)
+                         if isinstance(r.get("step"), int)
+                         and (r.get("writer") or {}).get("run_id") != self.writer["run_id"]),
+                        default=None)
+        except (OSError, ValueError):
+            return False  # an unreadable history: the reader reports it
+        if later is None or later <= step:
+            return False
+        warnings.warn(
+            f"ww_callbacks: {self.path} already holds analyses up to step {later}, and this "
+            f"watcher starts at step {step}: the script was restarted without resuming the "
+            "watcher. Its records are kept apart by their writer id (the report shows one run: "
+            "the newest, or --run RUN_ID). Either continue the history: save ww.state_dict() "
+            "in your checkpoint dict and call ww.load_state_dict(checkpoint[...]) when you "
+            "resume (the analyses after the checkpoint are then dropped); or give the new run "
+            "its own log_dir.", WatcherWarning, stacklevel=stacklevel)
+        return True
 
     # ------------------------------------------------------------------ ownership
 

@@ -208,9 +208,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("min_evals", MIN_EVALS, "int >= 0 | None", int_at_least(0, none=True),
            "smallest number of eigenvalues of an analysed layer (0/None: no minimum)"),
     Option("max_evals", MAX_EVALS, "int >= 1 | None", int_at_least(1, none=True),
-           "largest number of eigenvalues of an analysed layer (None: no limit)"),
+           "largest number of eigenvalues of an analysed layer (None: no limit); a larger "
+           "layer is not analysed: one warning names it, and `skipped` lists it as "
+           "'num_evals X > max_evals 15000'"),
     Option("max_N", MAX_N, "int >= 1 | None", int_at_least(1, none=True),
-           "largest larger dimension of an analysed layer (None: no limit)"),
+           "largest larger dimension of an analysed layer (None: no limit); a larger layer "
+           "(a big vocabulary's embedding) is not analysed: one warning names it, and "
+           "`skipped` lists it as 'N X > max_N 50000'"),
     Option("mp_fit", False, "bool", boolean, "also fit the Marchenko-Pastur bulk"),
     Option("fix_fingers", None, "None | 'clip_xmax'", one_of(*FIX_FINGERS),
            "refit without the largest eigenvalues ('fingers') as WeightWatcher does"),

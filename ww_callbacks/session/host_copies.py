@@ -74,6 +74,7 @@ class HostCopies:
         self.skipped: list = []  # the Skip records of the watched model (what is not analysed)
         self._model_ref: Any = None
         self._warned_nothing = False  # "no layer to analyse", once
+        self._warned_limits = False  # "layers larger than the size limits", once
 
     def for_model(self, model: Any) -> Any:
         """The snapshotter of ``model``: the same one for the same torch model, else a new one
@@ -107,12 +108,28 @@ class HostCopies:
                           f"max_evals={self.select['max_evals']}, max_N={self.select['max_N']}"
                           f"{'; passed over: ' + passed if passed else ''}); its analyses "
                           "have no layers and NaN means", WatcherWarning, stacklevel=4)
+        self._warn_left_out(filtered)
         self.skipped = skipped + filtered
         snapshotter = self._shared_for(Snapshotter(kept))
         if torch_module:
             self.snapshotter = snapshotter
             self._model_ref = weakref.ref(model)
         return snapshotter
+
+    def _warn_left_out(self, filtered: list) -> None:
+        """One warning naming the layers too large for ``max_evals`` / ``max_N`` (they are left
+        out of every analysis, the heatmap and the means; silent before)."""
+        if self._warned_limits:
+            return
+        big = [s for s in filtered if "> max_evals" in s.reason or "> max_N" in s.reason]
+        if big:
+            self._warned_limits = True
+            shown = "; ".join(f"{s.longname} ({s.reason})" for s in big[:5])
+            more = f" and {len(big) - 5} more" if len(big) > 5 else ""
+            warnings.warn(f"ww_callbacks: {len(big)} layer(s) larger than the size limits are "
+                          f"not analysed: {shown}{more}; pass max_evals=None / max_N=None (or "
+                          "larger values) to analyse them (the cost grows with N * M^2)",
+                          WatcherWarning, stacklevel=6)
 
     def in_process(self, snapshotter: Any) -> bool:
         """Whether analyses go to a child process (:mod:`ww_callbacks.process_worker`):

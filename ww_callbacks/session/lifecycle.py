@@ -32,7 +32,17 @@ def register(session: Any) -> None:
     registered with the first session (importing this module registers nothing)."""
     if not _EXIT_HOOK:
         _EXIT_HOOK.append(True)
-        atexit.register(_close_all_at_exit)
+        # at the start of the interpreter's shutdown, before every atexit hook: the analysis
+        # process's and the shared-memory pools' own hooks (registered at the first snapshot,
+        # so run before an atexit hook registered here) closed the pool first, and the final
+        # analysis at exit failed ("the segment pool is closed") with the pending one lost
+        at_shutdown = getattr(threading, "_register_atexit", None)
+        try:
+            if at_shutdown is None:
+                raise RuntimeError("no threading._register_atexit")
+            at_shutdown(_close_all_at_exit)
+        except RuntimeError:  # another Python, or registered during shutdown
+            atexit.register(_close_all_at_exit)
     _LIVE.add(session)
 
 
@@ -44,7 +54,7 @@ def unregister(session: Any) -> None:
 def _close_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
     failed = getattr(sys, "last_type", None) is not None  # the script died of an exception
     for session in list(_LIVE):
-        session.close(timeout=5.0, deliver=False, final=not failed)
+        session.close_at_exit(failed)
 
 
 def _abandon(session: Any) -> None:

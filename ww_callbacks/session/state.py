@@ -42,6 +42,18 @@ def _plain(value: Any) -> Any:
                     "checkpoint cannot keep")
 
 
+def resumed_counts(taken: int, delivered: int, dropped: int,
+                   recorded: int | None) -> tuple[int, int]:
+    """``(delivered, dropped)`` of a resumed run. Nothing is in flight after a resume: each of
+    the ``taken`` snapshots before the checkpoint was analysed (its record is in the history,
+    ``recorded`` once cut at the checkpoint's step; None: no history) or is counted as dropped,
+    so ``delivered + dropped == taken`` holds again. Without this the count drifted by the
+    analyses in flight (or left to the end) at each saved state."""
+    if recorded is not None:
+        delivered = max(delivered, min(recorded, taken))
+    return delivered, max(0, taken - delivered)
+
+
 class Resumable:
     """The state part of :class:`~ww_callbacks.session.WatchSession` (it provides
     ``admission``, ``drops``, ``delivery``, ``policies``, ``distributed`` and ``dropped``)."""
@@ -64,8 +76,14 @@ class Resumable:
         if admission.last_step >= 0:  # the checkpoint's last snapshot is not taken again
             admission.last_snapshot_step = admission.last_step
         self.load_policy_states(state.get("policies", ()))
-        if self.delivery.history is not None:
-            self.delivery.history.truncate_after(admission.last_step)
+        history, recorded = self.delivery.history, None
+        if history is not None:
+            history.truncate_after(admission.last_step)
+            if history.path.exists():
+                recorded = len(read_records(history.path))
+        self.delivery.results_delivered, self.drops.earlier = resumed_counts(
+            admission.snapshots_taken, self.delivery.results_delivered, self.drops.earlier,
+            recorded)
 
     def resume(self, step: int, state: Mapping[str, Any] | None = None) -> None:
         """Continue an interrupted run at ``step`` when the host kept no :meth:`state_dict`

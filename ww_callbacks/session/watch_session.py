@@ -152,6 +152,9 @@ class WatchSession(Resumable):
         self._cancel = threading.Event()  # set by close(final=False): stop between layers
         self._finalizer: weakref.finalize | None = None
         self._closed = False
+        #: What to do at interpreter exit if the session is still open (``exit_close(failed)``,
+        #: set by a host that can still analyse the final weights then; None: stop quietly).
+        self.exit_close: Callable[[bool], None] | None = None
         lifecycle.register(self)
 
     # ------------------------------------------------------------------ setup and views
@@ -424,6 +427,8 @@ class WatchSession(Resumable):
             return False
         step = snap.step  # (distributed: rank 0's step)
         first = self.admission.taken(step)  # the initial weights of a run: never replaced
+        if first and self.history is not None:  # a restart into a used log_dir: say so, once
+            self.history.warn_if_restarted(step, stacklevel=6)
         self.policies.on_snapshot(step, self.target)
         # distributed: a forced snapshot (the final weights) is queued, not put in place of a
         # pending one, which the other ranks may analyse
@@ -600,6 +605,16 @@ class WatchSession(Resumable):
         lifecycle.unregister(self)
         if not deliver:  # (no other thread writes them any more)
             self.delivery.close_sinks([s for s in self.built_sinks if in_worker(s)])
+
+    def close_at_exit(self, failed: bool) -> None:
+        """The interpreter exits and this session was not closed. With an :attr:`exit_close`
+        (a host that can still read the final weights: the torch ``Watcher``), that; else stop
+        the worker (after its pending snapshot unless the script ``failed``) without
+        delivering: the history already has every finished result."""
+        if self.exit_close is not None and not self._closed:
+            self.exit_close(failed)
+        else:
+            self.close(timeout=5.0, deliver=False, final=not failed)
 
     def __enter__(self) -> WatchSession:
         return self
