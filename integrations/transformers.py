@@ -268,6 +268,8 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
         if not self._running or logs is None:
             return
         self.watcher.poll(state.global_step)
+        if not state.is_world_process_zero:  # the main process alone logs (and writes)
+            return
         fresh = self._latest.take(self.watcher.decision(), only_new=True, step_type=int)
         if fresh is None:
             return
@@ -283,6 +285,8 @@ class WeightWatcherCallback(TrainerCallback, ExportableState):
         if not self._running:
             return
         self.watcher.end(state.global_step, _epoch_index(state), model)
+        if not state.is_world_process_zero:  # the main process alone logs (and writes)
+            return
         fresh = self._latest.take(self.watcher.decision(), only_new=True, step_type=int)
         if fresh is None:
             return

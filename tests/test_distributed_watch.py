@@ -205,7 +205,9 @@ def test_transformers_trainer_ddp(hf_runs):
     assert rank0["distributed_type"] == rank1["distributed_type"] == "DistributedType.MULTI_CPU"
     steps = assert_history_matches(rank0["history"], rank0["refs"])
     assert {0, 8} <= set(steps)
-    assert rank0["events"] and rank0["ww_logged"] and rank0["sinks"] >= 2
+    # rank 0's one sink is TensorBoard's; the ww/ values reach HF's logs through the session's
+    # decision() (integrations/_host.LatestValues), no longer through a second, internal sink
+    assert rank0["events"] and rank0["ww_logged"] and rank0["sinks"] == 1
     assert rank1["history_path"] == "None" and rank1["sinks"] == 0 and not rank1["ww_logged"]
     owned = [rank0["owned"], rank1["owned"]]
     assert owned[0] and owned[1] and not set(owned[0]) & set(owned[1])
