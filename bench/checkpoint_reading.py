@@ -36,25 +36,10 @@ import numpy as np
 
 from ww_callbacks.safetensors_header import HeaderError, read_header
 
-MB = 1e6
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peak import PEAK_WRAPPER as _PEAK_WRAPPER  # noqa: E402
 
-#: A child that runs ``CODE`` (``-c``) or the command line, then prints its own VmHWM.
-_PEAK_WRAPPER = """
-import runpy, sys
-sys.argv = ["ww-callbacks", *sys.argv[1:]]
-code = 0
-try:
-    if sys.argv[1] == "-c":
-        exec(sys.argv[2])
-    else:
-        runpy.run_module("ww_callbacks", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-with open("/proc/self/status") as fh:
-    hwm = [int(line.split()[1]) for line in fh if line.startswith("VmHWM:")][0]
-print("VmHWM_KIB", hwm, file=sys.stderr)
-sys.exit(code)
-"""
+MB = 1e6
 
 
 def child(args: list[str]) -> tuple[float, float, str]:

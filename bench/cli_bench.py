@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _models import best_time, gpt2_small, print_header  # noqa: E402
+from _peak import PEAK_WRAPPER as _PEAK_WRAPPER  # noqa: E402
 
 import ww_callbacks  # noqa: E402
 from ww_callbacks.checkpoints import open_checkpoint  # noqa: E402
@@ -43,25 +44,6 @@ MB = 1e6
 CLI = [sys.executable, "-m", "ww_callbacks"]
 
 
-#: Runs a command line in a child and prints the child's own resident-set high-water mark
-#: (``VmHWM``) at exit. ``ru_maxrss`` of a child is no good here: Linux carries the forked copy
-#: of the parent's memory into it across ``exec``.
-_PEAK_WRAPPER = """
-import runpy, sys
-sys.argv = ["ww-callbacks", *sys.argv[1:]]
-code = 0
-try:
-    if sys.argv[1] == "-c":
-        exec(sys.argv[2])
-    else:
-        runpy.run_module("ww_callbacks", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-with open("/proc/self/status") as fh:
-    hwm = [int(line.split()[1]) for line in fh if line.startswith("VmHWM:")][0]
-print("VmHWM_KIB", hwm, file=sys.stderr)
-sys.exit(code)
-"""
 
 
 def child_peak_rss(args: list[str]) -> tuple[float, float]:

@@ -736,6 +736,17 @@ def run_train_torch(ctx: Context) -> tuple[dict, dict]:
             log(f"  repeat {r}: {plain * 1e3:.2f} ms/step plain, {watched * 1e3:.2f} with the "
                 f"Watcher ({watched / plain:.3f}x), {len(sink.results)} analyses")
         compared, torn, worst = _torn_torch(ctx, model, opt, data, Watcher, tmp)
+    return _overhead_figures(ratios, due, torn, compared, plain_steps, watched_steps, analysed,
+                             every_n_steps=s.every, steps=s.steps, warmup=s.warmup,
+                             spectra_max_rel_diff=worst,
+                             outputs="history file only (no TensorBoard)")
+
+
+def _overhead_figures(ratios: list[float], due: list[float], torn: int, compared: int,
+                      plain_steps: list[float], watched_steps: list[float], analysed: list[int],
+                      **details: Any) -> tuple[dict, dict]:
+    """The figures of one training-overhead part (torch Watcher or Lightning callback) and
+    their details: median step-time ratio, main-thread time per due call, torn snapshots."""
     values = {"step_time_ratio": round(_median(ratios), 4),
               "main_thread_ms_per_snapshot": round(_median(due) * 1e3, 4),
               "torn_snapshots": torn, "snapshots_compared": compared}
@@ -743,11 +754,8 @@ def run_train_torch(ctx: Context) -> tuple[dict, dict]:
             "ms_per_step_watched": [round(t * 1e3, 3) for t in watched_steps],
             "ratios": [round(x, 4) for x in ratios],
             "main_thread_ms_max": round(max(due, default=float("nan")) * 1e3, 4),
-            "due_calls_timed": len(due), "analyses_per_repeat": analysed,
-            "every_n_steps": s.every, "steps": s.steps, "warmup": s.warmup,
-            "spectra_max_rel_diff": worst, "outputs": "history file only (no TensorBoard)"}
+            "due_calls_timed": len(due), "analyses_per_repeat": analysed, **details}
     return values, info
-
 
 def _torn_torch(ctx: Context, model: nn.Module, opt: Any, data: torch.Tensor, Watcher: type,
                 tmp: str) -> tuple[int, int, float]:
@@ -879,18 +887,10 @@ def run_train_lightning(ctx: Context) -> tuple[dict, dict]:
                                          traps_every=0)
         fit(module, [callback, copier], s.torn_steps, tmp)
         compared, torn, worst = compare_spectra(sink.results, copier.copies, shadow)
-    values = {"step_time_ratio": round(_median(ratios), 4),
-              "main_thread_ms_per_snapshot": round(_median(due) * 1e3, 4),
-              "torn_snapshots": torn, "snapshots_compared": compared}
-    info = {"ms_per_step_plain": [round(t * 1e3, 3) for t in plain_steps],
-            "ms_per_step_watched": [round(t * 1e3, 3) for t in watched_steps],
-            "ratios": [round(x, 4) for x in ratios],
-            "main_thread_ms_max": round(max(due, default=float("nan")) * 1e3, 4),
-            "due_calls_timed": len(due), "analyses_per_repeat": analysed,
-            "every_n_train_steps": s.every, "steps": s.steps, "warmup": s.warmup,
-            "spectra_max_rel_diff": worst, "lightning": L.__version__,
-            "outputs": "history file only (logger=False)"}
-    return values, info
+    return _overhead_figures(ratios, due, torn, compared, plain_steps, watched_steps, analysed,
+                             every_n_train_steps=s.every, steps=s.steps, warmup=s.warmup,
+                             spectra_max_rel_diff=worst, lightning=L.__version__,
+                             outputs="history file only (logger=False)")
 
 
 @contextlib.contextmanager
