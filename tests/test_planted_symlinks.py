@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import warnings
 
-import torch.nn as nn
+import pytest
 
+from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.history import HISTORY_FILE, OWNER_SUFFIX
 from ww_callbacks.run_folder import walk
-from ww_callbacks.watcher import Watcher, WatcherWarning
+from ww_callbacks.session import WatchSession as Watcher
 
 
-def _model() -> nn.Module:
+def _model():
+    """A small torch MLP (the walk test needs no torch: skipped only where a model is)."""
+    nn = pytest.importorskip("torch.nn")
     return nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 16))
 
 

@@ -106,6 +106,12 @@ def main() -> None:
                      daemon=True).start()
     from multiprocessing.connection import Listener
 
+    # The engine (numpy, pandas: ~1 s) is imported before the child says it is ready, so that
+    # a parent starting it in the background (analysis_in="auto") does not send its first
+    # snapshot to a child that would spend that second importing (the due steps meanwhile
+    # were skipped on a 0.2-s cadence).
+    from . import analysis  # noqa: F401
+
     listener = Listener(authkey=key)
     out = sys.stdout.buffer
     out.write(json.dumps(listener.address).encode() + b"\n")
@@ -114,7 +120,6 @@ def main() -> None:
     sys.stdout = sys.stderr
     conn = listener.accept()
     listener.close()
-    from . import analysis  # noqa: F401  (imported before the first request is timed)
 
     while True:
         try:

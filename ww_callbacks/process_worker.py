@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import AnalysisCancelled
+from .faults import WatcherWarning
 from .layers import LayerWeights
 from .results import AnalysisResult, Snapshot
 from .shared_arrays import SharedLayout
@@ -250,6 +252,10 @@ class ProcessWorker(BackgroundWorker):
     when it must be analysed locally. ``record``: what the thread worker does after analysing
     (history, policies, in-worker sinks), run in the courier thread. ``cancelled``: checked while
     the child analyses; once True the child is killed and the analysis counts as cancelled.
+    ``start_in_background`` (``analysis_in="auto"``): a child that has to start is started in
+    a thread of its own while the snapshots due meanwhile are analysed here (a start takes 1-2 s
+    of wall time, which skipped the first due steps of a 0.2-s cadence); otherwise
+    (``"process"``) every analysis waits for the child.
     """
 
     def __init__(self, local: Callable[[Snapshot], AnalysisResult], *,
@@ -257,7 +263,8 @@ class ProcessWorker(BackgroundWorker):
                  record: Callable[[AnalysisResult], AnalysisResult],
                  cancelled: Callable[[], bool] = lambda: False,
                  blas_threads: int | None = 1, name: str = "ww-worker", linger: float = 1.0,
-                 max_duty: float | None = None, nice: int = CHILD_NICE):
+                 max_duty: float | None = None, nice: int = CHILD_NICE,
+                 start_in_background: bool = False):
         super().__init__(local, blas_threads=blas_threads, name=name, linger=linger,
                          nice=None, max_duty=max_duty)
         self._options = options
@@ -271,7 +278,11 @@ class ProcessWorker(BackgroundWorker):
         self.analysing: int | None = None
         self.in_thread = False  # True after the child died more than MAX_RESTARTS times
         self.started_children = 0
-        self.start_seconds: list[float] = []  # wall time of each child start (the courier's)
+        self.start_seconds: list[float] = []  # wall time of each child start (the starter's)
+        #: Snapshots analysed in this process while a child was starting.
+        self.analysed_while_starting = 0
+        self._starting: threading.Thread | None = None  # a child being started, if any
+        self._start_in_background = start_in_background
 
     @property
     def child_pid(self) -> int | None:
@@ -293,14 +304,42 @@ class ProcessWorker(BackgroundWorker):
             if self.in_thread:
                 return None
             if self._child is None:
-                child = _unpark(self._blas_threads)
-                if child is None:
-                    start = time.monotonic()
-                    child = Child(nice=self._child_nice, blas_threads=self._blas_threads)
-                    self.start_seconds.append(time.monotonic() - start)
-                    self.started_children += 1
-                self._child = child
+                self._child = _unpark(self._blas_threads)
+            if self._child is None and not self._start_in_background:
+                start = time.monotonic()
+                self._child = Child(nice=self._child_nice, blas_threads=self._blas_threads)
+                self.start_seconds.append(time.monotonic() - start)
+                self.started_children += 1
+            if self._child is None and self._starting is None:
+                # A child takes 0.4 s of CPU and 1-2 s of wall time to start (its imports): the
+                # snapshots due meanwhile are analysed here, so a run that fits its cadence is
+                # not skipped while it starts (tests/test_cadence.py, 0.2-s steps).
+                self._starting = threading.Thread(target=self._start_child, daemon=True,
+                                                  name=f"{self._name}-start")
+                self._starting.start()
             return self._child
+
+    def _start_child(self) -> None:
+        """Start a child (in the starter thread) and hand it over, unless the worker closed
+        meanwhile; a child that cannot start moves the analysis into this process, said once."""
+        start = time.monotonic()
+        try:
+            child = Child(nice=self._child_nice, blas_threads=self._blas_threads)
+        except Exception as err:  # the analysis goes on here: nothing is lost
+            with self._child_lock:
+                self.in_thread = True
+                self._starting = None
+            warnings.warn(f"ww_callbacks: the analysis process could not start ({err}); the "
+                          "analysis runs in the training process", WatcherWarning, stacklevel=2)
+            return
+        with self._child_lock:
+            self.start_seconds.append(time.monotonic() - start)
+            self.started_children += 1
+            self._starting = None
+            if self._closing or self._cancelled():
+                child.kill()
+            else:
+                self._child = child
 
     def _analyse_one(self, snapshot: Snapshot, limiter: Any) -> AnalysisResult:
         shared = snapshot.shared
@@ -315,6 +354,8 @@ class ProcessWorker(BackgroundWorker):
                                   self._blas_threads)
         child = self._ensure_child()
         if child is None:
+            if not self.in_thread:
+                self.analysed_while_starting += 1
             return super()._analyse_one(snapshot, limiter)
         try:
             child.conn.send(("analyse", request))

@@ -528,7 +528,8 @@ class WatchSession(Resumable):
                 self._worker = ProcessWorker(self._analyse, options=copier.process_options,
                                              record=self.delivery.record,
                                              cancelled=self._cancel.is_set,
-                                             blas_threads=self.blas_threads, max_duty=max_duty)
+                                             blas_threads=self.blas_threads, max_duty=max_duty,
+                                             start_in_background=copier.analysis_in == "auto")
             else:
                 self._worker = BackgroundWorker(self._analyse, blas_threads=self.blas_threads,
                                                 max_duty=max_duty)
