@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
     cases = ["ddp", "fsdp2", "fsdp1_flat", "fsdp1_orig", "tp", "ddp_base", "fsdp2_base",
              *LORA_CASES]
     return torchrun("watch_cases.py", tmp_path_factory.mktemp("watch"), *cases,
-                    "policies_fsdp2", "policies_ddp", "duty", "traps")
+                    "policies_fsdp2", "policies_ddp", "duty", "traps", "declined_final")
 
 
 def assert_history_matches(history, refs) -> list[int]:
@@ -63,6 +63,18 @@ def test_one_history_equal_to_full_state_dict_analyses(runs, case):
     assert {0, 6} <= set(steps)
     assert rank0["dropped"] == 6 // 2 + 1 - len(steps)
     assert rank1["history_path"] == "None", "only rank 0 keeps a history"
+
+
+def test_final_weights_declined_then_taken_are_no_drop(runs):
+    """The ranks decline the last due snapshot together (a worker busy), then close takes the
+    final weights after all: every step analysed, nothing counted dropped on any rank (the
+    decline was counted until the final weights were taken, not both)."""
+    rank0, rank1 = runs[0]["declined_final"], runs[1]["declined_final"]
+    assert not rank0.get("error"), rank0.get("error")
+    assert not rank1.get("error"), rank1.get("error")
+    assert rank0["declined_before_close"] == rank1["declined_before_close"] == 1
+    assert rank0["steps"] == [0, 2, 4, 6]
+    assert rank0["dropped"] == rank1["dropped"] == 0
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -181,6 +181,42 @@ def run_default_duty(rank: int, out_dir: str) -> dict:
     return out
 
 
+def run_declined_final(rank: int, out_dir: str) -> dict:
+    """DDP where rank 1's analysis of step 4 takes a while (a sleep in its worker), so that the
+    ranks decline step 6's snapshot together, then the watcher's close takes the final weights
+    (step 6) after all: the step is analysed, so it must not stay counted as dropped."""
+    import time
+
+    from ww_callbacks.distributed.snapshots import DistributedSnapshots
+
+    model = wrap("ddp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    analyse = DistributedSnapshots.analyse
+
+    def slow_on_rank1(self, snapshot):
+        if rank == 1 and snapshot.step == 4:
+            time.sleep(3.0)  # >> two training steps: rank 1 is busy at step 6
+        return analyse(self, snapshot)
+
+    DistributedSnapshots.analyse = slow_on_rank1
+    try:
+        with Watcher(model, log_dir=os.path.join(out_dir, "declined"), every_n_steps=EVERY,
+                     optimizer=opt, tensorboard=False, traps_every=0, max_duty=None) as ww:
+            for step in range(1, STEPS + 1):
+                train_step(model, opt, rank, step)
+                ww.step()
+                if step < 4:
+                    ww.wait_idle()
+            declined = ww.session.drops.no_buffer  # step 6: some rank's worker busy
+    finally:
+        DistributedSnapshots.analyse = analyse
+    out = {"dropped": ww.dropped, "declined_before_close": declined}
+    dist.barrier()
+    if rank == 0:
+        out["steps"] = sorted(set(ww_callbacks.load_history(ww.history_path)["step"]))
+    return out
+
+
 def run_zero3(rank: int, out_dir: str) -> dict:
     """DeepSpeed ZeRO-3 (engine.backward / engine.step) with the Watcher on every rank."""
     import deepspeed
@@ -253,6 +289,8 @@ def run_case(case: str, rank: int, out_dir: str) -> dict:
         return run_policies(rank, out_dir, case.removeprefix("policies_"))
     if case == "duty":
         return run_default_duty(rank, out_dir)
+    if case == "declined_final":
+        return run_declined_final(rank, out_dir)
     model = wrap(case)
     if case == "fsdp2_lora":  # refused with a clear error, on every rank alike
         try:

@@ -14,7 +14,8 @@ class DropCounts:
     """Snapshots that were due but not analysed.
 
     ``earlier``: of earlier runs (a resumed state dict) and of workers already closed;
-    ``no_buffer``: not copied because no buffer was free (GPU) or the ranks declined together;
+    ``no_buffer``: not copied because no buffer was free (GPU) or the ranks declined together
+    (taken back when the same step is copied after all, e.g. the final weights at close);
     ``skipped``: not copied because the worker would not get to them before the next one."""
 
     earlier: int = 0

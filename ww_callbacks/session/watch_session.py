@@ -139,6 +139,7 @@ class WatchSession(Resumable):
         self.max_duty = max_duty
         self.drops = DropCounts()
         self.admission = Admission(traps_every, self.drops)
+        self._declined_step: int | None = None  # the step of the last due call not copied
         self.copier = HostCopies(
             dict(layers=layers, min_evals=min_evals, max_evals=max_evals, max_N=max_N),
             dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=None, seed=seed,
@@ -419,12 +420,15 @@ class WatchSession(Resumable):
                                                force=force or self.snapshots_taken == 0)
             self._record_merged(merged)
             if not take:  # the same on every rank
-                self.drops.no_buffer += 1
+                self._not_copied(step)
                 return False
         snap = snapshotter.take(step, epoch, randomize)
         if snap is None:
-            self.drops.no_buffer += 1
+            self._not_copied(step)
             return False
+        if self._declined_step == step:  # declined before, copied now (the final weights at
+            self.drops.no_buffer -= 1  # close, forced): analysed, so no longer a drop
+        self._declined_step = None
         step = snap.step  # (distributed: rank 0's step)
         first = self.admission.taken(step)  # the initial weights of a run: never replaced
         if first and self.history is not None:  # a restart into a used log_dir: say so, once
@@ -434,6 +438,14 @@ class WatchSession(Resumable):
         # pending one, which the other ranks may analyse
         self._ensure_worker().submit(snap, keep=first or (force and collective is not None))
         return True
+
+    def _not_copied(self, step: int) -> None:
+        """Count a due snapshot of ``step`` that was not copied (no free buffer, or the ranks
+        declined it together), once: a later copy of the same step (e.g. the final weights,
+        forced at close) takes the count back."""
+        if self._declined_step != step:
+            self.drops.no_buffer += 1
+            self._declined_step = step
 
     def _take_skipped(self, before_step: int | None = None) -> None:
         """Copy and queue the last due snapshot that :meth:`snapshot` skipped, if it is of the
