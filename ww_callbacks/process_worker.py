@@ -63,6 +63,8 @@ POLL_S = 0.05
 START_TIMEOUT_S = 120.0
 #: Restarts after a death; the next death moves the analysis into the training process.
 MAX_RESTARTS = 1
+#: Idle children kept for later sessions of the process at most.
+MAX_PARKED = 2
 
 
 class AnalysisProcessDied(RuntimeError):
@@ -200,10 +202,39 @@ _PARKED_LOCK = threading.Lock()
 _EXIT_HOOK: list[bool] = []
 
 
-def _park(child: Child, blas_threads: int | None) -> None:
-    """Keep an idle, healthy child for the next session of this process (``PARKED_S``)."""
+#: Children being started in the background (``start_in_background``) in this process: one at
+#: a time, so that short sessions one after another share one start instead of each starting a
+#: child (8 sessions of one snapshot each started 8 children; the next one now takes the parked
+#: child, and analyses in its own process while the one start is under way).
+_STARTS: list[bool] = []
+
+
+def _claim_start() -> bool:
+    """True (and counted) when no background start is under way in this process."""
     with _PARKED_LOCK:
-        _PARKED.append((child, time.monotonic(), blas_threads))
+        if _STARTS:
+            return False
+        _STARTS.append(True)
+        return True
+
+
+def _end_start() -> None:
+    with _PARKED_LOCK:
+        if _STARTS:
+            _STARTS.pop()
+
+
+def _park(child: Child, blas_threads: int | None) -> None:
+    """Keep an idle, healthy child for the next session of this process (``PARKED_S``); at
+    most :data:`MAX_PARKED` are kept, a further one is stopped."""
+    with _PARKED_LOCK:
+        full = len(_PARKED) >= MAX_PARKED
+        if not full:
+            _PARKED.append((child, time.monotonic(), blas_threads))
+    if full:
+        child.stop(0.5)
+        return
+    with _PARKED_LOCK:
         if not _EXIT_HOOK:  # registered with the first parked child: importing registers none
             _EXIT_HOOK.append(True)
             atexit.register(stop_parked)
@@ -310,7 +341,7 @@ class ProcessWorker(BackgroundWorker):
                 self._child = Child(nice=self._child_nice, blas_threads=self._blas_threads)
                 self.start_seconds.append(time.monotonic() - start)
                 self.started_children += 1
-            if self._child is None and self._starting is None:
+            if self._child is None and self._starting is None and _claim_start():
                 # A child takes 0.4 s of CPU and 1-2 s of wall time to start (its imports): the
                 # snapshots due meanwhile are analysed here, so a run that fits its cadence is
                 # not skipped while it starts (tests/test_cadence.py, 0.2-s steps).
@@ -326,20 +357,25 @@ class ProcessWorker(BackgroundWorker):
         try:
             child = Child(nice=self._child_nice, blas_threads=self._blas_threads)
         except Exception as err:  # the analysis goes on here: nothing is lost
+            _end_start()
             with self._child_lock:
                 self.in_thread = True
                 self._starting = None
             warnings.warn(f"ww_callbacks: the analysis process could not start ({err}); the "
                           "analysis runs in the training process", WatcherWarning, stacklevel=2)
             return
+        _end_start()
         with self._child_lock:
             self.start_seconds.append(time.monotonic() - start)
             self.started_children += 1
             self._starting = None
-            if self._closing or self._cancelled():
-                child.kill()
-            else:
+            closed = self._closing or self._cancelled()
+            if not closed:
                 self._child = child
+        if closed and self._cancelled():
+            child.kill()
+        elif closed:  # a session that ended while its child started: the next one takes it
+            _park(child, self._blas_threads)  # (killing it made every short session start one)
 
     def _analyse_one(self, snapshot: Snapshot, limiter: Any) -> AnalysisResult:
         shared = snapshot.shared
