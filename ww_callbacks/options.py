@@ -181,6 +181,9 @@ _layers.accepted = "None, a layer id, a type name, or a list of ids and names"  
 # ----------------------------------------------------------------------------- declaration
 
 
+#: Where the analysis runs (``analysis_in``; see :mod:`ww_callbacks.process_worker`).
+ANALYSIS_IN = ("auto", "process", "thread")
+
 @dataclass(frozen=True)
 class Option:
     """One shared option: its name, default, type (as documented), check and documentation."""
@@ -237,8 +240,7 @@ OPTIONS: tuple[Option, ...] = (
            "'initial': analyse the update since the first snapshot, W - W_initial"),
     Option("blas_threads", 1, "int >= 1 | None", int_at_least(1, none=True),
            "BLAS threads of the analysis (None: no limit)"),
-    Option("analysis_in", "auto", "'auto' | 'process' | 'thread'",
-           one_of("auto", "process", "thread"),
+    Option("analysis_in", "auto", "'auto' | 'process' | 'thread'", one_of(*ANALYSIS_IN),
            "where the analysis runs: 'process' (a child process at nice 19, snapshots in shared "
            "memory), 'thread' (a thread of the training process); 'auto': a process when "
            "training and analysis run on the CPU, a thread on a GPU (the environment variable "

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .options import ANALYSIS_IN
 from .results import AnalysisResult, Snapshot
 
 #: ``max_duty``'s default: :data:`CPU_MAX_DUTY` when training runs on the CPU, off (None) when the
@@ -51,7 +52,6 @@ CPU_MAX_DUTY = 0.5
 #: bench/interference.py), a thread when the weights or the analysis are on a GPU (the analysis
 #: then mostly waits for the GPU, and its CUDA tensors stay in the training process).
 DEFAULT_ANALYSIS_IN = "auto"
-ANALYSIS_IN = ("auto", "process", "thread")
 #: Environment variable that sets what ``analysis_in="auto"`` means for every session of a
 #: process ("process" or "thread"), e.g. to keep analyses in the training process under a
 #: debugger or for a test that patches the analysis.
