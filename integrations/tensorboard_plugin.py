@@ -38,6 +38,7 @@ from werkzeug import wrappers
 
 from ww_callbacks.esd import SPECTRA_FILE
 from ww_callbacks.history import HISTORY_FILE
+from ww_callbacks.history_reader import parse_line
 from ww_callbacks.views import asset
 
 PLUGIN_NAME = "htsr"
@@ -172,21 +173,15 @@ def slim_records(lines: list[str]) -> dict:
     for line in lines:
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            skipped += 1
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            skipped += 1
-            continue
-        if record.get("kind") == "actions":
+        kind, record, _ = parse_line(line.encode("utf-8"))  # the one history reader's rules
+        if kind == "other" and isinstance(record, dict) and record.get("kind") == "actions" \
+                and isinstance(record.get("step"), int):
             actions.append({k: v for k, v in record.items() if k != "writer"})
             continue
-        rows = record.get("layers")
-        if "kind" in record or not isinstance(rows, list):
+        if kind != "record":
             skipped += 1
             continue
+        rows = record["layers"]
         cells: dict[int, tuple] = {}
         for row in rows:
             if not isinstance(row, dict) or not isinstance(row.get("longname"), str):
