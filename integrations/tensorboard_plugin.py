@@ -15,8 +15,9 @@ Routes, under ``data/plugin/htsr/``:
   (a record being written) is not passed: ``next`` stays before it. A history that became
   shorter than ``O`` (a resumed run truncated it) answers ``reset``.
 - ``spectra?run=R&offset=O``: the stored compact ESDs (``ww_spectra.jsonl``), likewise.
-- ``index.js``, ``heatmap.js``, ``views.css``: the page, package files of
-  :mod:`ww_callbacks.views` (no network, nothing fetched elsewhere).
+- ``index.js`` (the page), and each module and style sheet of :mod:`ww_callbacks.views` by its
+  own name (``heatmap.js``, ``flow.js``, ...): package files (no network, nothing fetched
+  elsewhere).
 
 The run names a request gives are looked up among the runs found; nothing else is opened.
 """
@@ -39,7 +40,7 @@ from werkzeug import wrappers
 from ww_callbacks.esd import SPECTRA_FILE
 from ww_callbacks.history import HISTORY_FILE
 from ww_callbacks.history_reader import parse_line
-from ww_callbacks.views import asset
+from ww_callbacks.views import ASSET_FILES, asset
 
 PLUGIN_NAME = "htsr"
 #: deepest folder level below the logdir searched for histories
@@ -55,10 +56,11 @@ CHUNK_BYTES = 8 << 20
 CACHE_BYTES = 4 << 30
 #: longest single line taken (a longer one is passed over as unreadable)
 MAX_LINE_BYTES = 256 << 20
-#: route -> (package file of ww_callbacks.views, content type)
+#: route -> (package file of ww_callbacks.views, content type): the page (``index.js``) and every
+#: module it imports (by its own name: the modules import each other as ``./x.js``)
 ASSETS = {"index.js": ("tensorboard_tab.js", "text/javascript"),
-          "heatmap.js": ("heatmap.js", "text/javascript"),
-          "views.css": ("views.css", "text/css")}
+          **{name: (name, "text/css" if name.endswith(".css") else "text/javascript")
+             for name in ASSET_FILES}}
 
 
 def find_runs(logdir: str | os.PathLike, *, max_depth: int = MAX_DEPTH,
@@ -166,10 +168,12 @@ def slim_records(lines: list[str]) -> dict:
     """The heatmap's form of history lines: ``layers`` (names in order of first appearance)
     and per analysis ``step``, ``epoch`` and, aligned with ``layers``, ``a`` (alpha, None for
     no fit or absent), ``t`` (traps) and ``n`` (eigenvalues); ``actions`` lines are passed as
-    they are. Torn or foreign lines are counted in ``skipped``."""
+    they are; ``min_evals_for_trust`` (the fewest eigenvalues a fit is trusted on) where a record
+    states it. Torn or foreign lines are counted in ``skipped``."""
     layers: list[str] = []
     index: dict[str, int] = {}
     records, actions, skipped = [], [], 0
+    trust = None
     for line in lines:
         if not line.strip():
             continue
@@ -181,6 +185,9 @@ def slim_records(lines: list[str]) -> dict:
         if kind != "record":
             skipped += 1
             continue
+        stated = record.get("min_evals_for_trust")
+        if isinstance(stated, int) and not isinstance(stated, bool) and stated >= 0:
+            trust = stated
         rows = record["layers"]
         cells: dict[int, tuple] = {}
         for row in rows:
@@ -204,7 +211,10 @@ def slim_records(lines: list[str]) -> dict:
         values = [cells.get(i, blank) for i in range(len(layers))]
         out.append({**record, "a": [v[0] for v in values], "t": [v[1] for v in values],
                     "n": [v[2] for v in values]})
-    return {"layers": layers, "records": out, "actions": actions, "skipped": skipped}
+    answer = {"layers": layers, "records": out, "actions": actions, "skipped": skipped}
+    if trust is not None:
+        answer["min_evals_for_trust"] = trust
+    return answer
 
 
 class HtsrPlugin(base_plugin.TBPlugin):
@@ -226,8 +236,8 @@ class HtsrPlugin(base_plugin.TBPlugin):
 
     def get_plugin_apps(self) -> dict:
         return {"/runs": self._serve_runs, "/records": self._serve_records,
-                "/spectra": self._serve_spectra, "/index.js": self._serve_asset,
-                "/heatmap.js": self._serve_asset, "/views.css": self._serve_asset}
+                "/spectra": self._serve_spectra,
+                **{f"/{name}": self._serve_asset for name in ASSETS}}
 
     def is_active(self) -> bool:
         # a run may start writing after TensorBoard: the tab is always offered when there is

@@ -1,12 +1,16 @@
 """The HTSR tab of TensorBoard (``integrations/tensorboard_plugin.py`` and the shared views in
 ``ww_callbacks/views/``): the backend's run walk and incremental reads, its routes through
 TensorBoard's own WSGI wrappers, the entry point, and (slow) a live ``tensorboard`` opened in
-headless Chromium while another process trains and writes a history."""
+headless Chromium while another process trains and writes a history: TensorBoard and the
+training run from a fresh virtual environment holding the BUILT WHEEL (its entry point and
+asset files, not this checkout's), and the tab's views (heatmap, flow, lines, ESD) are driven
+and checked through the DOM against the history."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,7 +26,12 @@ from werkzeug.test import Client  # noqa: E402
 
 from tests.chromium_pipe import Browser, script_errors  # noqa: E402
 from tests.test_tensorboard_browser import CHROMIUM, artifacts_dir, free_port  # noqa: E402
-from ww_callbacks.history import HISTORY_FILE, HistoryWriter, read_records  # noqa: E402
+from ww_callbacks.history import (  # noqa: E402
+    HISTORY_FILE,
+    HistoryWriter,
+    read_records,
+    read_spectra,
+)
 from ww_callbacks.integrations.tensorboard_plugin import (  # noqa: E402
     HtsrPlugin,
     find_runs,
@@ -98,6 +107,15 @@ def test_slim_records_align_layers_and_pass_actions(tmp_path):
     assert slim["actions"] == [{"kind": "actions", "step": 0, "lr_scale": {"a": 1.1}}]
 
 
+def test_slim_records_pass_min_evals_for_trust():
+    plain = slim_records([json.dumps(_record(0, {"a": 3.0}))])
+    assert "min_evals_for_trust" not in plain  # the page's default (50) holds
+    stated = slim_records([json.dumps({**_record(0, {"a": 3.0}), "min_evals_for_trust": 30})])
+    assert stated["min_evals_for_trust"] == 30
+    bad = slim_records([json.dumps({**_record(0, {"a": 3.0}), "min_evals_for_trust": "x"})])
+    assert "min_evals_for_trust" not in bad
+
+
 def test_routes_serve_only_new_records(tmp_path):
     run = tmp_path / "run1"
     writer = HistoryWriter(run / HISTORY_FILE)
@@ -129,6 +147,9 @@ def test_routes_serve_only_new_records(tmp_path):
     assert json.loads(get("/spectra", f"run=run1&offset={spectra['next']}")[1])["records"] == []
     code, body = get("/index.js")
     assert code == 200 and b"render" in body
+    for name in ASSET_FILES:  # every module the page imports, by its own name
+        code, body = get(f"/{name}")
+        assert code == 200 and body == asset(name), name
     writer.close()
 
 
@@ -154,6 +175,50 @@ def test_full_chunks_are_parsed_once(tmp_path, monkeypatch):
     again = plugin.records("run", 0)
     assert again is not first and [r["step"] for r in again["records"]][:2] == [0, 7]
     writer.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wheel_python(tmp_path: Path) -> Path:
+    """The python of a fresh virtual environment holding ww_callbacks from its built wheel (no
+    dependency installed: the ones this test needs are reached through a .pth file pointing at
+    the folders they are installed in here, none of which holds ww_callbacks)."""
+    import importlib.util
+
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(dist), str(REPO)], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = dist.glob("ww_callbacks-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=300)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--no-deps", "--no-index", str(wheel)], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=600)
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"], check=True,
+                               capture_output=True, text=True).stdout.strip())
+    deps = sorted({str(Path(importlib.util.find_spec(m).origin).resolve().parents[1])
+                   for m in ("tensorboard", "torch", "sklearn")})
+    for folder in deps:
+        assert not (Path(folder) / "ww_callbacks").exists(), folder
+        assert not list(Path(folder).glob("__editable__*ww_callbacks*")), folder
+    (site / "_test_deps.pth").write_text("\n".join(deps) + "\n")
+    where = subprocess.run(
+        [str(python), "-P", "-c", "import ww_callbacks.integrations.tensorboard_plugin as m, "
+         "ww_callbacks.views as v; print(m.__file__); print(v.__file__)"],
+        cwd=tmp_path, check=True, capture_output=True, text=True, env=_clean_env()).stdout
+    assert all(line.startswith(str(site)) for line in where.split()), (where, site)
+    return python
+
+
+def _clean_env() -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONPATH", None)  # nothing of the checkout
+    return env
 
 
 TRAINER = textwrap.dedent('''
@@ -231,14 +296,16 @@ def test_htsr_tab_live_in_headless_chromium(tmp_path):
     old.append(_record(0, {"model.encoder.layer.11.attention.output.dense": 3.5, "fc": 2.2}))
     old.close()
     stop = tmp_path / "stop"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(live), str(stop)],
+    python = wheel_python(tmp_path)  # the plugin, its assets and the Watcher from the wheel
+    env = _clean_env()
+    trainer = subprocess.Popen([str(python), "-P", "-c", TRAINER, str(live), str(stop)],
                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     port = free_port()
-    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                              "--host", "127.0.0.1", "--port", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    board = subprocess.Popen([str(python), "-P", "-m", "tensorboard.main", "--logdir",
+                              str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     browser = None
     out = artifacts_dir(tmp_path)
     try:
@@ -301,7 +368,9 @@ def test_htsr_tab_live_in_headless_chromium(tmp_path):
         column = state["columns"] - 1
         width = _cell_width(browser)
         x = state["canvas"][0] + column * width + width / 2
-        y = state["canvas"][1] + 14 * 1 + 7
+        row_height = float(browser.evaluate(
+            f"{FRAME}.contentDocument.querySelector('canvas.ww-heatmap-canvas').dataset.rowHeight"))
+        y = state["canvas"][1] + row_height * 1 + row_height / 2
         browser.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y},
                      page=True)
         time.sleep(0.5)
@@ -313,6 +382,7 @@ def test_htsr_tab_live_in_headless_chromium(tmp_path):
         assert state["tip"].startswith(f"{row['longname']} \u2014 step {record['step']}")
         assert f"alpha {row['alpha']:.3f}" in state["tip"]
         assert f"{row['num_evals']} eigenvalues" in state["tip"]
+        _check_views(browser, live, names, state, width, row_height, out)
         # the other run: long names elided in the middle, full name as the title
         browser.evaluate(f"""(() => {{ const d = {FRAME}.contentDocument;
             const s = d.getElementById("ww-run"); s.value = "lightning_logs/version_0";
@@ -343,3 +413,113 @@ def _cell_width(browser: Browser) -> float:
     return float(browser.evaluate(
         f"Number({FRAME}.contentDocument.querySelector('canvas.ww-heatmap-canvas')"
         ".dataset.cellWidth)"))
+
+
+#: What the flow, lines and ESD views show, from the HTSR iframe's DOM.
+VIEWS = f"""(() => {{
+  const doc = {FRAME}.contentDocument;
+  const q = (s) => doc.querySelector(s);
+  const all = (s) => [...doc.querySelectorAll(s)];
+  const fit = q("line.ww-esd-fit");
+  return JSON.stringify({{
+    flowStep: q("svg.ww-flow-svg").dataset.step,
+    points: all("circle.ww-flow-point").map((c) => [c.dataset.layer, Number(c.dataset.alpha)]),
+    legend: all(".ww-lines-item").map((d) => [d.dataset.layer, d.hidden]),
+    drawn: Number(q("canvas.ww-lines-canvas").dataset.drawn),
+    esd: {{...q("svg.ww-esd-svg").dataset}},
+    fit: fit ? {{...fit.dataset}} : null,
+  }});
+}})()"""
+
+
+def _views(browser: Browser) -> dict:
+    return json.loads(browser.evaluate(VIEWS))
+
+
+def _key(browser: Browser, key: str, code: int) -> None:
+    for kind in ("keyDown", "keyUp"):
+        browser.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
+                                                "windowsVirtualKeyCode": code}, page=True)
+
+
+def _alphas(record: dict) -> dict:
+    """The fitted alphas of a record (the flow draws no point for a failed fit)."""
+    return {row["longname"]: row["alpha"] for row in record["layers"]
+            if row.get("status", "success") == "success" and isinstance(row["alpha"], float)
+            and math.isfinite(row["alpha"]) and row["alpha"] > 0}
+
+
+def _check_views(browser: Browser, live: Path, names: list[str], state: dict, width: float,
+                 row_height: float, out: Path) -> None:
+    """The flow's step box and keys, a heatmap click into the ESD view (its fit line against
+    the stored ESD), the lines' legend and filter, all against the run's history."""
+    records = read_records(live)
+    # the step box: the flow shows the first analysis, values as in the history
+    browser.evaluate(f"""(() => {{ const b = {FRAME}.contentDocument.querySelector(
+        ".ww-flow-stepbox"); b.value = "{records[0]['step']}";
+        b.dispatchEvent(new Event("change")); }})()""")
+    views = _views(browser)
+    assert views["flowStep"] == str(records[0]["step"]), views
+    assert dict(views["points"]) == pytest.approx(_alphas(records[0]))
+    # keys on the slider: End (the last analysis shown), then one back
+    browser.evaluate(f"""(() => {{ const f = {FRAME}; f.contentWindow.focus();
+        f.contentDocument.querySelector(".ww-flow-slider").focus({{preventScroll: true}});
+        }})()""")
+    _key(browser, "End", 35)
+    last = int(_views(browser)["flowStep"])
+    steps = sorted({r["step"] for r in read_records(live)})
+    assert last in steps and last > records[0]["step"], (last, steps)
+    _key(browser, "ArrowLeft", 37)  # (a poll may bring a newer analysis meanwhile)
+    views = _views(browser)
+    before = int(views["flowStep"])
+    steps = sorted({r["step"] for r in read_records(live)})
+    assert before in steps and steps.index(last) - 1 <= steps.index(before) < len(steps) - 1, \
+        (before, last, steps)
+    assert dict(views["points"]) == pytest.approx(_alphas(
+        {r["step"]: r for r in read_records(live)}[before]))
+    browser.evaluate(f"{FRAME}.contentDocument.scrollingElement.scrollTo(0, 0)")
+    state = json.loads(browser.evaluate(STATE))  # where the heatmap is now
+    width = _cell_width(browser)  # (narrower once the columns fill the width)
+    # a click on the heatmap cell of layer 0 at the first analysis: its stored ESD (the first
+    # analysis always stores them) with the fit line of the stored alpha, xmin and xmax
+    x = state["canvas"][0] + width / 2
+    y = state["canvas"][1] + row_height / 2
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y,
+                                                  "button": "left", "clickCount": 1},
+                     page=True)
+    time.sleep(0.5)
+    views = _views(browser)
+    stored = {s["step"]: s["layers"] for s in read_spectra(live)}
+    first = records[0]["step"]
+    assert views["flowStep"] == str(first)
+    assert views["esd"]["layer"] == names[0] and views["esd"]["step"] == str(first), views
+    esd = stored[first][names[0]]
+    fit = views["fit"]
+    assert fit is not None, views
+    assert float(fit["alpha"]) == pytest.approx(esd["alpha"])
+    assert float(fit["alpha"]) == pytest.approx(records[0]["layers"][0]["alpha"], rel=1e-5)
+    assert float(fit["lx1"]) == pytest.approx(math.log10(esd["xmin"]))
+    assert float(fit["lx2"]) == pytest.approx(math.log10(esd["xmax"]))
+    slope = (float(fit["ly2"]) - float(fit["ly1"])) / (float(fit["lx2"]) - float(fit["lx1"]))
+    assert slope == pytest.approx(-esd["alpha"])
+    browser.evaluate(f"{FRAME}.contentDocument.querySelector('.ww-section-esd')"
+                     ".scrollIntoView()")
+    browser.screenshot(out / "htsr_tab_esd.png")
+    # the lines: a legend entry per layer; the filter keeps the matching ones
+    assert [name for name, _ in views["legend"]] == names and views["drawn"] == len(names)
+    needle = names[-1]
+    browser.evaluate(f"""(() => {{ const f = {FRAME}.contentDocument.querySelector(
+        ".ww-lines-filter"); f.value = {json.dumps(needle)};
+        f.dispatchEvent(new Event("input")); }})()""")
+    views = _views(browser)
+    kept = [name for name, hidden in views["legend"] if not hidden]
+    assert kept == [n for n in names if needle.lower() in n.lower()] and needle in kept
+    assert views["drawn"] == len(kept) < len(names)
+    browser.evaluate(f"{FRAME}.contentDocument.querySelector('.ww-section-lines')"
+                     ".scrollIntoView()")
+    browser.screenshot(out / "htsr_tab_lines.png")
+    browser.evaluate(f"{FRAME}.contentDocument.querySelector('.ww-section-flow')"
+                     ".scrollIntoView()")
+    browser.screenshot(out / "htsr_tab_flow.png")
+    browser.evaluate(f"{FRAME}.contentDocument.scrollingElement.scrollTo(0, 0)")

@@ -117,6 +117,8 @@ def test_wheel_ships_the_htsr_tab(tmp_path):
         text = zf.read(entry).decode()
     assert "[tensorboard_plugins]" in text
     assert "htsr = ww_callbacks.integrations.tensorboard_plugin:HtsrPlugin" in text
-    for asset in ("heatmap.js", "tensorboard_tab.js", "views.css", "__init__.py"):
+    from ww_callbacks.views import ASSET_FILES
+
+    for asset in (*ASSET_FILES, "__init__.py"):
         assert f"ww_callbacks/views/{asset}" in names, asset
     assert "ww_callbacks/integrations/tensorboard_plugin.py" in names

@@ -1,14 +1,22 @@
-// The alpha heatmap of a run, shared by the TensorBoard tab and (later) the report.
+// The alpha heatmap of a run (a view of the shared AlphaTable, ./table.js), used by the
+// TensorBoard tab and the report.
 //
-// AlphaTable holds the analyses as they arrive (the plugin's slim records: per analysis `step`,
-// `epoch` and, aligned with the answer's `layers`, `a` alpha, `t` traps, `n` eigenvalues);
-// Heatmap draws it on a canvas, one row per layer (its name elided in the middle, the full name
-// on hover) and one column per analysis, with a continuous alpha colour scale on which the band
+//   const heatmap = new Heatmap(container, table, {onSelect: (cell) => ...});
+//   heatmap.update();            // after the table gained analyses: only new columns are drawn
+//   heatmap.setStep(step);       // outline the analysis nearest to `step`
+//   heatmap.selectLayer(name);   // outline that layer's cell in the outlined analysis
+//
+// One row per layer (its name elided in the middle, the full name on hover), one column per
+// analysis with the steps on an axis below, a continuous alpha colour scale on which the band
 // edges 2 and 6 are marked, and a hover that tells layer, step, alpha, traps and eigenvalues.
-// New columns are drawn without redrawing the others while the column width stays the same.
+// Cells whose fit rests on fewer than `table.minEvals` eigenvalues are hatched (legend entry).
+// A click on a cell calls `onSelect` with what the hover shows ({layer, row, column, step, ...}).
+// Reads of the table: layers, columns[].{step, epoch, a, t, n}, minEvals, lowEvidence().
 
-/** Alpha values at which the bands change (over-trained < 2 <= well-trained <= 6 < under). */
-export const BAND_EDGES = [2, 6];
+import {AlphaTable, BAND_EDGES} from "./table.js";
+
+export {AlphaTable, BAND_EDGES};
+
 /** The colour scale's range of alpha (values outside take its end colours). */
 export const ALPHA_RANGE = [1, 8];
 const STOPS = [
@@ -45,50 +53,6 @@ export function elideMiddle(name, max = 32) {
   return s.slice(0, head) + "\u2026" + s.slice(s.length - (keep - head));
 }
 
-/** The analyses of one run, fed with the plugin's slim answers. */
-export class AlphaTable {
-  constructor() { this.reset(); }
-
-  reset() {
-    this.layers = [];        // names, in order of first appearance
-    this.index = new Map();  // name -> row
-    this.columns = [];       // {step, epoch, a: [], t: [], n: []}, rows as in `layers`
-    this.actions = new Map();  // step -> the policies' actions line
-  }
-
-  /** Add one answer of the plugin's `records` route. Returns the number of new columns. */
-  add(answer) {
-    const rows = (answer.layers || []).map((name) => {
-      let i = this.index.get(name);
-      if (i === undefined) {
-        i = this.layers.length;
-        this.index.set(name, i);
-        this.layers.push(name);
-      }
-      return i;
-    });
-    for (const rec of answer.records || []) {
-      const col = {step: rec.step, epoch: rec.epoch, a: [], t: [], n: []};
-      rows.forEach((row, k) => {
-        col.a[row] = rec.a[k];
-        col.t[row] = rec.t[k];
-        col.n[row] = rec.n[k];
-      });
-      this.columns.push(col);
-    }
-    for (const act of answer.actions || []) this.actions.set(act.step, act);
-    return (answer.records || []).length;
-  }
-
-  /** What a hover shows of one cell, or null outside the table. */
-  cell(row, column) {
-    const col = this.columns[column];
-    if (!col || row < 0 || row >= this.layers.length) return null;
-    return {layer: this.layers[row], step: col.step, epoch: col.epoch, alpha: col.a[row],
-            traps: col.t[row], evals: col.n[row]};
-  }
-}
-
 function fmt(value, digits) {
   return value === null || value === undefined || !Number.isFinite(value)
     ? "no fit" : value.toFixed(digits);
@@ -97,14 +61,37 @@ function fmt(value, digits) {
 /** One line of text for a hovered cell. */
 export function describeCell(info) {
   const evals = info.evals === null || info.evals === undefined ? "?" : String(info.evals);
+  const few = info.low ? ` (few: fewer than ${info.minEvals}, not trusted)` : "";
   return `${info.layer} \u2014 step ${info.step}` +
     (info.epoch === null || info.epoch === undefined ? "" : ` (epoch ${info.epoch})`) +
     ` \u2014 alpha ${fmt(info.alpha, 3)} \u2014 traps ${info.traps ?? 0}` +
-    ` \u2014 ${evals} eigenvalues`;
+    ` \u2014 ${evals} eigenvalues${few}`;
 }
 
-/** The colour legend: a bar over ALPHA_RANGE with 2 and 6 marked. */
-export function legend(doc = document) {
+/** The hatch laid over cells fitted on too few eigenvalues (a pattern of `ctx`). */
+function hatch(doc, ctx) {
+  const tile = doc.createElement("canvas");
+  tile.width = 6;
+  tile.height = 6;
+  const t = tile.getContext("2d");
+  t.fillStyle = "rgba(255,255,255,0.45)";
+  t.fillRect(0, 0, 6, 6);
+  t.strokeStyle = "rgba(40,40,40,0.75)";
+  t.lineWidth = 1.2;
+  t.beginPath();
+  t.moveTo(-1, 7);
+  t.lineTo(7, -1);
+  t.moveTo(5, 7);
+  t.lineTo(7, 5);
+  t.moveTo(-1, 1);
+  t.lineTo(1, -1);
+  t.stroke();
+  return ctx.createPattern(tile, "repeat");
+}
+
+/** The colour legend: a bar over ALPHA_RANGE with 2 and 6 marked, and the hatch of the cells
+ * fitted on too few eigenvalues. */
+export function legend(doc = document, minEvals = 50) {
   const box = doc.createElement("div");
   box.className = "ww-legend";
   const bar = doc.createElement("canvas");
@@ -127,19 +114,43 @@ export function legend(doc = document) {
   }
   const label = doc.createElement("span");
   label.className = "ww-legend-label";
-  label.textContent = "alpha (band edges 2 and 6 marked; grey: no fit)";
-  box.append(bar, label);
+  label.textContent = "alpha (band edges 2 and 6 marked; grey: no fit; corner mark: traps)";
+  const swatch = doc.createElement("canvas");
+  swatch.className = "ww-legend-hatch";
+  swatch.width = 28;
+  swatch.height = 16;
+  const s = swatch.getContext("2d");
+  s.fillStyle = alphaColour(3.5);
+  s.fillRect(0, 0, 28, 16);
+  s.fillStyle = hatch(doc, s);
+  s.fillRect(0, 0, 28, 16);
+  const few = doc.createElement("span");
+  few.className = "ww-legend-label ww-legend-few";
+  few.textContent = fewText(minEvals);
+  box.append(bar, label, swatch, few);
   return box;
 }
 
-/** The heatmap of an AlphaTable inside `container`. */
+function fewText(minEvals) {
+  return `hatched: fit on fewer than ${minEvals} eigenvalues (not trusted)`;
+}
+
+const AXIS_H = 30;
+
+/** The heatmap of an AlphaTable inside `container` (see the head of this file). */
 export class Heatmap {
-  constructor(container, {rowHeight = 14, maxCell = 14, labelChars = 34} = {}) {
+  constructor(container, table = null, opts = {}) {
+    if (table !== null && !(table instanceof AlphaTable) && !Array.isArray(table.columns)) {
+      opts = table;  // Heatmap(container, opts): the table comes with draw(table)
+      table = null;
+    }
+    const {rowHeight = 18, maxCell = 22, labelChars = 40, onSelect = null} = opts;
     const doc = container.ownerDocument;
     this.doc = doc;
     this.rowHeight = rowHeight;
     this.maxCell = maxCell;
     this.labelChars = labelChars;
+    this.onSelect = onSelect;
     this.root = doc.createElement("div");
     this.root.className = "ww-heatmap";
     this.labels = doc.createElement("div");
@@ -150,18 +161,38 @@ export class Heatmap {
     this.canvas.className = "ww-heatmap-canvas";
     this.canvas.dataset.columns = "0";
     this.canvas.dataset.rows = "0";
-    this.scroll.append(this.canvas);
+    this.axis = doc.createElement("canvas");
+    this.axis.className = "ww-heatmap-axis";
+    this.axis.height = AXIS_H;
+    this.colMark = doc.createElement("div");
+    this.colMark.className = "ww-heat-col";
+    this.colMark.hidden = true;
+    this.cellMark = doc.createElement("div");
+    this.cellMark.className = "ww-heat-cell";
+    this.cellMark.hidden = true;
+    this.scroll.append(this.canvas, this.axis, this.colMark, this.cellMark);
     this.root.append(this.labels, this.scroll);
     this.tip = doc.createElement("div");
     this.tip.className = "ww-tip";
     this.tip.hidden = true;
-    container.append(legend(doc), this.root, this.tip);
+    this.legend = legend(doc);
+    container.append(this.legend, this.root, this.tip);
     this.table = null;
     this.cellWidth = 0;
     this.drawnColumns = 0;
     this.drawnRows = 0;
+    this.lowCells = 0;
+    this.step = null;
+    this.layer = null;
     this.canvas.addEventListener("mousemove", (e) => this._hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tip.hidden = true; });
+    this.canvas.addEventListener("click", (e) => this._click(e));
+    if (table) this.draw(table);
+  }
+
+  /** Draw what the table gained since the last call. */
+  update() {
+    if (this.table) this.draw(this.table);
   }
 
   /** Draw `table` (only the new columns when the layout did not change). */
@@ -172,10 +203,12 @@ export class Heatmap {
     const cols = table.columns.length;
     const avail = Math.max(200, (this.scroll.clientWidth || 800) - 4);
     const width = Math.max(1, Math.min(this.maxCell, Math.floor(avail / Math.max(cols, 1))));
+    const minEvals = table.minEvals;
     const relayout = fresh || width !== this.cellWidth || rows !== this.drawnRows ||
-      cols < this.drawnColumns;
+      cols < this.drawnColumns || minEvals !== this.minEvals;
     if (relayout) {
       this.cellWidth = width;
+      this.minEvals = minEvals;
       // grow in steps so that a live run does not resize the canvas at every analysis
       const room = Math.max(cols, Math.min(Math.floor(avail / width), cols + 64));
       this.canvas.width = Math.max(1, room * width);
@@ -183,6 +216,9 @@ export class Heatmap {
       this._labels(table);
       this.drawnColumns = 0;
       this.drawnRows = rows;
+      this.lowCells = 0;
+      this.pattern = null;
+      this.legend.querySelector(".ww-legend-few").textContent = fewText(minEvals);
     } else if (cols * width > this.canvas.width) {
       const keep = this.doc.createElement("canvas");  // widen, keeping what is drawn
       keep.width = this.canvas.width;
@@ -190,15 +226,23 @@ export class Heatmap {
       keep.getContext("2d").drawImage(this.canvas, 0, 0);
       this.canvas.width = Math.max(cols * width, this.canvas.width * 2);
       this.canvas.getContext("2d").drawImage(keep, 0, 0);
+      this.pattern = null;
     }
     const ctx = this.canvas.getContext("2d");
+    if (!this.pattern) this.pattern = hatch(this.doc, ctx);
     const h = this.rowHeight;
+    const gap = h > 6 ? 1 : 0;
     for (let c = this.drawnColumns; c < cols; c++) {
       const col = table.columns[c];
       for (let r = 0; r < rows; r++) {
         const a = col.a[r];
         ctx.fillStyle = a === undefined ? MISSING : alphaColour(a);
-        ctx.fillRect(c * width, r * h, width, h - (h > 6 ? 1 : 0));
+        ctx.fillRect(c * width, r * h, width, h - gap);
+        if (a !== undefined && table.lowEvidence(col.n[r])) {
+          ctx.fillStyle = this.pattern;
+          ctx.fillRect(c * width, r * h, width, h - gap);
+          this.lowCells++;
+        }
         if (col.t[r] > 0 && width >= 4) {  // traps: a dark corner mark
           ctx.fillStyle = "#000";
           ctx.fillRect(c * width + width - 3, r * h, 3, 3);
@@ -206,11 +250,44 @@ export class Heatmap {
       }
     }
     this.drawnColumns = cols;
-    this.canvas.dataset.columns = String(cols);
-    this.canvas.dataset.cellWidth = String(width);
-    this.canvas.dataset.rowHeight = String(h);
-    this.canvas.dataset.rows = String(rows);
-    this.canvas.dataset.lastStep = cols ? String(table.columns[cols - 1].step) : "";
+    this._axis(table);
+    const data = this.canvas.dataset;
+    data.columns = String(cols);
+    data.cellWidth = String(width);
+    data.rowHeight = String(h);
+    data.rows = String(rows);
+    data.lowEvidence = String(this.lowCells);
+    data.lastStep = cols ? String(table.columns[cols - 1].step) : "";
+    this._marks();
+  }
+
+  /** The step axis under the cells: a tick and the step number every few columns. */
+  _axis(table) {
+    const cols = table.columns.length;
+    const w = this.cellWidth || 1;
+    if (this.axis.width !== this.canvas.width) this.axis.width = this.canvas.width;
+    const ctx = this.axis.getContext("2d");
+    ctx.clearRect(0, 0, this.axis.width, AXIS_H);
+    ctx.fillStyle = "#333";
+    ctx.font = "11px sans-serif";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    let every = 1;
+    for (const m of [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000]) {
+      every = m;
+      if (m * w >= 64) break;
+    }
+    const labels = [];
+    for (let c = 0; c < cols; c += every) {
+      const x = c * w + w / 2;
+      ctx.fillRect(Math.round(x), 0, 1, 5);
+      const text = String(table.columns[c].step);
+      const half = ctx.measureText(text).width / 2;
+      ctx.fillText(text, Math.max(half, Math.min(x, this.axis.width - half)), 7);
+      labels.push(text);
+    }
+    this.axis.dataset.ticks = labels.join(" ");
+    this.axis.dataset.every = String(every);
   }
 
   _labels(table) {
@@ -223,6 +300,11 @@ export class Heatmap {
       div.title = name;
       this.labels.append(div);
     }
+    const axisLabel = this.doc.createElement("div");
+    axisLabel.className = "ww-axis-label";
+    axisLabel.style.height = `${AXIS_H}px`;
+    axisLabel.textContent = "step \u2192";
+    this.labels.append(axisLabel);
   }
 
   /** The cell under canvas coordinates (x, y), or null. */
@@ -231,9 +313,44 @@ export class Heatmap {
     return this.table.cell(Math.floor(y / this.rowHeight), Math.floor(x / this.cellWidth));
   }
 
-  _hover(event) {
+  /** Outline the analysis nearest to `step`. */
+  setStep(step) {
+    this.step = step;
+    this._marks();
+  }
+
+  /** Outline the cell of layer `name` in the outlined analysis. */
+  selectLayer(name) {
+    this.layer = name;
+    this._marks();
+  }
+
+  _marks() {
+    const t = this.table;
+    const column = t && this.step !== null ? t.columnOfStep(this.step) : -1;
+    const w = this.cellWidth;
+    const h = this.rowHeight;
+    this.colMark.hidden = column < 0;
+    if (column >= 0) {
+      Object.assign(this.colMark.style, {left: `${column * w}px`, width: `${Math.max(w, 2)}px`,
+                                         height: `${t.layers.length * h}px`});
+      this.colMark.dataset.column = String(column);
+    }
+    const row = t && this.layer !== null ? t.index.get(this.layer) : undefined;
+    this.cellMark.hidden = column < 0 || row === undefined;
+    if (!this.cellMark.hidden) {
+      Object.assign(this.cellMark.style, {left: `${column * w - 1}px`, top: `${row * h - 1}px`,
+                                          width: `${Math.max(w, 2)}px`, height: `${h}px`});
+    }
+  }
+
+  _event(event) {
     const rect = this.canvas.getBoundingClientRect();
-    const info = this.cellAt(event.clientX - rect.left, event.clientY - rect.top);
+    return this.cellAt(event.clientX - rect.left, event.clientY - rect.top);
+  }
+
+  _hover(event) {
+    const info = this._event(event);
     if (!info) {
       this.tip.hidden = true;
       return;
@@ -242,5 +359,14 @@ export class Heatmap {
     this.tip.hidden = false;
     this.tip.style.left = `${event.clientX + 12}px`;
     this.tip.style.top = `${event.clientY + 12}px`;
+  }
+
+  _click(event) {
+    const info = this._event(event);
+    if (!info) return;
+    this.step = info.step;
+    this.layer = info.layer;
+    this._marks();
+    if (this.onSelect) this.onSelect(info);
   }
 }

@@ -1,9 +1,12 @@
 // The HTSR tab of TensorBoard (loaded by TensorBoard as the plugin's ES module, inside its
 // iframe, whose base is data/plugin/htsr/): lists the runs holding a ww_callbacks history, polls
-// the selected run's new records every few seconds (only the bytes after the last offset are
-// asked for) and draws the live alpha heatmap. No network beyond the TensorBoard server.
+// the selected run's new records and stored ESDs every few seconds (only the bytes after the
+// last offsets are asked for) into the run's AlphaTable, and draws every view of it (RunViews:
+// heatmap, flow, lines, ESD, alerts), redrawn on each poll that brought something, without a
+// reload. The only module here that fetches; no network beyond the TensorBoard server.
 
-import {AlphaTable, Heatmap} from "./heatmap.js";
+import {RunViews} from "./run_views.js";
+import {AlphaTable} from "./table.js";
 
 /** Seconds between two polls. */
 export const POLL_S = 2;
@@ -14,33 +17,47 @@ async function getJSON(url) {
   return response.json();
 }
 
-/** One run's table and where its history was read up to. */
+/** One run's table and where its history and its ESD sidecar were read up to. */
 class RunState {
   constructor(name) {
     this.name = name;
     this.table = new AlphaTable();
     this.offset = 0;
+    this.spectraOffset = 0;
+    this.views = null;
   }
 
-  /** Read what the history gained since the last call; returns the number of new analyses. */
-  async update() {
-    let added = 0;
+  /** Read what a route gained since the last call into the table: `route` "records" or
+   * "spectra". Returns the number of answers that brought something. */
+  async _read(route, offsetKey, add) {
+    let changed = 0;
     for (let i = 0; i < 1000; i++) {  // while the server has more now (a large first load)
-      const q = `./records?run=${encodeURIComponent(this.name)}&offset=${this.offset}`;
+      const q = `./${route}?run=${encodeURIComponent(this.name)}&offset=${this[offsetKey]}`;
       const answer = await getJSON(q);
-      if (answer.reset) {
+      if (answer.reset) {  // the history was rewritten (a resumed run): read it again
         this.table.reset();
         this.offset = 0;
-        added = 0;
+        this.spectraOffset = 0;
+        changed++;
         if (!answer.more) break;
         continue;
       }
-      added += this.table.add(answer);
-      this.offset = answer.next;
+      if (add(answer)) changed++;
+      this[offsetKey] = answer.next;
       if (!answer.more) break;
-      if (added && this.onChunk) this.onChunk();  // paint the first chunk at once
+      if (changed && this.onChunk) this.onChunk();  // paint the first chunk at once
     }
-    return added;
+    return changed;
+  }
+
+  /** Read what the history and the sidecar gained; returns whether anything did. */
+  async update() {
+    const version = this.table.version;
+    await this._read("records", "offset", (a) => this.table.add(a) ||
+      (a.actions || []).length);
+    await this._read("spectra", "spectraOffset", (a) => this.table.addSpectra(a) ||
+      (a.records || []).length);
+    return this.table.version !== version;
   }
 }
 
@@ -64,20 +81,27 @@ export async function render() {
   status.className = "ww-status";
   bar.append(title, select, status);
   const view = doc.createElement("div");
+  view.className = "ww-run";
   page.append(bar, view);
   doc.body.append(page);
-  const heatmap = new Heatmap(view);
   const runs = new Map();
+  let shown = null;
   let busy = false;
 
   const show = () => {
     const run = runs.get(select.value);
     if (!run) return;
-    heatmap.draw(run.table);
+    if (shown !== run) {  // another run: its own views
+      view.textContent = "";
+      run.views = new RunViews(view, run.table);
+      shown = run;
+    } else {
+      run.views.update();
+    }
     const t = run.table;
     const last = t.columns.length ? t.columns[t.columns.length - 1].step : "-";
     status.textContent = `${t.columns.length} analyses, ${t.layers.length} layers, ` +
-      `last step ${last}`;
+      `last step ${last}, ${t.spectraSteps.length} with stored ESDs`;
     status.dataset.updated = String(Date.now());
   };
 
@@ -104,8 +128,8 @@ export async function render() {
       await refreshRuns();
       const run = runs.get(select.value);
       if (run) {
-        await run.update();
-        show();
+        const changed = await run.update();
+        if (changed || shown !== run) show();
       }
       page.dataset.polls = String(Number(page.dataset.polls || 0) + 1);
     } catch (err) {
