@@ -1,5 +1,19 @@
-"""Weights & Biases sink: the ww scalars, a per-layer table, the HTSR pictures and alerts, logged
-into a W&B run.
+"""Weights & Biases sink: the ww scalars, one per-layer table across the run, the per-layer alpha
+chart, the stored ESDs as histograms, the HTSR pictures and alerts, logged into a W&B run.
+
+What goes where (the table, chart and histograms are built in :mod:`.wandb_panels`):
+
+- ``ww/...``, ``ww_alpha/<layer>``, ``ww_alpha_weighted/<layer>``, ``ww_traps/<layer>``: the
+  scalars of every analysis (``scalars=True``);
+- ``ww/layers``: ONE table across the run, a row per layer and analysis with a ``step`` column,
+  logged in W&B's ``INCREMENTAL`` mode (only the new rows each time);
+- ``ww_plots/alpha_by_layer``: every layer's alpha against the analysed step, one line and
+  colour per layer with a legend (``wandb.plot.line_series``), at the picture cadence and at
+  the end;
+- ``ww_esd/<layer>`` (and ``ww_esd_rand/<layer>`` where traps were counted): the compact ESDs
+  the session stores on its ``esd_every`` schedule, as ``wandb.Histogram`` of log10
+  eigenvalues on their 64 stored bins;
+- ``ww_plots/...`` and ``ww_esd_plot/<layer>``: the pictures (below); ``ww/alerts``: the alerts.
 
 Results arrive after the run's own step has moved on (the analysis runs in the background), and
 W&B drops rows whose ``step=`` goes backwards. So the sink never passes ``step=``: every row
@@ -25,7 +39,6 @@ ww keys on the same axis as your own metrics, log that key in your rows too (e.g
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -38,26 +51,29 @@ from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.figures import matplotlib_missing
 from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.tags import ALERTS, wandb_globs
+from ww_callbacks.tags import ALERTS, ESD_HISTOGRAM, wandb_globs
 
-#: The per-layer table's key (bound to the step metric by the ``ww/*`` glob).
-TABLE_KEY = "ww/layers"
+from .wandb_panels import (
+    CHART_KEY,
+    STEP_COLUMN,
+    TABLE_COLUMNS,
+    TABLE_KEY,
+    LayerTable,
+    alpha_chart,
+    esd_histograms,
+    table_rows,
+)
 
-#: The table's columns from the analysis, in order (``layer_id``: the layer's index in model
-#: order; ``xmin``, ``D``, ``num_pl_spikes``, ``lambda_max``: the quality of the fit);
-#: ``num_traps`` only when the analysis counted traps. :data:`STEP_COLUMN` follows them.
-TABLE_COLUMNS = ("longname", "layer_id", "layer_type", "N", "M", "alpha", "alpha_weighted",
-                 "log_norm", "log_spectral_norm", "stable_rank", "xmin", "D", "num_pl_spikes",
-                 "lambda_max", "num_traps", "status", "warning")
-#: The last column: the analysed step of every row (tables of several steps can be joined).
-STEP_COLUMN = "step"
+__all__ = ["CHART_GROWTH", "CHART_KEY", "HOST_STEP_METRICS", "STEP_COLUMN", "TABLE_COLUMNS",
+           "TABLE_KEY", "WandbSink"]
 
 #: Step metrics that a host logger defines itself (Lightning's ``WandbLogger``, Hugging Face's
 #: ``WandbCallback``): the sink binds the ``ww`` metrics to them but does not redefine them.
 HOST_STEP_METRICS = frozenset({"trainer/global_step", "train/global_step"})
 
-_INT_COLUMNS = frozenset({"N", "M", "num_traps", "layer_id", "num_pl_spikes", STEP_COLUMN})
-_STR_COLUMNS = frozenset({"longname", "layer_type", "status", "warning"})
+#: The alpha chart is logged again at the picture cadence once the analyses seen grew by this
+#: factor since its last log (see :meth:`WandbSink._add_chart`).
+CHART_GROWTH = 1.25
 
 
 def _import_wandb() -> Any:
@@ -69,19 +85,6 @@ def _import_wandb() -> Any:
     return wandb
 
 
-def _cell(column: str, value: Any) -> Any:
-    """A plain Python value for a table cell (W&B infers column types from them)."""
-    if column in _STR_COLUMNS:
-        return "" if value is None or (isinstance(value, float) and math.isnan(value)) \
-            else str(value)
-    try:
-        if column in _INT_COLUMNS:
-            return int(value)
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 class WandbSink:
     """Logs ww results to a Weights & Biases run, from the main thread only (``wandb.log`` is
     not thread-safe).
@@ -89,15 +92,22 @@ class WandbSink:
     ``run``: a W&B run (what ``wandb.init()`` returns, or Lightning's
     ``WandbLogger.experiment``); None uses the active run (``wandb.run``) at the first write.
     ``scalars``: log the ``ww/``, ``ww_alpha/``, ``ww_alpha_weighted/`` and ``ww_traps/``
-    scalars (False when the host already logs them, e.g. Lightning through its logger: only the
-    table is logged then). ``step_metric``: the x-axis of every ``ww`` metric, logged in each
-    row as the analysed step. ``table_every``: log the per-layer table ``ww/layers`` at the
-    first write and every ``table_every``-th one after it, and the last result's at
-    :meth:`close` (0 or None: never).
+    scalars (False when the host already logs them, e.g. Lightning through its logger: the
+    table, the ESD histograms and the pictures are logged then). ``step_metric``: the x-axis of
+    every ``ww`` metric, logged in each row as the analysed step. ``table_every``: the one
+    per-layer table ``ww/layers`` across the run (:class:`~.wandb_panels.LayerTable`: every
+    analysis' rows with a ``step`` column, logged as W&B "increments" at the first analysis, then
+    every ``table_every`` analyses, less often in long runs, and at :meth:`close`; 0 or None:
+    no table). The compact ESDs the session stores (``esd_every``, ``result.esd``) are logged
+    as ``wandb.Histogram`` of log10 eigenvalues, ``ww_esd/<layer>`` and, where traps were
+    counted, ``ww_esd_rand/<layer>``, in the row of their analysis (the final analysis' at
+    :meth:`close`).
     ``images_every``, ``max_images``, ``plot_on_change``: the pictures' cadence, as for
     :class:`~ww_callbacks.integrations.tensorboard.TensorBoardSink` (0: no pictures);
     ``picture_duty``: their CPU-time budget, as there. The final frame is drawn and logged
-    before :meth:`close` returns (the run may be finished right after ``fit``).
+    before :meth:`close` returns (the run may be finished right after ``fit``). At that cadence
+    and at the end, also every layer's alpha as one line chart ``ww_plots/alpha_by_layer``
+    (``wandb.plot.line_series``, a colour per layer, a legend; no drawing: it is logged at once).
     ``alerts``: also raise each analysis' alerts (a trap appeared, a layer crossed alpha 2 or 6,
     NaN/Inf) with ``run.alert`` (opt-in: W&B may e-mail them); they are always logged as text
     under ``ww/alerts``. ``console_alerts``: print them on stderr.
@@ -121,7 +131,11 @@ class WandbSink:
         self._wandb: Any = None
         self._defined = False
         self._warned_thread = False
-        self._untabled: AnalysisResult | None = None  # last result whose table is not logged
+        #: The one per-layer table of the run (made at the first write when ``table_every``).
+        self.layers: LayerTable | None = None
+        self._esd_logged: int | None = None  # the step whose ESD histograms were logged last
+        self._chart_step: int | None = None  # the step of the latest alpha chart logged
+        self._chart_seen = 0  # the analyses the dashboard had seen then
         self.images_every = images_every
         self.alerts = alerts
         self.console_alerts = console_alerts
@@ -164,22 +178,16 @@ class WandbSink:
     # ------------------------------------------------------------------ sink protocol
 
     def table(self, result: AnalysisResult) -> Any:
-        """The ``wandb.Table`` of one result: one row per layer, :data:`TABLE_COLUMNS`."""
+        """A ``wandb.Table`` of one result alone: one row per layer, :data:`TABLE_COLUMNS` and
+        its step (the sink itself logs the rows of every result into one table, ``ww/layers``)."""
         if self._wandb is None:
             self._wandb = _import_wandb()
-        details = result.details
-        columns = [c for c in TABLE_COLUMNS if c in details.columns]
-        step = int(result.step)
-        data = [[*(_cell(c, v) for c, v in zip(columns, row, strict=True)), step]
-                for row in details[columns].itertuples(index=False, name=None)]
-        return self._wandb.Table(columns=[*columns, STEP_COLUMN], data=data)
-
-    def _table_due(self) -> bool:
-        return bool(self.table_every) and self.writes % self.table_every == 0
+        return self._wandb.Table(columns=[*TABLE_COLUMNS, STEP_COLUMN], data=table_rows(result))
 
     def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
         """Log one result: ``{step_metric: result.step, **scalars}`` (never ``step=``), plus the
-        per-layer table when it is due."""
+        per-layer table's new rows when they are due, the stored ESDs' histograms and, at the
+        picture cadence, the alpha chart."""
         self._check_thread()
         run = self._resolve_run()
         if not self._defined:
@@ -188,42 +196,81 @@ class WandbSink:
         row: dict[str, Any] = {self.step_metric: int(result.step)}
         if self.scalars:
             row.update(scalars)
-        table_due = self._table_due()
-        if table_due:
-            row[TABLE_KEY] = self.table(result)
+        if self.table_every:
+            if self.layers is None:
+                self.layers = LayerTable(self._wandb, self.table_every)
+            self.layers.add(result)
+            if self.layers.due():
+                row[TABLE_KEY] = self.layers.table
+        if result.esd and self._esd_logged != int(result.step):
+            row.update(esd_histograms(self._wandb, result.esd))
         if self.dashboard.last is not result:  # not a retry of a failed write
             frame = self.dashboard.update(result)
             if frame.alerts:
                 row[ALERTS] = self._alert(run, frame)
             if frame.plots:
                 self._render(result, frame)
-        if len(row) > 1:
-            run.log(row)
+                self._add_chart(row, int(result.step))
+        self._log(run, row)
         self.writes += 1  # after a successful log: a failed write is retried with the next one
-        self._untabled = None if table_due else result
 
     def close(self) -> None:
-        """Draw the final analysis if it was not drawn yet, log the pictures still pending and
-        the last result's table if it was not logged yet. Never finishes the run: the run
+        """Draw the final analysis if it was not drawn yet, log the pictures still pending, and
+        in one last row the table's rows not logged yet, the final analysis' ESD histograms
+        (stored at the close) and the alpha chart up to it. Never finishes the run: the run
         belongs to whoever started it."""
         run = self.run
         try:
-            if run is not None and not getattr(run, "_is_finished", False):
-                final = self.dashboard.final()
-                if final is not None and self.dashboard.last is not None:
-                    self._render(self.dashboard.last, final, keep=True)
-                self._log_images(run, wait=True)
-            result, self._untabled = self._untabled, None
-            if (result is None or not self.table_every or run is None
-                    or getattr(run, "_is_finished", False)):
+            if run is None or getattr(run, "_is_finished", False):
                 return
-            self._check_thread()
-            run.log({self.step_metric: int(result.step), TABLE_KEY: self.table(result)})
+            last = self.dashboard.last
+            final = self.dashboard.final()
+            if final is not None and last is not None:
+                self._render(last, final, keep=True)
+            self._log_images(run, wait=True)
+            if last is None:
+                return
+            row: dict[str, Any] = {}
+            if self.layers is not None and self.layers.pending:
+                row[TABLE_KEY] = self.layers.table
+            if last.esd and self._esd_logged != int(last.step):
+                row.update(esd_histograms(self._wandb, last.esd))
+            if self.images_every:
+                self._add_chart(row, int(last.step), final=True)
+            if row:
+                self._check_thread()
+                self._log(run, {self.step_metric: int(last.step), **row})
         finally:
             self.pictures.close()
             if self._image_dir is not None:
                 self._image_dir.cleanup()
                 self._image_dir = None
+
+    def _add_chart(self, row: dict[str, Any], step: int, *, final: bool = False) -> None:
+        """Put the alpha chart up to ``step`` in ``row`` unless it was logged at that step.
+        Each log rewrites the chart's whole table (up to 10 000 points, ~35 B each): at the
+        picture cadence it is logged only once the analyses seen grew by :data:`CHART_GROWTH`
+        since its last log, so a run logs it O(log n) times (27 times for 2 000 analyses at
+        ``images_every=5``: under 10 MB) instead of n / 5 times (118 MB for 16 layers)."""
+        seen = self.dashboard.seen
+        if self._chart_step != step and (final or seen >= CHART_GROWTH * self._chart_seen):
+            self._chart_seen = seen
+            chart = alpha_chart(self._wandb, self.dashboard)
+            if chart is not None:
+                row[CHART_KEY] = chart
+
+    def _log(self, run: Any, row: dict[str, Any]) -> None:
+        """``run.log(row)`` (when it holds more than the step), then note what it logged."""
+        if len(row) <= 1:
+            return
+        run.log(row)
+        step = int(row[self.step_metric])
+        if TABLE_KEY in row and self.layers is not None:
+            self.layers.logged()
+        if any(key.startswith(ESD_HISTOGRAM + "/") for key in row):
+            self._esd_logged = step
+        if CHART_KEY in row:
+            self._chart_step = step
 
     # ------------------------------------------------------------------ alerts and pictures
 

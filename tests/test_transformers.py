@@ -166,7 +166,8 @@ def test_trainer_reports_to_wandb_offline(tmp_path, monkeypatch, wandb_offline):
         "*": "train/global_step", "ww/*": "ww/step", "ww_alpha/*": "ww/step",
         "ww_alpha_weighted/*": "ww/step", "ww_traps/*": "ww/step",
         # every family of the tag registry, the policies' included (issue 9, item 5)
-        "ww_esd/*": "ww/step", "ww_esd_plot/*": "ww/step", "ww_lr_scale/*": "ww/step",
+        "ww_esd/*": "ww/step", "ww_esd_rand/*": "ww/step", "ww_esd_plot/*": "ww/step",
+        "ww_lr_scale/*": "ww/step",
         "ww_plots/*": "ww/step", "ww_traps_removed/*": "ww/step"}
     assert not (tmp_path / "out" / "events.out.tfevents").exists()
     assert not list((tmp_path / "out").glob("events.out.tfevents*"))  # no TensorBoard asked

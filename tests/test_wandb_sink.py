@@ -195,6 +195,31 @@ def table_files(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in files]
 
 
+def media_tables(root: Path, key: str) -> list[tuple[int, dict]]:
+    """The table files W&B wrote for ``key`` (``media/table/<key>_<_step>_<hash>.table.json``),
+    as ``(_step, table)``, oldest first."""
+    folder, _, name = key.rpartition("/")
+    files = Path(root).glob(f"**/offline-run-*/files/media/table/{folder}/{name}_*.table.json")
+    found = []
+    for path in files:
+        step = path.name[len(name) + 1:].split("_")[0]
+        if step.isdigit():  # (not another key that starts with the same name)
+            found.append((int(step), json.loads(path.read_text())))
+    return sorted(found, key=lambda item: item[0])
+
+
+def config_items(path: Path) -> dict[tuple[str, ...], object]:
+    """The run's config updates in the ``.wandb`` file's config records, keyed by their key path
+    (``("_wandb", "visualize", <chart key>)`` for a custom chart; later records win)."""
+    config: dict = {}
+    for record in scan_records(path):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                key = (item.key,) if item.key else tuple(item.nested_key)
+                config[key] = json.loads(item.value_json)
+    return config
+
+
 # ---------------------------------------------------------------------------------- tests
 
 
@@ -237,17 +262,23 @@ def test_offline_run_holds_every_result(wandb_offline):
     assert {"ww/*", "ww_alpha/*", "ww_alpha_weighted/*", "ww_traps/*", "ww_lr_scale/*",
             "ww_traps_removed/*"} <= set(globs)
 
+    # the increments of the one table (issue 20): the rows of step 0, of steps 3 and 6, of 9
     tables = table_files(wandb_offline)
     assert len(tables) == 3
-    expected = [recorder.delivered[i][0] for i in (0, 2, 3)]
-    for table, result in zip(tables, expected, strict=True):
-        columns = [c for c in TABLE_COLUMNS if c in result.details.columns] + [STEP_COLUMN]
+    results = [result for result, _ in recorder.delivered]
+    columns = [*TABLE_COLUMNS, STEP_COLUMN]
+    for table, tabled in zip(tables, ([results[0]], results[1:3], [results[3]]), strict=True):
         assert table["columns"] == columns
-        assert ("num_traps" in columns) == result.randomized
-        assert [r[0] for r in table["data"]] == list(result.details["longname"])
-        alphas = [r[columns.index("alpha")] for r in table["data"]]
-        assert alphas == pytest.approx(list(result.details["alpha"]), rel=1e-12)
-        assert [r[columns.index("N")] for r in table["data"]] == list(result.details["N"])
+        assert [r[-1] for r in table["data"]] == [
+            result.step for result in tabled for _ in range(len(result.details))]
+        for result in tabled:
+            mine = [r for r in table["data"] if r[-1] == result.step]
+            assert [r[0] for r in mine] == list(result.details["longname"])
+            alphas = [r[columns.index("alpha")] for r in mine]
+            assert alphas == pytest.approx(list(result.details["alpha"]), rel=1e-12)
+            assert [r[columns.index("N")] for r in mine] == list(result.details["N"])
+            counted = [r[columns.index("num_traps")] is not None for r in mine]
+            assert counted == [result.randomized] * len(mine)  # traps counted at that step
 
 
 def test_lightning_style_logs_only_the_table(wandb_offline):
@@ -266,8 +297,12 @@ def test_lightning_style_logs_only_the_table(wandb_offline):
     records = wandb_records(run_file(wandb_offline))
     rows = history_rows(records)
     keys = {k for r in rows for k in r if not k.startswith("_")}
-    assert keys == {"trainer/global_step"} | {k for k in keys if k.startswith(f"{TABLE_KEY}.")}
-    assert [r["trainer/global_step"] for r in rows] == [0, 4]  # writes 0 and 2; 4 tabled
+    # no scalars: the table, the stored ESDs as histograms (issue 20) and the step only
+    assert keys == {"trainer/global_step"} | {
+        k for k in keys if k.startswith((f"{TABLE_KEY}.", "ww_esd/"))}
+    tabled = [r["trainer/global_step"] for r in rows if f"{TABLE_KEY}._type" in r]
+    assert tabled == [0, 4]  # writes 0 and 2; 4 tabled
+    assert all(f"{TABLE_KEY}._type" in r or "ww_esd/0._type" in r for r in rows)
     metrics = [r["metric"] for r in records if r["type"] == "metric"]
     assert sum(m.get("name") == "trainer/global_step" for m in metrics) == 1  # the host's
     assert {m["glob_name"]: m["step_metric"] for m in metrics if "glob_name" in m} == {
@@ -289,8 +324,13 @@ def test_run_none_uses_the_active_run(wandb_offline):
     run.finish()
 
     rows = history_rows(wandb_records(run_file(wandb_offline)))
-    assert [r["ww/step"] for r in rows] == [1, 2]
-    assert all("ww/alpha_mean" in r and f"{TABLE_KEY}._type" not in r for r in rows)
+    assert [r["ww/step"] for r in rows if "ww/alpha_mean" in r] == [1, 2]
+    assert not any(f"{TABLE_KEY}._type" in r for r in rows)
+    # besides: the final analysis' ESDs, stored at the close (issue 20), in a row of their own
+    others = [r for r in rows if "ww/alpha_mean" not in r]
+    assert [r["ww/step"] for r in others] == [2]
+    assert {k.split(".")[0] for k in others[0] if not k.startswith("_")} == {
+        "ww/step", "ww_esd/0", "ww_esd/2", "ww_esd/4"}
 
 
 class FakeRun:
@@ -391,3 +431,139 @@ def test_every_ww_key_of_every_policy_is_on_the_step_metric(wandb_offline):
     assert "ww/stop_reason" in keys
     unbound = sorted(k for k in keys if k != "ww/step" and _bound(k, globs) != "ww/step")
     assert unbound == []
+
+
+def test_one_table_the_alpha_chart_and_the_stored_esds(wandb_offline, tmp_path):
+    """Issue 20: ONE ``ww/layers`` table across the run (every analysed step's rows, a ``step``
+    column), every layer's alpha as one line chart (``line_series``: a line per layer, keyed by
+    its name) at the picture cadence and at the end, the stored ESDs (the history's sidecar,
+    ``esd_every``) as histograms at the same steps, and the mid-run pictures (not only the final
+    frame): all read back from the offline run."""
+    run = wandb.init(project="ww-test", dir=wandb_offline)
+    recorder = Recorder()
+    sink = WandbSink(run, table_every=2, images_every=2, picture_duty=None)
+    log_dir = tmp_path / "logs"
+    watcher = Watcher(sinks=[recorder, sink], traps_every=2, esd_every=2, log_dir=log_dir)
+    train_and_watch(watcher, mlp(), [0, 2, 4, 6, 8])
+    watcher.close()
+    run.finish()
+
+    path = run_file(wandb_offline)
+    rows = history_rows(wandb_records(path))
+    results = [result for result, _ in recorder.delivered]
+    steps = [r.step for r in results]
+    assert steps == [0, 2, 4, 6, 8]
+    layers = list(results[0].details["longname"])
+
+    # ONE table: each log of ww/layers is an increment of the same incremental table, and the
+    # increments together hold every analysed step's rows, in order
+    table_rows = [r for r in rows if f"{TABLE_KEY}._type" in r]
+    assert {r[f"{TABLE_KEY}._type"] for r in table_rows} == {"incremental-table-file"}
+    assert [r[f"{TABLE_KEY}.increment_num"] for r in table_rows] == list(range(len(table_rows)))
+    assert [r["ww/step"] for r in table_rows] == [0, 4, 8]  # table_every=2, and the close
+    increments = media_tables(wandb_offline, TABLE_KEY)
+    assert len(increments) == len(table_rows)
+    columns = [*TABLE_COLUMNS, STEP_COLUMN]
+    assert all(table["columns"] == columns for _, table in increments)
+    data = [row for _, table in increments for row in table["data"]]
+    assert len(data) == len(layers) * len(results)
+    assert [row[-1] for row in data] == [s for s in steps for _ in layers]
+    for result in results:
+        mine = [row for row in data if row[-1] == result.step]
+        assert [row[0] for row in mine] == list(result.details["longname"])
+        alphas = [row[columns.index("alpha")] for row in mine]
+        assert alphas == pytest.approx(list(result.details["alpha"]), rel=1e-12)
+        traps = [row[columns.index("num_traps")] for row in mine]
+        if result.randomized:
+            assert traps == list(result.details["rand_num_spikes"].astype(int))
+        else:
+            assert traps == [None] * len(layers)  # not counted at this step: an empty cell
+    # the sink keeps only the rows not logged yet (W&B's table would keep the whole run)
+    assert sink.layers.pending == 0 and sink.layers.table.data == []
+
+    # the alpha chart: one line per layer, logged when pictures were due and at the end
+    chart_key = "ww_plots/alpha_by_layer"
+    chart_rows = [r for r in rows if f"{chart_key}_table._type" in r]
+    frames = [r["ww/step"] for r in rows if "ww_plots/alpha_heatmap._type" in r]
+    assert [r["ww/step"] for r in chart_rows] == frames == [2, 6, 8]
+    charts = media_tables(wandb_offline, f"{chart_key}_table")
+    assert len(charts) == len(chart_rows)
+    _, last = charts[-1]
+    assert last["columns"] == ["step", "lineKey", "lineVal"]
+    for name in layers:
+        line = [(x, y) for x, key, y in last["data"] if key == name]
+        expected = [(r.step, float(r.details.set_index("longname").loc[name, "alpha"]))
+                    for r in results]
+        assert [x for x, _ in line] == [x for x, _ in expected]
+        assert [y for _, y in line] == pytest.approx([y for _, y in expected], rel=1e-12)
+    panel = config_items(path)[("_wandb", "visualize", chart_key)]["panel_config"]
+    assert panel["panelDefId"] == "wandb/lineseries/v0"
+    assert f'"value": "{chart_key}_table"' in json.dumps(panel["userQuery"])  # its data
+
+    # the ESD histograms: at the steps the session stored ESDs in its sidecar, the same bins
+    stored = [json.loads(line) for line in (log_dir / "ww_spectra.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stored] == [r.step for r in results if r.esd]
+    assert 1 < len(stored) < len(results)  # on the esd_every schedule, not every analysis
+    hist_rows = {r["ww/step"]: r for r in rows if f"ww_esd/{layers[0]}._type" in r}
+    assert sorted(hist_rows) == [s["step"] for s in stored]
+    for record in stored:
+        row = hist_rows[record["step"]]
+        for name, esd in record["layers"].items():
+            assert row[f"ww_esd/{name}._type"] == "histogram"
+            assert row[f"ww_esd/{name}.values"] == esd["counts"]
+            edges = row[f"ww_esd/{name}.bins"]
+            assert len(edges) == len(esd["counts"]) + 1
+            assert edges[0] == pytest.approx(esd["log10_lo"], abs=1e-6)
+            assert edges[-1] == pytest.approx(esd["log10_hi"], abs=1e-6)
+            if "rand_counts" in esd:
+                assert row[f"ww_esd_rand/{name}.values"] == esd["rand_counts"]
+            else:
+                assert f"ww_esd_rand/{name}._type" not in row
+    assert any("rand_counts" in esd for s in stored for esd in s["layers"].values())
+
+
+def synthetic_result(step: int, layers: int = 3):
+    """An analysis result with made-up numbers (no analysis: the table's schedule is tested)."""
+    import pandas as pd
+
+    from ww_callbacks.results import AnalysisResult
+
+    details = pd.DataFrame({"longname": [f"layer.{i}" for i in range(layers)],
+                            "layer_id": list(range(layers)), "N": [64] * layers,
+                            "M": [32] * layers, "alpha": [2.0 + step / 1000 + i
+                                                           for i in range(layers)],
+                            "status": ["success"] * layers})
+    return AnalysisResult(step, None, details, {}, 0.0, 0.0, False)
+
+
+def test_the_table_stays_within_the_limits_of_w_and_b(wandb_offline, monkeypatch):
+    """A long run: the one table's increments stay under the 100 that W&B shows (the interval
+    doubles every DOUBLE_EVERY increments), no increment passes ``wandb.Table.MAX_ROWS``
+    (W&B would cut it), every row is logged exactly once, and the sink never holds more rows
+    than those not logged yet (W&B's table object alone would keep the whole run)."""
+    from ww_callbacks.integrations.wandb_panels import DOUBLE_EVERY
+
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 20)  # W&B's documented override
+    run = wandb.init(project="ww-test", dir=wandb_offline)
+    sink = WandbSink(run, scalars=False, table_every=1, images_every=0)
+    writes = 7 * DOUBLE_EVERY + 10  # 3-layer analyses for 60 increments, then 10 of 8 layers
+    most = 0
+    for step in range(writes):
+        sink.write(synthetic_result(step, layers=3 if step < writes - 10 else 8), {})
+        most = max(most, len(sink.layers.table.data))
+        assert len(sink.layers.table.data) == sink.layers.pending
+    sink.close()
+    run.finish()
+
+    increments = media_tables(wandb_offline, TABLE_KEY)
+    sizes = [len(table["data"]) for _, table in increments]
+    assert max(sizes) <= 20 and most <= 20
+    data = [row for _, table in increments for row in table["data"]]
+    expected = [(step, f"layer.{i}") for step in range(writes)
+                for i in range(3 if step < writes - 10 else 8)]
+    assert [(row[-1], row[0]) for row in data] == expected
+    # at table_every=1: 20 increments of 1 analysis, 20 of 2, 20 of 4, then 8 analyses or
+    # fewer when 8-layer analyses would pass 20 rows, and the close
+    steps_per_increment = [len({row[-1] for row in table["data"]}) for _, table in increments]
+    assert steps_per_increment[:3 * DOUBLE_EVERY] == [1] * 20 + [2] * 20 + [4] * 20
+    assert len(increments) < 100

@@ -61,6 +61,10 @@ class AnalysisResult:
     #: The randomized (shuffled) eigenvalues of the layers whose traps were counted, ascending
     #: (longname -> array): what the ESD pictures overlay with the MP bulk edge and trap spikes.
     rand_spectra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: The compact ESDs of this analysis (longname -> :func:`~ww_callbacks.esd.compact_esd`),
+    #: set by the session when its ESD schedule (``esd_every``) stores them (the history's
+    #: sidecar holds the same); empty for the analyses it skips. What the sinks show as ESDs.
+    esd: dict[str, dict] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         # analyze_layers(keep_spectra=True) leaves them in the table's attrs; they move here so

@@ -102,6 +102,9 @@ ALPHA_WEIGHTED = declare("ww_alpha_weighted", "alpha_weighted (all layers)")
 TRAPS = declare("ww_traps", "correlation traps (all layers)")
 #: Spectra as histograms of log10 eigenvalues (TensorBoard's Histograms tab).
 ESD_HISTOGRAM = declare("ww_esd", "ESD (log10 eigenvalues)", kind=HISTOGRAM)
+#: The randomized ESD on the same bins, where traps were counted (W&B's stored ESDs).
+ESD_RAND_HISTOGRAM = declare("ww_esd_rand", "randomized ESD (log10 eigenvalues)",
+                             kind=HISTOGRAM)
 #: Per-layer log-log ESD plots (Images).
 ESD_PLOT = declare("ww_esd_plot", "ESD per layer", kind=IMAGE)
 #: Model-level figures: ``ww_plots/alpha_heatmap``, ``ww_plots/correlation_flow``,
@@ -114,6 +117,6 @@ ALPHA_HISTOGRAM = f"{PLOTS}/alpha_histogram"
 ALERTS = declare("ww/alerts", "ww alerts", per_layer=False, kind=TEXT)
 
 __all__ = ["ALERTS", "ALPHA", "ALPHA_HEATMAP", "ALPHA_HISTOGRAM", "ALPHA_WEIGHTED",
-           "CORRELATION_FLOW", "ESD_HISTOGRAM", "ESD_PLOT", "HISTOGRAM", "IMAGE", "MODEL",
-           "PLOTS", "SCALAR", "TEXT", "TRAPS", "TagFamily", "declare", "families", "family_of",
-           "wandb_globs"]
+           "CORRELATION_FLOW", "ESD_HISTOGRAM", "ESD_PLOT", "ESD_RAND_HISTOGRAM", "HISTOGRAM",
+           "IMAGE", "MODEL", "PLOTS", "SCALAR", "TEXT", "TRAPS", "TagFamily", "declare",
+           "families", "family_of", "wandb_globs"]

@@ -94,6 +94,7 @@ class Delivery:
                                    "the results still reach the sinks and policies")(
                 self.history.append, result)
         self.policies.on_result(result)
+        self.keep_esd(result)  # (the sinks show them too: kept with or without a history)
         if written:  # the actions and ESDs belong to a record the history holds: one failure
             self.record_after(result)  # of the output per lost analysis, not one per line
         result.scalars = self.scalars(result)
@@ -102,11 +103,25 @@ class Delivery:
                 self._write(sink, result, result.scalars)
         return result
 
+    def keep_esd(self, result: AnalysisResult, *, final: bool = False) -> bool:
+        """Ask :attr:`esd`'s schedule whether the compact ESDs of ``result`` are stored (when
+        the eigenvalues were kept; ``final``: the final analysis', asked again at the close)
+        and if so set ``result.esd``, which the history's sidecar and the sinks read. True when
+        they were set now."""
+        if result.spectra and self.esd.due(result, final=final) \
+                and self.esd.stored_step != result.step:
+            self.esd.stored_step = int(result.step)
+            result.esd = compact_spectra(result)
+            return True
+        return False
+
     def record_after(self, result: AnalysisResult, *, final: bool = False) -> None:
         """The rest of the record, after the history line of ``result``: the policies' actions
-        line (when there are policies) and the compact ESDs on :attr:`esd`'s schedule (when
-        the eigenvalues were kept; ``final``: the final analysis', asked again at the close).
-        A failure is reported like the history's."""
+        line (when there are policies) and the compact ESDs :meth:`keep_esd` set (``final``:
+        the final analysis' ESDs, asked for again at the close, before the sinks close). A
+        failure is reported like the history's."""
+        if final and not self.keep_esd(result, final=True):
+            return
         if self.history is None:
             return
         history = self.history
@@ -114,10 +129,8 @@ class Delivery:
                              "the results still reach the sinks and policies")
         if self.policies and not final:
             write(history.append_actions, result.step, self.policies.actions())
-        if result.spectra and self.esd.due(result, final=final) \
-                and self.esd.stored_step != result.step:
-            self.esd.stored_step = int(result.step)
-            write(history.append_spectra, result.step, compact_spectra(result))
+        if result.esd:
+            write(history.append_spectra, result.step, result.esd)
 
     # ------------------------------------------------------------------ training thread
 

@@ -94,7 +94,8 @@ class WatchSession(Resumable):
     ``keep_spectra`` (default True): keep the eigenvalues for pictures and the stored ESDs;
     ``esd_every``: the compact ESDs of every layer (:mod:`ww_callbacks.esd`) go to
     ``ww_spectra.jsonl`` next to the history at the first analysis, every ``esd_every``-th one
-    (0: not on a cadence), when a layer gains a trap or changes band, and at the final one.
+    (0: not on a cadence), when a layer gains a trap or changes band, and at the final one;
+    the sinks get them as ``result.esd`` (W&B logs them as histograms), with or without a history.
 
     ``policies`` (:mod:`ww_callbacks.policies`) decide on each result in the worker and act at
     :meth:`poll` on ``target`` (a :class:`~ww_callbacks.policies.base.Target` the host makes
