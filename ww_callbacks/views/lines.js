@@ -209,8 +209,8 @@ export class LinesView {
       bands.push(edge);
     }
     data.bands = bands.join(" ");
-    // the lines: every analysis, or about two per pixel when there are more
-    const stride = Math.max(1, Math.floor(cols.length / (2 * (canvas.width - m.left))));
+    // the lines: every analysis, or about one per pixel when there are more (and the last)
+    const stride = Math.max(1, Math.ceil(cols.length / (canvas.width - m.left - m.right)));
     const selected = this.layer === null ? -1 : (t.index.get(this.layer) ?? -1);
     const order = this.shown.filter((r) => r !== selected);
     if (this.shown.includes(selected)) order.push(selected);
