@@ -35,7 +35,7 @@ def _alpha(name: str, i: int) -> float:
     if name == "edge":
         return 2.0004 if i < 20 else 1.9996  # crosses 2 by less than 0.001
     if name == "small":
-        return 5.0 + 0.01 * i
+        return 5.0 + 0.03 * i  # crosses 6 at step 340 (i = 34)
     if name == "fc":
         return 3.0 + 0.5 * np.sin(i / 5)
     return 3.2
@@ -220,7 +220,7 @@ def test_views_on_a_static_page(page, tmp_path):
     lo = min(_alpha(n, i) for n in LAYERS for i in range(40))
     hi = max(_alpha(n, i) for n in LAYERS for i in range(40))
     assert lo - 0.5 < state["ylo"] <= lo and hi <= state["yhi"] < hi + 0.5
-    assert state["bands"] == "2"  # 6 is above every alpha: not in the range
+    assert state["bands"] == "2 6"
     browser.evaluate("""(() => { const f = document.querySelector(".ww-lines-filter");
         f.value = "ENCODER"; f.dispatchEvent(new Event("input")); })()""")
     state = _state(browser)
@@ -235,6 +235,8 @@ def test_views_on_a_static_page(page, tmp_path):
     assert any("2 trap components removed from fc" in e for e in events), events
     assert any("training stopped: HTSREarlyStopping" in e for e in events), events
     assert any("correlation traps appeared in fc" in e for e in events), events
+    assert any("step 340: small crossed into under-trained (alpha 5.990 -> 6.020) (fit on 10 "
+               "eigenvalues: fewer than 50, not trusted)" in e for e in events), events
     assert state["marks"] >= 4
     # ESD of the first layer at the last step: nearest stored ESD (300); the fit line's slope
     # is -alpha in log10 units, from xmin to xmax, and its pixels follow the SVG's axes

@@ -24,8 +24,9 @@ const LANES = [["alert", "alerts", "#D55E00"], ["lr", "lr scale", "#0072B2"],
 /** One line of text for an alert of the table. */
 export function describeAlert(table, alert) {
   const name = table.layers[alert.row];
-  const few = table.lowEvidence(table.columns[alert.column]?.n[alert.row])
-    ? " (fit on few eigenvalues)" : "";
+  const evals = table.columns[alert.column]?.n[alert.row];
+  const few = table.lowEvidence(evals)
+    ? ` (fit on ${evals} eigenvalues: fewer than ${table.minEvals}, not trusted)` : "";
   if (alert.kind === "trap") {
     return `step ${alert.step}: correlation trap${alert.after - alert.before > 1 ? "s" : ""} ` +
       `appeared in ${name} (${alert.before} -> ${alert.after})${few}`;
