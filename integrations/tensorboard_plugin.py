@@ -9,8 +9,9 @@ Routes, under ``data/plugin/htsr/``:
   regular files. Written by Lightning, Keras, the torch ``Watcher``, Hugging Face or ``analyze``
   alike: what matters is the file.
 - ``records?run=R&offset=O``: the analyses after byte ``O`` of the run's history in the slim form
-  the heatmap needs (per layer: alpha, traps, number of eigenvalues), with ``next`` (the offset
-  to ask for next time) and ``more`` (more is there now). Only the bytes after ``O`` are read, at
+  the views need (:func:`ww_callbacks.views.data.slim_records`: per layer alpha, traps, number
+  of eigenvalues), with ``next`` (the offset to ask for next time) and ``more`` (more is there
+  now). Only the bytes after ``O`` are read, at
   most :data:`CHUNK_BYTES` per call, so a poll never re-reads a large history; a torn last line
   (a record being written) is not passed: ``next`` stays before it. A history that became
   shorter than ``O`` (a resumed run truncated it) answers ``reset``.
@@ -39,8 +40,8 @@ from werkzeug import wrappers
 
 from ww_callbacks.esd import SPECTRA_FILE
 from ww_callbacks.history import HISTORY_FILE
-from ww_callbacks.history_reader import parse_line
 from ww_callbacks.views import ASSET_FILES, asset
+from ww_callbacks.views.data import slim_records, spectra_record
 
 PLUGIN_NAME = "htsr"
 #: deepest folder level below the logdir searched for histories
@@ -131,14 +132,6 @@ def read_after(path: Path, offset: int, *, max_bytes: int = CHUNK_BYTES) -> dict
         os.close(fd)
 
 
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _finite(value: Any) -> Any:
     """``value`` with NaN and infinities as None (plain JSON)."""
     if isinstance(value, float):
@@ -156,65 +149,6 @@ def _encode(body: dict) -> str:
         return json.dumps(body, allow_nan=False, separators=(",", ":"))
     except ValueError:  # JSON.parse would refuse NaN
         return json.dumps(_finite(body), separators=(",", ":"))
-
-
-def _alpha(row: dict) -> float | None:
-    alpha = _number(row.get("alpha"))
-    ok = row.get("status", "success") == "success" and alpha is not None and alpha > 0
-    return alpha if ok else None
-
-
-def slim_records(lines: list[str]) -> dict:
-    """The heatmap's form of history lines: ``layers`` (names in order of first appearance)
-    and per analysis ``step``, ``epoch`` and, aligned with ``layers``, ``a`` (alpha, None for
-    no fit or absent), ``t`` (traps) and ``n`` (eigenvalues); ``actions`` lines are passed as
-    they are; ``min_evals_for_trust`` (the fewest eigenvalues a fit is trusted on) where a record
-    states it. Torn or foreign lines are counted in ``skipped``."""
-    layers: list[str] = []
-    index: dict[str, int] = {}
-    records, actions, skipped = [], [], 0
-    trust = None
-    for line in lines:
-        if not line.strip():
-            continue
-        kind, record, _ = parse_line(line.encode("utf-8"))  # the one history reader's rules
-        if kind == "other" and isinstance(record, dict) and record.get("kind") == "actions" \
-                and isinstance(record.get("step"), int):
-            actions.append({k: v for k, v in record.items() if k != "writer"})
-            continue
-        if kind != "record":
-            skipped += 1
-            continue
-        stated = record.get("min_evals_for_trust")
-        if isinstance(stated, int) and not isinstance(stated, bool) and stated >= 0:
-            trust = stated
-        rows = record["layers"]
-        cells: dict[int, tuple] = {}
-        for row in rows:
-            if not isinstance(row, dict) or not isinstance(row.get("longname"), str):
-                continue
-            name = row["longname"]
-            i = index.get(name)
-            if i is None:
-                i = index[name] = len(layers)
-                layers.append(name)
-            if i not in cells:  # a sliced layer: its first row
-                traps = _number(row.get("rand_num_spikes"))
-                evals = _number(row.get("num_evals"))
-                cells[i] = (_alpha(row), int(traps) if traps and traps > 0 else 0,
-                            None if evals is None else int(evals))
-        records.append({"step": record["step"], "epoch": record.get("epoch"), "cells": cells})
-    out = []
-    for record in records:
-        cells = record.pop("cells")
-        blank = (None, None, None)
-        values = [cells.get(i, blank) for i in range(len(layers))]
-        out.append({**record, "a": [v[0] for v in values], "t": [v[1] for v in values],
-                    "n": [v[2] for v in values]})
-    answer = {"layers": layers, "records": out, "actions": actions, "skipped": skipped}
-    if trust is not None:
-        answer["min_evals_for_trust"] = trust
-    return answer
 
 
 class HtsrPlugin(base_plugin.TBPlugin):
@@ -317,11 +251,11 @@ class HtsrPlugin(base_plugin.TBPlugin):
         records = []
         for line in chunk["lines"]:
             try:
-                record = json.loads(line)
+                record = spectra_record(json.loads(line))
             except ValueError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("layers"), dict):
-                records.append({"step": record.get("step"), "layers": record["layers"]})
+            if record is not None:
+                records.append(record)
         return {"run": run, "offset": offset, "next": chunk["next"], "more": chunk["more"],
                 "reset": chunk["reset"], "records": records}
 

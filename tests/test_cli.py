@@ -294,7 +294,13 @@ def test_compare_two_checkpoints_with_delta(tmp_path):
     assert list(rows["crossed"]) == [band(x) != band(y) for x, y in
                                      zip(rows["alpha_A"], rows["alpha_B"], strict=True)]
     page = html.read_text()
-    assert page.count('class="flow-line"') == 3
+    # the shared views' data: one column per side (A, B, B - A), every layer
+    blob = re.search(r'<script type="application/json" id="ww-data">(.*?)</script>', page, re.S)
+    table = json.loads(blob.group(1))["table"]
+    assert [r["step"] for r in table["records"]] == [0, 1, 2]
+    assert table["sides"] == ["A", "B", "B - A"]
+    assert table["layers"] == list(rows.index)
+    assert table["records"][2]["a"] == [round(v, 3) for v in rows["alpha_delta"]]
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", page)  # nothing to fetch
     assert "default-src 'none'" in page
 

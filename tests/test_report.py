@@ -38,7 +38,17 @@ def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
 def page_data(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
     blob = re.search(r'<script type="application/json" id="ww-data">(.*?)</script>', text, re.S)
-    return json.loads(blob.group(1))
+    return table_columns(json.loads(blob.group(1)))
+
+
+def table_columns(data: dict) -> dict:
+    """The page's data with its slim table (the TensorBoard tab's form) also as lists: steps,
+    layers, alpha per analysis, traps per analysis (None for one that counted none)."""
+    records = data["table"]["records"]
+    data.update(steps=[r["step"] for r in records], layers=data["table"]["layers"],
+                alpha=[r["a"] for r in records],
+                traps=[r["t"] if any(v is not None for v in r["t"]) else None for r in records])
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +123,13 @@ def test_report_of_a_real_run(watched_run, tmp_path):
     paired = [means[np.argmin(np.abs(steps - s))] for s in metric["x"]]
     expected = scipy_stats.spearmanr(metric["y"], paired).statistic
     assert metric["rho_alpha"] == pytest.approx(expected, abs=1e-4)
-    # the policy's learning-rate multipliers, from the TensorBoard events
-    assert data["policies"] and all(e["tag"].startswith("ww_lr_scale/")
-                                    for e in data["policies"])
-    # spectra: the run's TensorBoard ww_esd/ histograms
-    assert set(data["esd"]) == {"0", "2", "4"}
+    # the policy's learning-rate multipliers, from the history's actions lines (the page's
+    # alerts view lists their changes)
+    actions = data["table"]["actions"]
+    assert actions and all(set(a["lr_scale"]) <= {"0", "2", "4"} for a in actions)
+    assert any(v != 1.0 for a in actions for v in a["lr_scale"].values())
+    # spectra: the ESDs the run stored in ww_spectra.jsonl
+    assert {n for r in data["spectra"]["records"] for n in r["layers"]} == {"0", "2", "4"}
 
 
 @pytest.mark.slow
@@ -137,8 +149,9 @@ def test_write_report_python_api_and_compare_runs(watched_run, tmp_path):
 
 
 def _history(folder: Path, alpha_means: list[float], *, epochs: list[int] | None = None,
-             steps: list[int] | None = None, layers: int = 3) -> None:
-    """A history file as the watcher writes it (``history.result_record``), with chosen means."""
+             steps: list[int] | None = None, layers: int = 3):
+    """A history file as the watcher writes it (``history.result_record``), with chosen means;
+    returns its writer (actions and spectra lines of the same run)."""
     from ww_callbacks.history import HistoryWriter
     from ww_callbacks.results import AnalysisResult
 
@@ -152,6 +165,7 @@ def _history(folder: Path, alpha_means: list[float], *, epochs: list[int] | None
         summary = {"ww/alpha_mean": mean, "ww/alpha_weighted_mean": mean / 2}
         writer.append(AnalysisResult(steps[i], None if epochs is None else epochs[i], details,
                                      summary, 0.0, 0.01, False))
+    return writer
 
 
 def test_metrics_from_lightning_csv_hf_trainer_state_and_keras_csvlogger(tmp_path):
@@ -159,38 +173,59 @@ def test_metrics_from_lightning_csv_hf_trainer_state_and_keras_csvlogger(tmp_pat
     # Lightning's CSVLogger: rows per step, val_loss only on some
     run = tmp_path / "lightning"
     _history(run, means)
-    pd.DataFrame({"epoch": [0, 0, 1, 1, 2, 2], "step": [10, 10, 30, 30, 50, 50],
-                  "train_loss": [1, np.nan, 1, np.nan, 1, np.nan],
-                  "val_loss": [np.nan, 0.9, np.nan, 0.5, np.nan, 0.2]}).to_csv(
+    val = [0.9, 0.5, 0.7, 0.3, 0.2, 0.1]  # the ranks of the means
+    pd.DataFrame({"epoch": [e for e in range(6) for _ in (0, 1)],
+                  "step": [s for s in range(0, 60, 10) for _ in (0, 1)],
+                  "train_loss": [1, np.nan] * 6,
+                  "val_loss": [x for v in val for x in (np.nan, v)]}).to_csv(
         run / "metrics.csv", index=False)
     (metric,) = report_data(run)["metrics"]
-    assert (metric["name"], metric["n"]) == ("val_loss", 3)
+    assert (metric["name"], metric["n"]) == ("val_loss", 6)
     assert metric["source"].startswith("Lightning")
-    assert metric["rho_alpha"] == pytest.approx(spearman([0.9, 0.5, 0.2], [4.0, 3.0, 2.0]))
+    assert metric["rho_alpha"] == pytest.approx(spearman(val, means))
     assert metric["rho_alpha"] == pytest.approx(1.0)
 
-    # Hugging Face Trainer: trainer_state.json's log_history, eval_* keys
+    # Hugging Face Trainer: trainer_state.json's log_history, eval_* keys; its runtime and
+    # throughputs are not validation metrics; 4 paired points: no correlation (issue 20: from
+    # 5 paired points on), their number shown
     run = tmp_path / "hf" / "checkpoint-50"
     _history(run, means)
-    log = [{"step": s, "epoch": s / 10, "eval_loss": v, "eval_runtime": 1.0}
+    log = [{"step": s, "epoch": s / 10, "eval_loss": v, "eval_runtime": 1.0 + s,
+            "eval_samples_per_second": 9.0 - s / 10, "eval_steps_per_second": 3.0}
            for s, v in zip([0, 20, 40, 50], [2.0, 1.0, 1.5, 0.1], strict=True)]
     log.append({"step": 50, "loss": 0.3})
     (run / "trainer_state.json").write_text(json.dumps({"log_history": log}))
     (metric,) = report_data(run)["metrics"]
     assert (metric["name"], metric["n"], metric["source"]) == (
         "eval_loss", 4, "Hugging Face trainer_state.json")
-    assert metric["rho_alpha"] == pytest.approx(spearman([2.0, 1.0, 1.5, 0.1],
-                                                         [5.0, 4.5, 2.5, 2.0]))
+    assert metric["rho_alpha"] is None and metric["rho_weighted"] is None
 
     # Keras CSVLogger: one row per epoch, matched to the last analysis of that epoch
     run = tmp_path / "keras"
-    _history(run, means, epochs=[0, 0, 1, 1, 2, 2])
-    pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.8, 0.7],
-                  "val_accuracy": [0.5, 0.7, 0.9]}).to_csv(run / "training.log.csv", index=False)
+    _history(run, [9.0, *means], epochs=[0, 0, 1, 2, 3, 4, 5],
+             steps=[0, 5, 10, 20, 30, 40, 50])
+    pd.DataFrame({"epoch": range(6), "loss": [1.0, 0.8, 0.7, 0.6, 0.5, 0.4],
+                  "val_accuracy": [0.1, 0.3, 0.2, 0.5, 0.7, 0.9]}).to_csv(
+        run / "training.log.csv", index=False)
     (metric,) = report_data(run)["metrics"]
-    assert (metric["name"], metric["n"], metric["by"]) == ("val_accuracy", 3, "epoch")
+    assert (metric["name"], metric["n"], metric["by"]) == ("val_accuracy", 6, "epoch")
     assert metric["rho_alpha"] == pytest.approx(-1.0)
     assert metric["rho_weighted"] == pytest.approx(-1.0)
+
+
+def test_validation_metric_names():
+    """val*/eval* losses and accuracies are validation metrics; runtimes, throughputs, steps
+    and epochs are not (issue 20: eval/runtime was taken for the validation metric)."""
+    from ww_callbacks.report import is_validation_metric
+
+    for name in ("val_loss", "val_acc", "val_accuracy", "val_sparse_categorical_accuracy",
+                 "eval_loss", "eval/loss", "eval_accuracy", "validation/loss", "val_loss_epoch",
+                 "valid_perplexity"):
+        assert is_validation_metric(name), name
+    for name in ("eval/runtime", "eval_runtime", "eval_samples_per_second",
+                 "eval/steps_per_second", "epoch", "val_epoch", "eval/step", "ww/alpha_mean",
+                 "train_loss", "loss", "interval_loss", "validation"):
+        assert not is_validation_metric(name), name
 
 
 def test_spearman_against_scipy():
@@ -290,12 +325,16 @@ def test_report_in_headless_chromium_offline(big_report, tmp_path):
     assert drawn, "the report's script did not finish"
     assert drawn.group(1).split() == ["title", "heatmap", "flow", "curves", "traps", "esd",
                                       "policies", "metrics"]
-    assert dom.count('class="cell"') == 100 * 200  # heatmap: one cell per layer and analysis
-    flow = re.search(r'<polyline[^>]*id="flow-line"[^>]*>', dom).group(0)
-    assert len(re.search(r'points="([^"]*)"', flow).group(1).split()) == 100
-    assert 'data-step="9950"' in dom  # the slider starts at the last analysis
-    assert dom.count('class="curve-line"') == 100  # every layer's alpha over time
-    assert dom.count('class="trap"') > 0
+    # heatmap (the shared view, a canvas): one cell per layer and analysis
+    canvas = re.search(r'<canvas[^>]*class="ww-heatmap-canvas"[^>]*>', dom).group(0)
+    assert 'data-columns="200"' in canvas and 'data-rows="100"' in canvas, canvas
+    # the flow (the shared view): every layer's point at the shown analysis, the last one first
+    flow = re.search(r'<path[^>]*class="ww-flow-line"[^>]*>', dom).group(0)
+    assert len(re.findall(r"[ML]", re.search(r' d="([^"]*)"', flow).group(1))) == 100
+    assert re.search(r'<svg[^>]*class="ww-flow-svg"[^>]*data-step="9950"', dom)
+    # every layer's alpha over time (the shared lines view: a canvas)
+    assert re.search(r'<canvas[^>]*class="ww-lines-canvas"[^>]*data-drawn="100"', dom)
+    assert dom.count('class="trap-layer"') > 0  # the layers that had traps
     shot = _artifacts(tmp_path) / "ww_report.png"
     proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p2'}",
                            "--window-size=1280,2000", "--hide-scrollbars",
@@ -317,26 +356,28 @@ def test_report_hover_and_slider_over_devtools_offline(big_report, tmp_path):
     try:
         assert browser.evaluate("document.body.dataset.drawn").split()[-1] == "metrics"
         data = page_data(out)
-        t, l = 37, 12  # a cell: analysis 37, layer 12
-        box = browser.evaluate("JSON.stringify(document.getElementById('heatmap-svg')"
-                               ".getBoundingClientRect())")
-        box = json.loads(box)
-        cw, ch = max(2, min(40, 900 / 200)), max(3, min(18, 640 / 100))
+        t, l = 37, 12  # a cell: analysis 37, layer 12 (the shared heatmap's canvas)
+        rect = ("JSON.stringify(document.querySelector('#views .ww-heatmap-canvas')"
+                ".getBoundingClientRect())")
+        box = json.loads(browser.evaluate(rect))
         browser.evaluate(f"window.scrollTo(0, {box['top']} - 10)")
-        box = json.loads(browser.evaluate("JSON.stringify(document.getElementById("
-                                          "'heatmap-svg').getBoundingClientRect())"))
-        x, y = box["left"] + 8 + (t + 0.5) * cw, box["top"] + 4 + (l + 0.5) * ch
+        box = json.loads(browser.evaluate(rect))
+        cw, ch = (float(browser.evaluate("document.querySelector('#views "
+                                         f".ww-heatmap-canvas').dataset.{key}"))
+                  for key in ("cellWidth", "rowHeight"))
+        x, y = box["left"] + (t + 0.5) * cw, box["top"] + (l + 0.5) * ch
         browser.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y},
                      page=True)
-        tip = browser.evaluate("document.getElementById('tip').textContent")
+        tip = browser.evaluate("document.querySelector('.ww-section-heatmap .ww-tip')"
+                               ".textContent")
         alpha = data["alpha"][t][l]
-        assert tip.startswith(f"{data['layers'][l]} @ step {data['steps'][t]}: alpha "
-                              f"{alpha:.3f}"), tip
-        assert browser.evaluate("getComputedStyle(document.getElementById('tip')).display") \
-            == "block"
-        step = browser.evaluate("(() => { const s = document.getElementById('flow-step'); "
-                                "s.value = 10; s.dispatchEvent(new Event('input')); return "
-                                "document.getElementById('flow-svg').dataset.step; })()")
+        assert tip.startswith(f"{data['layers'][l]} \u2014 step {data['steps'][t]}"), tip
+        assert f"alpha {alpha:.3f}" in tip, tip
+        assert browser.evaluate("document.querySelector('.ww-section-heatmap .ww-tip')"
+                                ".hidden") is False
+        step = browser.evaluate("(() => { const s = document.querySelector('.ww-flow-slider');"
+                                " s.value = 10; s.dispatchEvent(new Event('input')); return "
+                                "document.querySelector('.ww-flow-svg').dataset.step; })()")
         assert step == str(data["steps"][10])
         shot = browser.screenshot(_artifacts(tmp_path) / "ww_report_devtools.png")
         assert shot.stat().st_size > 10_000
@@ -345,24 +386,49 @@ def test_report_hover_and_slider_over_devtools_offline(big_report, tmp_path):
         browser.close()
 
 
-def test_spectra_and_policy_scalars_kept_in_history_records(tmp_path):
-    """A history whose records keep ``spectra`` and ``scalars`` (what a later writer may add):
-    the report draws their ESDs and lists the policy changes, in step order."""
-    _history(tmp_path, [4.0, 3.0, 2.5])
-    path = tmp_path / "ww_history.jsonl"
+def test_spectra_and_policy_actions_from_the_history_files(tmp_path):
+    """The ESDs come from the run's ww_spectra.jsonl and what the policies did from its
+    actions lines (issue 20: no longer from TensorBoard events, nor from ``spectra`` and
+    ``scalars`` fields no writer writes), in step order; a history without them says none were
+    stored; another run's lines are not this run's."""
+    from ww_callbacks.esd import compact_esd
+
+    writer = _history(tmp_path, [4.0, 3.0, 2.5])
     rng = np.random.default_rng(0)
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    for i, rec in enumerate(records):
-        rec["spectra"] = {"l0": sorted(rng.pareto(2.0, 200).tolist()), "l1": [1.0, 2.0, 3.0]}
-        rec["scalars"] = {"ww_lr_scale/l0": [1.0, 0.5, 0.5][i], "ww/stop_reason": [0, 0, 2][i],
-                          "ww/alpha_mean": 3.0}
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for i, step in enumerate([0, 10, 20]):
+        writer.append_actions(step, {"lr_scale": {"l0": [1.0, 0.5, 0.5][i]},
+                                     "traps_removed": {"l1": [0, 0, 2][i]},
+                                     "stop_reason": [None, None, "alpha below 2"][i]})
+        evals = np.sort(rng.pareto(2.0, 200)) + 1e-3
+        writer.append_spectra(step, {
+            "l0": compact_esd(evals, {"alpha": 3.0, "xmin": float(evals[100]),
+                                      "xmax": float(evals[-1])}),
+            "l1": compact_esd([1.0, 2.0, 3.0])})
+    writer.close()
+    other = type(writer)(tmp_path / "ww_history.jsonl")  # another writer: not this run's
+    other.append_actions(10, {"lr_scale": {"l0": 9.0}})
+    other.append_spectra(10, {"l9": compact_esd([1.0, 2.0])})
     data = report_data(tmp_path)
-    assert set(data["esd"]) == {"l0", "l1"}
-    assert [h["step"] for h in data["esd"]["l0"]] == [0, 10, 20]
-    assert sum(data["esd"]["l0"][0]["counts"]) == 200
-    assert [(e["step"], e["tag"], e["from"], e["value"]) for e in data["policies"]] == [
-        (10, "ww_lr_scale/l0", 1.0, 0.5), (20, "ww/stop_reason", 0.0, 2.0)]
+    records = data["spectra"]["records"]
+    assert {n for r in records for n in r["layers"]} == {"l0", "l1"}
+    assert [r["step"] for r in records] == [0, 10, 20]
+    assert sum(records[0]["layers"]["l0"]["counts"]) == 200
+    assert data["sources"][:2] == ["ww_history.jsonl", "ww_spectra.jsonl"]
+    # the actions lines as the tab gets them (this run's only, without their writer); the
+    # page's alerts view shows their changes
+    assert data["table"]["actions"] == [
+        {"kind": "actions", "step": 0, "lr_scale": {"l0": 1.0}, "traps_removed": {"l1": 0},
+         "stop_reason": None},
+        {"kind": "actions", "step": 10, "lr_scale": {"l0": 0.5}, "traps_removed": {"l1": 0},
+         "stop_reason": None},
+        {"kind": "actions", "step": 20, "lr_scale": {"l0": 0.5}, "traps_removed": {"l1": 2},
+         "stop_reason": "alpha below 2"}]
+
+    bare = tmp_path / "old"
+    _history(bare, [4.0, 3.0])
+    data = report_data(bare)
+    assert data["spectra"]["records"] == [] and data["table"]["actions"] == []
+    assert data["spectra"]["note"].startswith("No ESD stored")
 
 
 @pytest.mark.slow

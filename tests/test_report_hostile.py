@@ -29,8 +29,11 @@ HOSTILE = ["  lead  double  spaces", "<!--<script>", "</script><script>alert(1)<
 
 def _hostile_run(root: Path) -> Path:
     """A run folder named ``__DATA__/__JS__`` whose history has the hostile layer names (the
-    first one with leading and double spaces), spectra for the ESD view and a Lightning
-    ``metrics.csv`` with a hostile validation column."""
+    first one with leading and double spaces), stored ESDs (``ww_spectra.jsonl``) for the ESD
+    view, a policies' actions line and a Lightning ``metrics.csv`` with a hostile validation
+    column (a loss: issue 20 takes only losses and accuracies)."""
+    from ww_callbacks.esd import compact_esd
+
     run = root / "__DATA__" / "__JS__"
     run.mkdir(parents=True)
     writer = HistoryWriter(run / "ww_history.jsonl")
@@ -43,13 +46,17 @@ def _hostile_run(root: Path) -> Path:
                                                      "ww/alpha_weighted_mean": 2.0 + t},
                                 0.0, 0.01, bool(t % 2))
         writer.append(result)
-    lines = (run / "ww_history.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines]
-    for record in records:
-        record["spectra"] = {name: sorted(rng.pareto(2.0, 100).tolist()) for name in HOSTILE}
-    (run / "ww_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        writer.append_actions(10 * t, {"lr_scale": {name: 1.0 - 0.1 * t for name in HOSTILE},
+                                       "stop_reason": None})
+        spectra = {}
+        for name in HOSTILE:
+            evals = np.sort(rng.pareto(2.0, 100)) + 1e-3
+            spectra[name] = compact_esd(evals, {"alpha": 2.5, "xmin": float(evals[50]),
+                                                "xmax": float(evals[-1])})
+        writer.append_spectra(10 * t, spectra)
+    writer.close()
     pd.DataFrame({"step": [0, 10, 20, 30], "epoch": [0, 1, 2, 3],
-                  "val_<!--<script>__JS__": [1.0, 0.8, 0.7, 0.6]}).to_csv(
+                  "val_loss<!--<script>__JS__": [1.0, 0.8, 0.7, 0.6]}).to_csv(
         run / "metrics.csv", index=False)
     return run
 
@@ -85,11 +92,11 @@ def test_hostile_names_stay_data(tmp_path):
     assert f"style-src {sha256_source(style)};" in csp
     # the absolute path is not embedded unless asked; the folder's name is data like any name
     assert str(tmp_path) not in page and data["run_dir"] == "__JS__"
-    assert data["sources"] == ["ww_history.jsonl", "metrics.csv"]
+    assert data["sources"] == ["ww_history.jsonl", "ww_spectra.jsonl", "metrics.csv"]
     assert str(tmp_path) in page_data(write_report(run, tmp_path / "p.html",
                                                    embed_path=True))["run_dir"]
     (metric,) = data["metrics"]
-    assert metric["name"] == "val_<!--<script>__JS__"
+    assert metric["name"] == "val_loss<!--<script>__JS__"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed")
@@ -103,26 +110,31 @@ def test_hostile_names_in_headless_chromium(tmp_path):
         drawn = browser.evaluate("document.body.dataset.drawn")
         assert drawn.split() == ["title", "heatmap", "flow", "curves", "traps", "esd",
                                  "policies", "metrics"], drawn
+        # the shared views: the alpha lines' legend, the ESD view's layer choice
         captions = browser.evaluate(
-            "[...document.querySelectorAll('#curves figcaption')].map(c => c.title)")
+            "[...document.querySelectorAll('#views .ww-lines-item')].map(c => c.title)")
         assert captions == HOSTILE  # every name shown as text, none parsed as markup
-        assert browser.evaluate("document.querySelectorAll('#curves b, #esd b').length") == 0
+        assert browser.evaluate("document.querySelectorAll('#views b').length") == 0
         options = browser.evaluate(
-            "[...document.querySelectorAll('#esd-layer option')].map(o => o.textContent)")
+            "[...document.querySelectorAll('#views .ww-esd-layer option')]"
+            ".map(o => o.textContent)")
         assert options == HOSTILE
-        # every layer's ESD is drawn when chosen, the first (leading/double spaces) included
-        lines = browser.evaluate("""(() => { const s = document.getElementById('esd-layer');
+        # every layer's ESD (the stored one nearest the shown step) is drawn with its fit when
+        # chosen, the first (leading/double spaces) included
+        lines = browser.evaluate("""(() => {
+            const s = document.querySelector('#views .ww-esd-layer');
             const out = [];
             for (let i = 0; i < s.options.length; i++) {
               s.selectedIndex = i; s.dispatchEvent(new Event('change'));
-              out.push(document.querySelectorAll('#esd-svg .esd-line').length); }
+              out.push([document.querySelectorAll('#views .ww-esd-bar').length > 0,
+                        document.querySelectorAll('#views .ww-esd-fit').length]); }
             return out; })()""")
-        assert lines == [4] * len(HOSTILE), lines
+        assert lines == [[True, 1]] * len(HOSTILE), lines
         assert browser.evaluate("document.title") == "ww_callbacks report: __JS__"
         notes = browser.evaluate("document.getElementById('metrics').textContent")
-        assert "val_<!--<script>__JS__" in notes
+        assert "val_loss<!--<script>__JS__" in notes
         assert browser.evaluate("document.getElementById('sources').textContent") == \
-            "Files read (below the run folder): ww_history.jsonl, metrics.csv"
+            "Files read (below the run folder): ww_history.jsonl, ww_spectra.jsonl, metrics.csv"
         assert not problems(browser.events), problems(browser.events)
     finally:
         browser.close()
@@ -166,5 +178,5 @@ def test_folder_walk_follows_no_symlink_and_reads_known_layouts_only(tmp_path):
     data = report_data(run)
     names = {m["name"] for m in data["metrics"]}
     assert "val_secret" not in names and "val_acc" in names
-    assert data["sources"] == ["ww_history.jsonl", "metrics.csv",
+    assert data["sources"] == ["ww_history.jsonl", "ww_spectra.jsonl", "metrics.csv",
                                "lightning_logs/version_0/metrics.csv"]

@@ -5,8 +5,9 @@ Layers are matched by ``longname``, without the prefixes wrappers add (``_orig_m
 model's checkpoint matches the run its ``Watcher`` recorded. The table gives each side's alpha,
 the difference ``B - A``, each side's band and whether the layer crossed a band; with ``delta``
 the update ``B - A`` itself is analysed too (what WeightWatcher calls a ``base_model`` analysis
-of a fine-tuned model). The HTML page draws both correlation flows (alpha against layer order)
-on one inline SVG chart.
+of a fine-tuned model). The HTML page draws the sides with the shared browser views
+(:mod:`ww_callbacks.views`: the report's and the TensorBoard tab's heatmap and flow), one analysis
+per side.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .bands import BAND_COLOURS, NO_FIT, OVER, UNDER, band
+from .bands import NO_FIT, band
 from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
 from .state_dicts import bare_name
 
@@ -138,58 +139,34 @@ def compare(a: str, b: str, *, analyze_path: Callable[[str], pd.DataFrame],
 # ----------------------------------------------------------------------------- HTML
 
 
-def _flow_svg(table: pd.DataFrame, series: dict[str, tuple[str, str]]) -> str:
-    """An SVG line chart of alpha against layer order for each ``column -> (label, colour)``."""
-    width, height, pad = 900, 360, 48
-    n = len(table)
-    values = np.concatenate([table[c].to_numpy(float) for c in series])
-    finite = values[np.isfinite(values) & (values > 0)]
-    top = max(float(finite.max()) if finite.size else 8.0, 8.0) * 1.05
-
-    def x(i: float) -> float:
-        return pad + (width - 2 * pad) * (i / max(n - 1, 1))
-
-    def y(v: float) -> float:
-        return height - pad - (height - 2 * pad) * (v / top)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" id="flow">']
-    for lo, hi, name in ((0, OVER_TRAINED_ALPHA, OVER), (UNDER_TRAINED_ALPHA, top, UNDER)):
-        parts.append(f'<rect x="{pad}" y="{y(min(hi, top)):.1f}" width="{width - 2 * pad}" '
-                     f'height="{y(lo) - y(min(hi, top)):.1f}" fill="{BAND_COLOURS[name]}" '
-                     f'opacity="0.12"/>')
-    parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
-                 'stroke="#333"/>')
-    for tick in range(0, int(top) + 1, 2):
-        parts.append(f'<text x="{pad - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" '
-                     f'font-size="11">{tick}</text>')
-    for col, (label, colour) in series.items():
-        pts = [(x(i), y(v)) for i, v in enumerate(table[col].to_numpy(float))
-               if np.isfinite(v) and v > 0]
-        if pts:
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
-            parts.append(f'<polyline class="flow-line" points="{path}" fill="none" '
-                         f'stroke="{colour}" stroke-width="2"><title>{html.escape(label)}'
-                         '</title></polyline>')
-    legend_y = 16
-    for label, colour in series.values():
-        parts.append(f'<text x="{pad}" y="{legend_y}" fill="{colour}" font-size="12">'
-                     f'&#9632; {html.escape(label)}</text>')
-        legend_y += 14
-    parts.append(f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle" font-size="12">'
-                 'layer (model order)</text></svg>')
-    return "".join(parts)
+def compare_table(table: pd.DataFrame) -> dict:
+    """The comparison in the views' slim form (:mod:`ww_callbacks.views.data`), one analysis per
+    side, numbered as steps (0: ``A``, 1: ``B`` and, with ``--delta``, 2: ``B - A``; the views
+    order analyses by step), so the page draws it with the same heatmap and flow as the report
+    and the TensorBoard tab."""
+    sides = [("A", "alpha_A"), ("B", "alpha_B")]
+    if "alpha_delta" in table.columns:
+        sides.append(("B - A", "alpha_delta"))
+    layers = [str(n) for n in table["longname"]]
+    records = []
+    for step, (_, column) in enumerate(sides):
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+        alphas = [round(float(v), 3) if np.isfinite(v) and v > 0 else None for v in values]
+        records.append({"step": step, "epoch": None, "a": alphas, "t": [None] * len(layers),
+                        "n": [None] * len(layers)})
+    return {"layers": layers, "records": records, "actions": [],
+            "sides": [label for label, _ in sides]}
 
 
 def write_compare_html(table: pd.DataFrame, path: str | os.PathLike, *, a: str,
                        b: str, notes: list[str] | None = None) -> Path:
-    """A self-contained HTML page of the comparison: the flows chart and the table (every name
-    escaped; the page's only inline style allowed by its hash, no script to run)."""
+    """A self-contained HTML page of the comparison: the shared views (heatmap and flow) over the
+    compared sides and the table (every name escaped; the page's inline style and script
+    allowed by their hashes, nothing fetched)."""
     from .page import asset, build_page
+    from .views import asset as views_asset
+    from .views import page_script
 
-    series = {"alpha_A": (f"A: {a}", "#E69F00"), "alpha_B": (f"B: {b}", "#56B4E9")}
-    if "alpha_delta" in table.columns:
-        series["alpha_delta"] = ("B - A", "#CC79A7")
     rows = []
     for rec in table.to_dict(orient="records"):
         cells = []
@@ -206,12 +183,18 @@ def write_compare_html(table: pd.DataFrame, path: str | os.PathLike, *, a: str,
     extra = "".join(f"<p>{html.escape(n)}</p>" for n in notes or ())
     body = f"""<h1>Layer-by-layer comparison</h1><p>A = {html.escape(a)}<br>B = {html.escape(b)}</p>
 <p>{len(table)} layers in common; {int(table["crossed"].sum())} crossed a band (highlighted).
-Shaded: alpha &lt; {OVER_TRAINED_ALPHA:g} over-trained, alpha &gt; {UNDER_TRAINED_ALPHA:g}
-under-trained.</p>{extra}{_flow_svg(table, series)}
+Bands: alpha &lt; {OVER_TRAINED_ALPHA:g} over-trained, alpha &gt; {UNDER_TRAINED_ALPHA:g}
+under-trained.</p>{extra}
+<h2>Alpha per layer: step 0 is A, step 1 is B{", step 2 is B - A" if "alpha_delta" in table.columns
+else ""}</h2><div id="heatmap"></div><h2>Correlation flow (the slider moves between A and B)</h2>
+<div id="flow"></div>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"""
-    page = build_page("compare.html", title="ww-callbacks compare", css=asset("compare.css"),
-                      data={"crossed": int(table["crossed"].sum()), "layers": len(table)},
-                      body=body)
+    data = {"crossed": int(table["crossed"].sum()), "layers": len(table),
+            "sides": {"A": a, "B": b}, "table": compare_table(table),
+            "bands": {"over": OVER_TRAINED_ALPHA, "under": UNDER_TRAINED_ALPHA}}
+    page = build_page("compare.html", title="ww-callbacks compare",
+                      css=views_asset("views.css").decode("utf-8") + asset("compare.css"),
+                      data=data, js=page_script(asset("compare.js")), body=body)
     out = Path(path)
     out.write_text(page, encoding="utf-8")
     return out

@@ -73,6 +73,8 @@ class HistoryRead:
     newer: int = 0
     other: int = 0
     replaced: int = 0
+    #: the policies' ``"kind": "actions"`` lines (file order; every run's)
+    actions: list[dict] = field(default_factory=list)
 
     def _problem(self, number: int, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -95,8 +97,7 @@ class HistoryRead:
         runs: list[Run] = []
         by_writer: dict[str, Run] = {}
         for record in self.records:
-            writer = record.get("writer")
-            wid = writer.get("run_id", "") if isinstance(writer, dict) else ""
+            wid = writer_of(record)
             run = by_writer.get(wid)
             if run is None:
                 if runs and record["step"] > runs[-1].last_step and wid not in by_writer:
@@ -226,6 +227,19 @@ def parse_line(raw: bytes) -> tuple[str, Any, str]:
     return "record", value, ""
 
 
+def is_actions(value: Any) -> bool:
+    """Is ``value`` (one parsed history line) a policies' actions line with a step?"""
+    return isinstance(value, dict) and value.get("kind") == "actions" and \
+        _is_int(value.get("step"))
+
+
+def writer_of(line: dict) -> str:
+    """The run id of the writer of a history or sidecar line (``""`` when it names none)."""
+    writer = line.get("writer")
+    run_id = writer.get("run_id", "") if isinstance(writer, dict) else ""
+    return run_id if isinstance(run_id, str) else ""
+
+
 def read_history_file(path: str | os.PathLike) -> HistoryRead:
     """Every analysis record of a history file (or of the folder holding one), with what was
     skipped. Raises :class:`HistoryError` only when the file itself cannot be read."""
@@ -245,6 +259,8 @@ def read_history_file(path: str | os.PathLike) -> HistoryRead:
             out.records.append(record)
         elif kind == "other":
             out.other += 1
+            if is_actions(record):
+                out.actions.append(record)
         else:
             out.skipped += 1
             if record is not None and "history format" in reason:
@@ -254,4 +270,5 @@ def read_history_file(path: str | os.PathLike) -> HistoryRead:
 
 
 __all__ = ["HISTORY_FORMAT", "HistoryError", "HistoryRead", "Run", "check_record",
-           "history_path", "parse_line", "read_history_file", "read_regular_file"]
+           "history_path", "is_actions", "parse_line", "read_history_file", "read_regular_file",
+           "writer_of"]

@@ -25,6 +25,8 @@ _SLOT = re.compile(r"\{\{([A-Z_]+)\}\}")
 _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
                    "\u2029": "\\u2029"}
 _SCRIPT_UNSAFE = re.compile("[<>&\u2028\u2029]")
+#: What may not appear in an inline script's own code (the data is escaped instead).
+_SCRIPT_END = re.compile(r"</script|<!--", re.I)
 
 
 def asset(name: str) -> str:
@@ -75,6 +77,9 @@ def build_page(template: str, *, title: str, css: str, data: Any | None = None,
     """A page from the asset ``template`` (slots ``CSP``, ``TITLE``, ``CSS`` and, when given,
     ``DATA``, ``JS``, ``BODY``): the title escaped, the data as script-safe JSON, the CSP hashing
     the page's inline style and script. ``body`` is HTML the caller has escaped."""
+    if js is not None and _SCRIPT_END.search(js):
+        raise ValueError("a page's script may not hold '</script' or '<!--' (it would end the "
+                         "element or change how it is parsed)")
     values = {"CSP": content_security_policy(scripts=(js,) if js is not None else (),
                                              styles=(css,)),
               "TITLE": html.escape(title), "CSS": css}

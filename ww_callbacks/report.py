@@ -1,30 +1,33 @@
 """One self-contained HTML report of a watched training run: ``ww-callbacks report RUN_DIR`` and
 :func:`write_report`.
 
-What it shows, from the run's ``ww_history.jsonl`` (and, where the run kept them, its TensorBoard
-events, Lightning ``metrics.csv``, Hugging Face ``trainer_state.json`` or Keras ``CSVLogger``
-file): the alpha heatmap (layer x analysis, hover values), the correlation flow (alpha against
-layer order) with a slider over the analyses, each layer's alpha over time with the 2 and 6
-bands, the correlation-traps timeline, ESD histograms where spectra were kept (TensorBoard's
-``ww_esd/`` histograms, or ``spectra`` in a history record), what the policies did and when
-(``ww_lr_scale/``, ``ww_traps_removed/``, ``ww/stop_reason``; the history does not record them,
-the TensorBoard events do) and the run's validation metrics with their Spearman rank correlation
-with ``ww/alpha_mean`` and ``ww/alpha_weighted_mean`` (with the number of pairs).
+The report is the shared browser views (:mod:`ww_callbacks.views`: the same ES modules the
+TensorBoard tab loads, linked by ``RunViews``) over one file, the run's history: the page embeds
+the same data the tab is served (:func:`ww_callbacks.views.data.slim_form` of the chosen run's
+analysis records and its policies' ``actions`` lines, and the compact ESDs stored in
+``ww_spectra.jsonl``), and the views draw it: the alpha heatmap, the correlation flow with its
+step slider, each layer's alpha over the steps, the ESD of a chosen layer and step with its fit,
+the alerts and the policies' actions. Older histories without actions lines or stored spectra
+say none were stored. Report-only extras: the summary (the last analysis' means and bands; the
+run's distinct correlation traps: each layer counted at its largest number of traps, summed
+over layers; the layers that had traps) and the run's validation metrics (``val*``/``eval*``
+losses and accuracies from the run's TensorBoard events, Lightning ``metrics.csv``, Hugging Face
+``trainer_state.json`` or Keras ``CSVLogger`` file) with their Spearman rank correlation with
+``ww/alpha_mean`` and ``ww/alpha_weighted_mean``, computed only from :data:`MIN_PAIRS` or more
+paired points and shown with their number.
 
 Which run: a history holding several runs (a rerun into the same folder) is drawn one run at a
 time, the newest by default (``--run RUN_ID``), and the page says so. Which files: only the known
 layouts of the supported hosts, found without following symlinks (:mod:`ww_callbacks.run_folder`);
 the page lists them, relative to the run folder (the absolute path only with ``--embed-path``).
 
-Charting approach: small inline SVG drawn by ~200 lines of vanilla JavaScript
-(``ww_callbacks/assets/report.js``, with ``report.html`` and ``report.css``: package data) from
-one inline JSON blob, put together by :mod:`ww_callbacks.page` (script-safe JSON, one-pass
-template, a CSP allowing the page's own script and style by hash).
-Why not a charting library inlined: Plotly's minified bundle alone is ~3.5 MB and Vega +
-Vega-Lite ~1 MB, over the 1.5 MB budget or most of it before any data; the charts needed here are
-a heatmap, polylines and bars, which SVG draws directly. Data is rounded to 3 decimals, so 100
-layers x 200 analyses is ~0.2 MB of JSON and the page is built in well under a second
-(measured in ``bench/report_size.py``). Nothing is fetched: no CDN, no fonts, no images.
+The page: ``ww_callbacks/assets/report.{html,css,js}`` (``report.js`` only glues the views to the
+data and draws the report-only parts), the views' modules inlined with it into the one page
+script (:func:`ww_callbacks.views.page_script`: ``file://`` pages cannot load ES modules from
+disk), put together by :mod:`ww_callbacks.page` (script-safe JSON, one-pass template, a CSP
+allowing the page's own script and style by hash). Nothing is fetched: no CDN, no fonts, no
+images. Alphas are rounded to 3 decimals, so 100 layers x 200 analyses make a page of about
+0.4 MB (``tests/test_report.py``'s 100 x 200 report).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +45,33 @@ import numpy as np
 import pandas as pd
 
 from .bands import BAND_COLOURS, NO_FIT, OVER, TRAP_COLOUR, UNDER, WELL
-from .history_reader import HISTORY_FILE, HISTORY_FORMAT, HistoryError, read_history_file
+from .esd import SPECTRA_FILE
+from .history import read_spectra
+from .history_reader import (
+    HISTORY_FILE,
+    HISTORY_FORMAT,
+    HistoryError,
+    HistoryRead,
+    Run,
+    read_history_file,
+    writer_of,
+)
 from .page import asset, build_page
 from .powerlaw import OVER_TRAINED_ALPHA, UNDER_TRAINED_ALPHA
 from .run_folder import MAX_ENTRIES, MAX_METRICS_CSV, RunFiles, run_files
+from .views import asset as views_asset
+from .views import page_script
+from .views.data import slim_form, spectra_record
 
 DEFAULT_REPORT = "ww_report.html"
-#: Most analyses and spectra steps kept per ESD layer (the page stays small).
-ESD_STEPS = 6
-ESD_LAYERS = 24
-POLICY_PREFIXES = ("ww_lr_scale/", "ww_traps_removed/", "ww/stop_reason")
+#: Most stored layer ESDs put on the page (about 600 B each: the page stays small); beyond
+#: that the stored analyses are thinned evenly, the first and last kept.
+MAX_PAGE_ESDS = 800
+#: Fewest paired points from which a rank correlation is shown.
+MIN_PAIRS = 5
+#: The page's own script (``assets/report.js``): it imports the views (:mod:`ww_callbacks.views`)
+#: it uses, bundled with it into the page's one script.
+PAGE_SCRIPT = "report.js"
 
 
 class ReportError(ValueError):
@@ -82,14 +103,10 @@ def find_history(run_dir: str | os.PathLike) -> Path:
                       f"{found[1].parent}, ...): name one run's folder")
 
 
-def read_run(path: str | os.PathLike,
-             run: str | list[str] | None = None) -> tuple[list[dict], list[str]]:
-    """The analysis records of one run of a history (folder or file): the newest run, or the
-    one whose writer has run id ``run`` (a unique prefix will do; a list: the first of them this
-    history holds, else the newest); and the notes the page shows (several runs in the file,
-    lines skipped). Raises :class:`ReportError` when no record can be used: an empty history,
-    one that is not a ww_callbacks history, one written by a newer version, an unknown
-    ``run``."""
+def _read_chosen(path: str | os.PathLike, run: str | list[str] | None
+                 ) -> tuple[Path, HistoryRead, Run, list[str]]:
+    """The history file, what the reader found in it, the chosen run and the page's notes
+    (see :func:`read_run`)."""
     file = find_history(path)
     try:
         read = read_history_file(file)
@@ -121,6 +138,18 @@ def read_run(path: str | os.PathLike,
                      "one with --run RUN_ID.")
     if read.summary():
         notes.append(read.summary() + ".")
+    return file, read, chosen, notes
+
+
+def read_run(path: str | os.PathLike,
+             run: str | list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """The analysis records of one run of a history (folder or file): the newest run, or the
+    one whose writer has run id ``run`` (a unique prefix will do; a list: the first of them this
+    history holds, else the newest); and the notes the page shows (several runs in the file,
+    lines skipped). Raises :class:`ReportError` when no record can be used: an empty history,
+    one that is not a ww_callbacks history, one written by a newer version, an unknown
+    ``run``."""
+    _, _, chosen, notes = _read_chosen(path, run)
     return sorted(chosen.records, key=lambda r: r["step"]), notes
 
 
@@ -143,10 +172,28 @@ def spearman(x: Any, y: Any) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _is_validation(name: str) -> bool:
-    lowered = name.lower()
-    return not lowered.startswith("ww") and any(
-        key in lowered for key in ("val", "eval", "test"))
+#: The first word of a validation metric's name (``val_loss``, ``eval/accuracy``, ...).
+VALIDATION_PREFIXES = ("val", "valid", "validation", "eval", "evaluation")
+#: Words of which a validation metric's name must hold one: losses, accuracies, errors and
+#: the like; never a runtime, a throughput (``samples_per_second``), a step or an epoch count.
+METRIC_WORDS = ("loss", "acc", "accuracy", "err", "error", "perplexity", "ppl", "f1", "auc",
+                "auroc", "mae", "mse", "rmse", "nll", "precision", "recall", "top1", "top5",
+                "bleu", "iou", "wer", "cer")
+
+
+def is_validation_metric(name: str) -> bool:
+    """Is ``name`` a validation metric a user would mean: a ``val*``/``eval*`` loss, accuracy or
+    error (``val_loss``, ``val_accuracy``, ``eval_loss``, ``eval/accuracy``), not a runtime, a
+    throughput, a step or an epoch (``eval_runtime``, ``eval/samples_per_second``)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    if len(words) < 2 or words[0] not in VALIDATION_PREFIXES:
+        return False
+    return any(w in METRIC_WORDS or w.startswith(("loss", "acc")) for w in words[1:])
+
+
+def _metric_order(name: str) -> tuple:
+    """Losses first, then the rest, by name (the one a reader means first)."""
+    return ("loss" not in name.lower(), name.lower())
 
 
 def _event_accumulators(files: RunFiles) -> list[Any]:
@@ -156,8 +203,9 @@ def _event_accumulators(files: RunFiles) -> list[Any]:
 
     accs = []
     for folder in files.event_folders:
+        # only the scalars are read (the ESDs and the policies' actions come from the history)
         acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0,
-                                                           "histograms": ESD_STEPS * 50})
+                                                           "histograms": 1, "images": 1})
         acc.Reload()
         accs.append(acc)
     return accs
@@ -189,7 +237,7 @@ def _csv_metrics(file: Path) -> dict[str, dict]:
     ``CSVLogger`` file (``epoch`` only)."""
     try:
         columns = [str(c) for c in pd.read_csv(file, nrows=0).columns]
-        if file.stat().st_size > MAX_METRICS_CSV or not any(map(_is_validation, columns)):
+        if file.stat().st_size > MAX_METRICS_CSV or not any(map(is_validation_metric, columns)):
             return {}  # a data set or an unrelated table, not a metrics log
         if file.name != "metrics.csv" and columns[:1] != ["epoch"]:
             return {}  # not a Keras CSVLogger file (its first column is the epoch)
@@ -202,7 +250,7 @@ def _csv_metrics(file: Path) -> dict[str, dict]:
     out = {}
     source = "Lightning metrics.csv" if by == "step" else "Keras CSVLogger"
     for col in frame.columns:
-        if col in ("step", "epoch") or not _is_validation(col):
+        if col in ("step", "epoch") or not is_validation_metric(col):
             continue
         part = frame[[by, col]].apply(pd.to_numeric, errors="coerce").dropna()
         if len(part):
@@ -221,8 +269,8 @@ def _trainer_state_metrics(file: Path) -> dict[str, dict]:
         if not isinstance(entry, dict) or "step" not in entry:
             continue
         for key, value in entry.items():
-            if key.startswith("eval_") and isinstance(value, (int, float)) and \
-                    not key.endswith(("_runtime", "_per_second")):
+            if is_validation_metric(key) and isinstance(value, (int, float)) and \
+                    not isinstance(value, bool):
                 s = series.setdefault(key, {"source": "Hugging Face trainer_state.json",
                                             "by": "step", "x": [], "y": []})
                 s["x"].append(int(entry["step"]))
@@ -244,10 +292,11 @@ def _align(metric: dict, steps: list[int], epochs: list[int | None],
                               right_on="step", direction="nearest")
         pairs["gap"] = (pairs["x"] - pairs["step"]).abs()
         pairs = pairs.sort_values("gap", kind="stable").drop_duplicates("k")
-    out = {"n": int(len(pairs))}
+    out: dict[str, Any] = {"n": int(len(pairs)), "min_pairs": MIN_PAIRS}
     for key, column in (("rho_alpha", "ww/alpha_mean"),
                         ("rho_weighted", "ww/alpha_weighted_mean")):
-        out[key] = _num(spearman(pairs["y"], pairs[column]), 4) if len(pairs) else None
+        enough = int(pairs[column].notna().sum()) >= MIN_PAIRS if len(pairs) else False
+        out[key] = _num(spearman(pairs["y"], pairs[column]), 4) if enough else None
     return out
 
 
@@ -257,7 +306,7 @@ def run_metrics(files: RunFiles, accs: list[Any], steps: list[int], epochs: list
     found: dict[str, dict] = {}
     for acc in accs:
         for tag, points in _tb_scalars(acc).items():
-            if _is_validation(tag) and points:
+            if is_validation_metric(tag) and points:
                 found.setdefault(f"{tag}", {"source": "TensorBoard events", "by": "step",
                                             "x": [p[0] for p in points],
                                             "y": [p[1] for p in points]})
@@ -270,82 +319,31 @@ def run_metrics(files: RunFiles, accs: list[Any], steps: list[int], epochs: list
             if name not in found or len(series["x"]) > len(found[name]["x"]):
                 found[name] = series
     out = []
-    for name, series in found.items():
+    for name, series in sorted(found.items(), key=lambda item: _metric_order(item[0])):
         entry = {"name": name, **series, "y": [_num(v, 5) for v in series["y"]]}
         entry.update(_align(series, steps, epochs, means))
         out.append(entry)
     return out
 
 
-def policy_events(accs: list[Any], records: list[dict]) -> list[dict]:
-    """What the policies did and when: every change of a policy scalar (from the TensorBoard
-    events, or ``scalars`` in history records when a history keeps them)."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    for record in records:
-        for tag, value in (record.get("scalars") or {}).items():
-            if tag.startswith(POLICY_PREFIXES) and isinstance(value, (int, float)):
-                series.setdefault(tag, []).append((int(record["step"]), float(value)))
-    for acc in accs:
-        for tag, points in _tb_scalars(acc).items():
-            if tag.startswith(POLICY_PREFIXES):
-                series.setdefault(tag, points)
-    events = []
-    for tag, points in series.items():
-        last = 0.0 if tag == "ww/stop_reason" else None
-        for step, value in sorted(points):
-            if value != last and not (tag.startswith("ww_lr_scale/") and last is None
-                                      and value == 1.0):
-                events.append({"step": step, "tag": tag, "value": _num(value, 4),
-                               "from": None if last is None else _num(last, 4)})
-            last = value
-    events.sort(key=lambda e: (e["step"], e["tag"]))
-    return events
-
-
 # ----------------------------------------------------------------------------- spectra
 
 
-def _hist(evals: np.ndarray, bins: int = 30) -> dict | None:
-    ev = np.asarray(evals, dtype=float)
-    ev = ev[np.isfinite(ev) & (ev > 0)]
-    if ev.size < 2:
-        return None
-    counts, edges = np.histogram(np.log10(ev), bins=bins)
-    return {"edges": [_num(e, 4) for e in edges], "counts": counts.astype(int).tolist()}
-
-
-def esd_data(accs: list[Any], records: list[dict], layers: list[str]) -> dict[str, list[dict]]:
-    """Log10-eigenvalue histograms per layer at up to :data:`ESD_STEPS` analyses: from history
-    records holding ``spectra``, else from TensorBoard's ``ww_esd/`` histograms."""
-    out: dict[str, list[dict]] = {}
-    with_spectra = [r for r in records if isinstance(r.get("spectra"), dict) and r["spectra"]]
-    picks = _spread(len(with_spectra), ESD_STEPS)
-    for i in picks:
-        rec = with_spectra[i]
-        for name, evals in rec["spectra"].items():
-            h = _hist(np.asarray(evals, dtype=float))
-            if h and name in layers:
-                out.setdefault(name, []).append({"step": int(rec["step"]), **h})
-    if out:
-        return dict(list(out.items())[:ESD_LAYERS])
-    for acc in accs:
-        for tag in acc.Tags().get("histograms", []):
-            if not tag.startswith("ww_esd/") or len(out) >= ESD_LAYERS:
-                continue
-            name = tag[len("ww_esd/"):]
-            events = acc.Histograms(tag)
-            for i in _spread(len(events), ESD_STEPS):
-                h = events[i].histogram_value
-                limits = list(h.bucket_limit)
-                counts = list(h.bucket)
-                if len(limits) < 2:
-                    continue
-                lo = [h.min] + limits[:-1]
-                edges = [_num(min(max(x, h.min), h.max), 4) for x in lo] + [_num(h.max, 4)]
-                out.setdefault(name, []).append(
-                    {"step": int(events[i].step), "edges": edges,
-                     "counts": [int(c) for c in counts]})
-    return out
+def page_spectra(stored: list[dict], steps: set[int], layers: int) -> tuple[list[dict], str]:
+    """The stored ESDs (sidecar records of the run, ``{"step", "layers"}``) put on the page:
+    those of analyses the page shows, at most :data:`MAX_PAGE_ESDS` layer ESDs (stored
+    analyses thinned evenly, the first and last kept); and a note saying what was kept."""
+    records = [r for r in stored if isinstance(r.get("step"), int) and r["step"] in steps]
+    if not records:
+        return [], ("No ESD stored for this run (its history has no ww_spectra.jsonl: an older "
+                    "version, keep_spectra=False, or no analysis kept its eigenvalues).")
+    per = max(1, max(len(r["layers"]) for r in records) or layers)
+    keep = max(2, MAX_PAGE_ESDS // per)
+    picked = [records[i] for i in _spread(len(records), keep)]
+    note = f"{len(records)} analyses with stored ESDs"
+    if len(picked) < len(records):
+        note += f", {len(picked)} of them on this page (evenly spread, first and last kept)"
+    return picked, note + "."
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -353,6 +351,28 @@ def _spread(n: int, k: int) -> list[int]:
     if n <= k:
         return list(range(n))
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def trap_summary(table: dict) -> dict | None:
+    """The run's correlation traps, from the slim table: ``distinct`` (each layer counted at
+    its largest number of traps over the randomised analyses, summed over layers; a trap seen
+    at 361 analyses counts once), ``latest`` (summed over layers at the last randomised
+    analysis, ``latest_step``), ``layers`` (layers that ever had one) and ``randomized`` (the
+    analyses where traps were counted); None when no analysis counted traps."""
+    peak: dict[int, int] = {}
+    randomized, latest, latest_step = 0, 0, None
+    for record in table["records"]:
+        counted = [(i, t) for i, t in enumerate(record["t"]) if t is not None]
+        if not counted:
+            continue
+        randomized += 1
+        latest, latest_step = sum(t for _, t in counted), record["step"]
+        for i, t in counted:
+            peak[i] = max(peak.get(i, 0), t)
+    if not randomized:
+        return None
+    return {"distinct": sum(peak.values()), "latest": latest, "latest_step": latest_step,
+            "layers": sum(1 for t in peak.values() if t > 0), "randomized": randomized}
 
 
 # ----------------------------------------------------------------------------- page data
@@ -373,35 +393,30 @@ def report_data(run_dir: str | os.PathLike, *, run: str | None = None,
     run folder), the run folder's name (its absolute path only with ``embed_path``)."""
     from ._version import __version__
 
-    records, notes = read_run(run_dir, run)
-    history = find_history(run_dir)
+    history, read, chosen, notes = _read_chosen(run_dir, run)
+    records = sorted(chosen.records, key=lambda r: r["step"])
     root = Path(run_dir)
     root = root.parent if root.is_file() else root
-    order: dict[str, tuple] = {}
-    for r in records:
-        for row in r["layers"]:
-            name = str(row.get("longname"))
-            order.setdefault(name, (row.get("layer_id", 0) or 0, len(order)))
-    layers = sorted(order, key=lambda n: order[n])
-    index = {n: i for i, n in enumerate(layers)}
-    alpha, traps = [], []
-    for r in records:
-        row_alpha: list[float | None] = [None] * len(layers)
-        row_traps: list[int | None] | None = [None] * len(layers) if r.get("randomized") \
-            else None
-        for row in r["layers"]:
-            i = index[str(row.get("longname"))]
-            if row.get("status", "success") == "success":
-                row_alpha[i] = _num(row.get("alpha"))
-            if row_traps is not None and row.get("rand_num_spikes") is not None:
-                v = _num(row.get("rand_num_spikes"), 0)
-                row_traps[i] = None if v is None else int(v)
-        alpha.append(row_alpha)
-        traps.append(row_traps)
+    writers = set(chosen.writers)
+    actions = [a for a in read.actions if writer_of(a) in writers]
+    # the same data the TensorBoard tab is served: the slim form of the run's records
+    table = slim_form(records, actions, digits=3)
     steps = [int(r["step"]) for r in records]
     epochs = [r.get("epoch") for r in records]
     means = {key: [_num((r.get("summary") or {}).get(key), 4) for r in records]
              for key in ("ww/alpha_mean", "ww/alpha_weighted_mean")}
+    stored: list[dict | None] = []
+    sidecar = history.with_name(SPECTRA_FILE)
+    if sidecar.is_symlink():  # a planted link is not followed
+        notes.append(f"{SPECTRA_FILE} is a symbolic link: not read.")
+    elif sidecar.is_file():
+        try:
+            stored = [spectra_record(r) for r in read_spectra(history)
+                      if writer_of(r) in writers]
+        except (OSError, ValueError) as err:  # an unreadable sidecar: said, the rest drawn
+            notes.append(f"The stored ESDs could not be read: {err}")
+    spectra, spectra_note = page_spectra([r for r in stored if r is not None], set(steps),
+                                         len(table["layers"]))
     files = run_files(root)
     if files.truncated:
         notes.append(f"The run folder holds more than {MAX_ENTRIES} entries: the files after "
@@ -414,6 +429,8 @@ def report_data(run_dir: str | os.PathLike, *, run: str | None = None,
         notes.append("TensorBoard is not installed: the run's event files were not read.")
     metrics = run_metrics(files, accs, steps, epochs, means)
     sources = [files.relative(history)]
+    if sidecar.is_file() and not sidecar.is_symlink():
+        sources.append(files.relative(sidecar))
     sources += [f"{files.relative(folder)}/{EVENTS_GLOB}" for folder in files.event_folders]
     sources += [files.relative(f) for f in files.csv_files + files.trainer_states]
     return {
@@ -422,10 +439,10 @@ def report_data(run_dir: str | os.PathLike, *, run: str | None = None,
         "sources": sources,
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
-        "steps": steps, "epochs": epochs, "layers": layers,
-        "alpha": alpha, "traps": traps, "means": means,
-        "esd": esd_data(accs, records, layers),
-        "policies": policy_events(accs, records),
+        "table": table,
+        "spectra": {"records": spectra, "note": spectra_note},
+        "means": means,
+        "traps": trap_summary(table),
         "metrics": metrics,
         "bands": {"over": OVER_TRAINED_ALPHA, "under": UNDER_TRAINED_ALPHA,
                   "colours": {"over": BAND_COLOURS[OVER], "well": BAND_COLOURS[WELL],
@@ -440,8 +457,9 @@ EVENTS_GLOB = "events.out.tfevents.*"
 
 def report_page(data: dict) -> str:
     """The HTML page drawing ``data`` (:func:`report_data`)."""
-    return build_page("report.html", title=data["title"], css=asset("report.css"), data=data,
-                      js=asset("report.js"))
+    return build_page("report.html", title=data["title"],
+                      css=views_asset("views.css").decode("utf-8") + asset("report.css"),
+                      data=data, js=page_script(asset(PAGE_SCRIPT)))
 
 
 def write_report(run_dir: str | os.PathLike, path: str | os.PathLike | None = None, *,

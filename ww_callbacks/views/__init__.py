@@ -1,6 +1,7 @@
 """The browser views of a run, as real asset files of the package (ES modules and CSS; no
 network, no CDN, nothing fetched at run time), shared by the TensorBoard tab
-(:mod:`ww_callbacks.integrations.tensorboard_plugin`) and, later, the report.
+(:mod:`ww_callbacks.integrations.tensorboard_plugin`), the report and ``compare``'s page (which
+carry them inline: :func:`page_script`).
 
 ES modules, each importing the others only through relative ``./x.js`` imports; no view fetches
 anything: data comes in through the one client-side model of a run, ``AlphaTable``, filled with
@@ -24,6 +25,7 @@ new data, and ``setStep(step)`` / ``selectLayer(name)`` where they apply.
 - ``tensorboard_tab.js``: the TensorBoard tab's page (run selector, polling; the only fetching
   module).
 - ``views.css``: their style.
+- :mod:`ww_callbacks.views.data`: the data they draw, in the one form every page gets.
 """
 
 from __future__ import annotations
@@ -76,3 +78,18 @@ def inline_modules(*entries: str) -> str:
     if "</script" in out.lower():  # cannot happen with these files; never let it into a page
         raise ValueError("a view module holds '</script'")
     return out
+
+
+def page_script(entry: str) -> str:
+    """The one inline script of a page opened from disk (the report, ``compare``'s page: a
+    ``file://`` page loads no ES module file): ``entry``, the page's own code written as an ES
+    module that imports view modules (``import {A, B} from "./x.js";``), after those modules
+    (:func:`inline_modules`) and without its import lines, all inside one function scope (strict
+    mode; the page's own names in a block of their own, so they never clash with the views')."""
+    deps = _IMPORT.findall(entry)
+    body = _IMPORT.sub("", entry)
+    if re.search(r"^\s*(import|export)\b", body, re.M):
+        raise ValueError('a page script imports only as `import {A, B} from "./x.js";` and '
+                         "exports nothing")
+    return ('(() => {\n"use strict";\n' + inline_modules(*deps) +
+            "\n// ---- the page's own script\n{\n" + body + "}\n})();\n")
