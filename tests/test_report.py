@@ -379,6 +379,11 @@ def test_report_hover_and_slider_over_devtools_offline(big_report, tmp_path):
                                 " s.value = 10; s.dispatchEvent(new Event('input')); return "
                                 "document.querySelector('.ww-flow-svg').dataset.step; })()")
         assert step == str(data["steps"][10])
+        # 100 layers x 200 analyses fit the page's width: nothing overflows sideways
+        widths = json.loads(browser.evaluate(
+            "JSON.stringify([document.documentElement.scrollWidth, "
+            "document.documentElement.clientWidth])"))
+        assert widths[0] <= widths[1], widths
         shot = browser.screenshot(_artifacts(tmp_path) / "ww_report_devtools.png")
         assert shot.stat().st_size > 10_000
         assert not problems(browser.events), problems(browser.events)

@@ -27,7 +27,7 @@ script (:func:`ww_callbacks.views.page_script`: ``file://`` pages cannot load ES
 disk), put together by :mod:`ww_callbacks.page` (script-safe JSON, one-pass template, a CSP
 allowing the page's own script and style by hash). Nothing is fetched: no CDN, no fonts, no
 images. Alphas are rounded to 3 decimals, so 100 layers x 200 analyses make a page of about
-0.4 MB (``tests/test_report.py``'s 100 x 200 report).
+0.35 MB, written in under 1 s (``tests/test_report.py``'s 100 x 200 history).
 """
 
 from __future__ import annotations
