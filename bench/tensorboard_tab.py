@@ -6,8 +6,9 @@ with traps, alphas drawn from a private generator), then asks the plugin's ``rec
 ``more``, then once more after one analysis is appended. Prints, for the first answer, the whole
 first load and the refresh: server time, bytes sent, and the history's bytes for comparison.
 With ``--chromium``, the page itself (the tab's ES modules, served with the plugin's routes by a
-local werkzeug server) is opened in headless Chromium and the time to the first painted column
-and to the whole heatmap is measured.
+local werkzeug server) is opened in headless Chromium and the time to the first painted column,
+to the whole heatmap, to every view drawn at the last analysis, and from one more analysis
+written to its column painted is measured.
 
     python bench/tensorboard_tab.py [--layers 500] [--analyses 2000] [--chromium]
 
@@ -73,8 +74,10 @@ def ask(app, run: str, offset: int) -> tuple[dict, int, float]:
     return json.loads(body), len(body), elapsed
 
 
-def chromium_paint(logdir: Path, run: str, expect: int) -> tuple[float, float]:
-    """Seconds from navigation to the first painted column and to ``expect`` columns."""
+def chromium_paint(logdir: Path, run: str, expect: int, append) -> dict:
+    """Seconds from navigation to the first painted column, to ``expect`` columns, to every
+    view drawn at the last analysis (the flow's step), and from ``append()`` (one more analysis
+    written) to its column painted (the page polls every 2 s)."""
     from werkzeug.serving import make_server
     from werkzeug.wrappers import Request, Response
 
@@ -106,19 +109,39 @@ def chromium_paint(logdir: Path, run: str, expect: int) -> tuple[float, float]:
         start = time.monotonic()
         browser.open(f"http://127.0.0.1:{server.server_port}/data/plugin/htsr/page.html",
                      wait=False)
-        first = full = None
+        out = {"first": None, "full": None, "views": None, "refresh": None}
         probe = ("(() => { const c = document.querySelector('canvas.ww-heatmap-canvas');"
-                 " return c ? Number(c.dataset.columns) : 0; })()")
+                 " const f = document.querySelector('svg.ww-flow-svg');"
+                 " return JSON.stringify(c ? [Number(c.dataset.columns), f.dataset.step]"
+                 " : [0, '']); })()")
+
+        def state() -> tuple[int, str]:
+            columns, step = json.loads(browser.call(
+                "Runtime.evaluate", {"expression": probe, "returnByValue": True}, page=True,
+                timeout=600)["result"]["value"])
+            return columns, step
+
         while time.monotonic() - start < 600:
-            columns = browser.evaluate(probe) or 0
+            columns, step = state()
             now = time.monotonic() - start
-            if columns and first is None:
-                first = now
-            if columns >= expect:
-                full = now
+            if columns and out["first"] is None:
+                out["first"] = now
+            if columns >= expect and out["full"] is None:
+                out["full"] = now
+            if columns >= expect and step == str((expect - 1) * 10):
+                out["views"] = now
                 break
             time.sleep(0.05)
-        return first, full
+        else:
+            return out
+        written = time.monotonic()
+        append()
+        while time.monotonic() - written < 60:
+            if state()[0] > expect:
+                out["refresh"] = time.monotonic() - written
+                break
+            time.sleep(0.05)
+        return out
     finally:
         browser.close()
         server.shutdown()
@@ -179,10 +202,18 @@ def main() -> None:
         answer, nbytes, elapsed = ask(app, "run", answer["next"])
         print(f"refresh with nothing new: {nbytes} B sent, {elapsed * 1e3:.1f} ms server time")
         if args.chromium:
-            first_paint, full = chromium_paint(logdir, "run", args.analyses + 1)
-            whole = f"after {full:.1f} s" if full else "not within 600 s"
-            print(f"Chromium: first column painted {first_paint:.2f} s after navigation "
-                  f"(goal 2 s); all {args.analyses + 1} columns {whole}")
+            def append() -> None:
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record(args.analyses + 1, names, rng)) + "\n")
+
+            got = chromium_paint(logdir, "run", args.analyses + 1, append)
+            when = {k: "not within 600 s" if v is None else f"after {v:.1f} s"
+                    for k, v in got.items()}
+            print(f"Chromium: first column painted {got['first'] or float('nan'):.2f} s after "
+                  f"navigation (goal 2 s); all {args.analyses + 1} columns {when['full']}; "
+                  f"every view (heatmap, flow, lines, ESD, alerts) at the last analysis "
+                  f"{when['views']}; one more analysis written: its column painted "
+                  f"{when['refresh']} (polls every 2 s)")
 
 
 if __name__ == "__main__":

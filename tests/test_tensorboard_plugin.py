@@ -26,6 +26,7 @@ from werkzeug.test import Client  # noqa: E402
 
 from tests.chromium_pipe import Browser, script_errors  # noqa: E402
 from tests.test_tensorboard_browser import CHROMIUM, artifacts_dir, free_port  # noqa: E402
+from tests.test_views import fit_pixels_follow_axes  # noqa: E402
 from ww_callbacks.history import (  # noqa: E402
     HISTORY_FILE,
     HistoryWriter,
@@ -427,7 +428,8 @@ VIEWS = f"""(() => {{
     legend: all(".ww-lines-item").map((d) => [d.dataset.layer, d.hidden]),
     drawn: Number(q("canvas.ww-lines-canvas").dataset.drawn),
     esd: {{...q("svg.ww-esd-svg").dataset}},
-    fit: fit ? {{...fit.dataset}} : null,
+    fit: fit ? {{...fit.dataset, x1: +fit.getAttribute("x1"), y1: +fit.getAttribute("y1"),
+                x2: +fit.getAttribute("x2"), y2: +fit.getAttribute("y2")}} : null,
   }});
 }})()"""
 
@@ -503,6 +505,7 @@ def _check_views(browser: Browser, live: Path, names: list[str], state: dict, wi
     assert float(fit["lx2"]) == pytest.approx(math.log10(esd["xmax"]))
     slope = (float(fit["ly2"]) - float(fit["ly1"])) / (float(fit["lx2"]) - float(fit["lx1"]))
     assert slope == pytest.approx(-esd["alpha"])
+    fit_pixels_follow_axes(views["esd"], fit)  # drawn where the axes put those values
     browser.evaluate(f"{FRAME}.contentDocument.querySelector('.ww-section-esd')"
                      ".scrollIntoView()")
     browser.screenshot(out / "htsr_tab_esd.png")

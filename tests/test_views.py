@@ -248,7 +248,7 @@ def test_views_on_a_static_page(page, tmp_path):
     assert float(fit["lx2"]) == pytest.approx(np.log10(stored["xmax"]))
     slope = (float(fit["ly2"]) - float(fit["ly1"])) / (float(fit["lx2"]) - float(fit["lx1"]))
     assert slope == pytest.approx(-stored["alpha"])
-    _pixels_follow_axes(esd, fit)
+    fit_pixels_follow_axes(esd, fit)
     assert state["xmin"] == 1 and state["xmax"] == 1 and state["rand"] == 0
     # a click on the heatmap cell of "fc" at step 120: the ESD of fc (randomized ESD, MP edge,
     # 2 trap spikes; the stored one nearest to 120 is step 0) and the flow at step 120
@@ -274,7 +274,7 @@ def test_views_on_a_static_page(page, tmp_path):
     assert script_errors(browser.events) == []
 
 
-def _pixels_follow_axes(esd: dict, fit: dict) -> None:
+def fit_pixels_follow_axes(esd: dict, fit: dict) -> None:
     """The fit line's pixel ends are its log10 ends on the SVG's axes."""
     xlo, xhi, ylo, yhi = (float(esd[k]) for k in ("xlo", "xhi", "ylo", "yhi"))
     left, right, top, bottom = (float(esd[k]) for k in ("left", "right", "top", "bottom"))
