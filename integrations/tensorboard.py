@@ -74,11 +74,12 @@ __all__ = ["ESD_HISTOGRAM", "ESD_PLOT", "INSTALL_HINT", "EventWriter", "TensorBo
            "default_writer", "esd_figure", "figure_to_rgb", "hf_run_dir", "ww_layout"]
 
 #: Charts of the "ww model" category: title -> tag regexes (``re.match``, as the plugin does).
+#: Each mean is drawn with its every-layer twin (``ww/all/...``, the low-evidence layers in).
 MODEL_CHARTS: dict[str, list[str]] = {
-    "alpha mean": [r"ww/alpha_mean$"],
-    "alpha_weighted mean": [r"ww/alpha_weighted_mean$"],
-    "log_norm mean": [r"ww/log_norm_mean$"],
-    "layers over-trained / under-trained / failed": [r"ww/layers_.*"],
+    "alpha mean": [r"ww/alpha_mean$", r"ww/all/alpha_mean$"],
+    "alpha_weighted mean": [r"ww/alpha_weighted_mean$", r"ww/all/alpha_weighted_mean$"],
+    "log_norm mean": [r"ww/log_norm_mean$", r"ww/all/log_norm_mean$"],
+    "layers over-trained / under-trained / failed / low evidence": [r"ww/layers_.*"],
     "correlation traps": [r"ww/num_traps$"],
     "snapshots dropped": [r"ww/snapshots_dropped$"],
 }

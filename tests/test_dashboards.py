@@ -22,6 +22,8 @@ from tests.events import read_events  # noqa: E402
 from ww_callbacks import tags  # noqa: E402
 from ww_callbacks.bands import FEW_EIGENVALUES  # noqa: E402
 from ww_callbacks.figures import (  # noqa: E402
+    DPI,
+    ESD_SIZE,
     figure_to_rgb,
     layer_esd_figure,
     save_analysis_figures,
@@ -179,7 +181,7 @@ def test_esd_figure_marks_traps_edges_and_few_eigenvalues():
     fig = layer_esd_figure(small, result.spectra["2"])
     assert any(f"fitted on 10 eigenvalues (< {FEW_EIGENVALUES})" in t.get_text()
                for t in fig.axes[0].texts)
-    assert figure_to_rgb(fig).shape == (440, 760, 3)
+    assert figure_to_rgb(fig).shape == (round(ESD_SIZE[1] * DPI), round(ESD_SIZE[0] * DPI), 3)
 
 
 def test_save_analysis_figures(tmp_path):

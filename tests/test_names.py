@@ -44,6 +44,25 @@ def test_escaping_rules():
     assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,80}", s) and s not in (".", "..") for s in stems)
 
 
+def test_figure_labels_keep_the_block_number_and_the_end():
+    """Issue 20: two Hugging Face rows no longer both read ``….attention.output.dense``."""
+    attention = "bert.encoder.layer.11.attention.output.dense"
+    ffn = "bert.encoder.layer.11.output.dense"
+    other_block = "bert.encoder.layer.10.attention.output.dense"
+    labels = [names.figure(n, 24) for n in (attention, ffn, other_block)]
+    assert labels == ["…layer.11…output.dense", "…layer.11.output.dense",
+                      "…layer.10…output.dense"]
+    assert all(len(label) <= 24 for label in labels) and len(set(labels)) == 3
+    assert names.shorten_name("bert.encoder.layer.11.attention.self.query", 24) == \
+        "bert…layer.11…self.query"
+    assert names.shorten_name("model.layers.31.self_attn.q_proj", 20) == "…layers.31…q_proj"
+    assert names.shorten_name("encoder/block_1/dense/kernel", 18) == "…block_1…kernel"
+    assert names.shorten_name(attention, 60) == attention  # short enough: unchanged
+    # no parts, or a last part too long for the width: cut in the middle as before
+    assert names.shorten_name("abcdefghij", 7) == "abc…hij"
+    assert len(names.shorten_name("a." + "b" * 50, 20)) == 20
+
+
 def _hostile_checkpoint(path) -> None:
     from safetensors.numpy import save_file
 

@@ -33,6 +33,7 @@ BAD_VALUES = [
     ("fix_fingers", "bogus"), ("seed", "abc"), ("max_evals", 0), ("max_N", -1),
     ("every_n_steps", True), ("traps_every", True), ("layers", [1, -2]), ("mp_fit", "yes"),
     ("base", "final"), ("distributed", "yes"), ("wait", "sometimes"), ("every_n_epochs", 1.5),
+    ("min_evals_for_trust", -1), ("min_evals_for_trust", None), ("min_evals_for_trust", "50"),
 ]
 
 
@@ -112,7 +113,8 @@ def test_every_host_takes_every_shared_option_with_its_default(module, cls, tmp_
                "mp_fit": True, "fix_fingers": "clip_xmax", "analysis_device": "cpu",
                "keep_spectra": False, "seed": 5, "adapters": "both", "tied": "each",
                "base": "initial", "blas_threads": 2, "max_duty": 0.5, "strict": True,
-               "distributed": False, "layers": [0, 1], "esd_every": 2, "analysis_in": "thread"}
+               "distributed": False, "layers": [0, 1], "esd_every": 2, "analysis_in": "thread",
+               "min_evals_for_trust": 20}
     assert set(changed) == set(BY_NAME)
     other = host_class(log_dir=str(tmp_path / "changed"), **changed)
     assert other.options.as_dict() == changed

@@ -22,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from tests.events import read_events  # noqa: E402
 from ww_callbacks.faults import WatcherWarning  # noqa: E402
+from ww_callbacks.figures import DPI, ESD_SIZE  # noqa: E402
 from ww_callbacks.integrations.tensorboard import (  # noqa: E402
     EventWriter,
     TensorBoardSink,
@@ -94,7 +95,8 @@ def test_scalars_histograms_images_layout(tmp_path):
         images = acc.Images(f"ww_esd_plot/{layer}")
         assert [im.step for im in images] == [10, 30]
         assert images[0].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (images[0].width, images[0].height) == (760, 440)
+        assert (images[0].width, images[0].height) == (round(ESD_SIZE[0] * DPI),
+                                                       round(ESD_SIZE[1] * DPI))
 
     # the custom-scalars layout: a string tensor holding a serialized Layout proto, written once
     assert LAYOUT_TAG in tags["tensors"]
@@ -209,7 +211,8 @@ def test_esd_figure_normal_and_degenerate():
         fig = esd_figure(ev, alpha, xmin, xmax, title="layer")
         assert isinstance(fig, Figure)
         image = figure_to_rgb(fig)
-        assert image.dtype == np.uint8 and image.shape == (288, 400, 3)
+        assert image.dtype == np.uint8 and image.shape == (round(ESD_SIZE[1] * DPI),
+                                                           round(ESD_SIZE[0] * DPI), 3)
 
 
 def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):

@@ -27,6 +27,19 @@ BAND_COLOURS: dict[str, str] = {
 #: Colour of a correlation-trap marker (Okabe-Ito reddish purple).
 TRAP_COLOUR = "#CC79A7"
 
+#: The continuous alpha colour scale of the heatmaps, in the figures and the browser views alike
+#: (``ww_callbacks/views/heatmap.js`` holds the same stops; ``tests/test_figures.py`` checks
+#: that they agree): (alpha, RGB) stops from dark red at 1 through the over-trained reds to 2,
+#: greens over the well-trained 2-6, blues above 6. Alphas outside :data:`ALPHA_SCALE_RANGE`
+#: take the end colours; a drift from 4.1 to 2.45 changes colour, not only a crossing of 2.
+ALPHA_SCALE: tuple[tuple[float, tuple[int, int, int]], ...] = (
+    (1.0, (103, 0, 31)), (2.0, (214, 96, 77)), (2.6, (244, 165, 130)), (3.5, (166, 219, 160)),
+    (4.5, (90, 174, 97)), (6.0, (27, 120, 55)), (7.0, (67, 147, 195)), (8.0, (33, 102, 172)),
+)
+ALPHA_SCALE_RANGE = (ALPHA_SCALE[0][0], ALPHA_SCALE[-1][0])
+#: Colour of a heatmap cell without a fit (the views' ``NO_FIT``).
+NO_FIT_CELL = "#d9d9d9"
+
 #: Fits resting on fewer eigenvalues than this get a caveat in every picture (WeightWatcher's
 #: own warning for small fits starts below 50 tail eigenvalues in its notebooks' advice).
 FEW_EIGENVALUES = 50
@@ -48,5 +61,6 @@ def band_colour(alpha: float | None) -> str:
     return BAND_COLOURS[band(alpha)]
 
 
-__all__ = ["BAND_COLOURS", "FEW_EIGENVALUES", "NO_FIT", "OVER", "OVER_TRAINED_ALPHA",
-           "TRAP_COLOUR", "UNDER", "UNDER_TRAINED_ALPHA", "WELL", "band", "band_colour"]
+__all__ = ["ALPHA_SCALE", "ALPHA_SCALE_RANGE", "BAND_COLOURS", "FEW_EIGENVALUES", "NO_FIT",
+           "NO_FIT_CELL", "OVER", "OVER_TRAINED_ALPHA", "TRAP_COLOUR", "UNDER",
+           "UNDER_TRAINED_ALPHA", "WELL", "band", "band_colour"]

@@ -4,7 +4,10 @@ A :class:`Dashboard` follows the analyses a sink receives, in order, and says fo
 (:meth:`Dashboard.update`):
 
 - the **alerts**: a correlation trap appeared in a layer, a layer crossed alpha 2 or 6, NaN/Inf
-  appeared in a layer's weights (named layers, the step);
+  appeared in a layer's weights (named layers, the step); alphas are written with as many
+  decimals as it takes for the two to differ (never "alpha 2.00 -> 2.00"), and a low-evidence
+  layer (fewer eigenvalues than the result's ``min_evals_for_trust``) says on how many
+  eigenvalues its fit rests;
 - whether the **model-level figures** are due (heatmap, correlation flow, histogram) and **which
   layers' ESDs** to draw: every ``images_every``-th analysis (the lowest alphas first, failed fits
   last, at most ``max_images``), plus, at any analysis, the layers that gained a trap or left the
@@ -87,6 +90,37 @@ def _names(names: list[str], quote: Callable[[str], str] = str) -> str:
     return ", ".join(quote(n or "root") for n in names)
 
 
+def two_alphas(old: float, new: float) -> tuple[str, str]:
+    """``old`` and ``new`` with the fewest decimals (at least 2) that tell them apart: a band
+    crossing from 2.0000 to 1.9996 reads "2.0000 -> 1.9996", not "2.00 -> 2.00"."""
+    for digits in range(2, 16):
+        a, b = f"{old:.{digits}f}", f"{new:.{digits}f}"
+        if a != b:
+            return a, b
+    return repr(float(old)), repr(float(new))
+
+
+def _num_evals(row: dict) -> int | None:
+    try:
+        value = float(row.get("num_evals"))
+    except (TypeError, ValueError):
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def low_evidence_layers(rows: list[dict], min_evals_for_trust: int | None) -> dict[str, int]:
+    """longname -> number of eigenvalues of the rows with fewer than ``min_evals_for_trust``
+    (none when it is None or 0)."""
+    if not min_evals_for_trust:
+        return {}
+    out = {}
+    for row in rows:
+        n = _num_evals(row)
+        if n is not None and n < min_evals_for_trust:
+            out[row["longname"]] = n
+    return out
+
+
 class Dashboard:
     """Follows the analyses of one run for a sink: alerts, plotting cadence, heatmap data.
 
@@ -103,6 +137,8 @@ class Dashboard:
         self.steps: list[int] = []
         self._alphas: list[dict[str, float]] = []
         self._trap_counts: list[dict[str, int]] = []
+        #: Low-evidence layers seen (longname -> eigenvalues), for the heatmap's labels.
+        self.low_evidence: dict[str, int] = {}
         self.first: AnalysisResult | None = None
         self.last: AnalysisResult | None = None
         self.last_drawn_step: int | None = None
@@ -122,10 +158,12 @@ class Dashboard:
         traps = {r["longname"]: _traps(r) for r in rows}
         previous = (self._alphas[-1], self._trap_counts[-1]) if self._alphas else None
         frame = Frame(int(result.step))
-        frame.alerts = self._alerts(result.step, rows, alphas, traps, previous)
+        low = low_evidence_layers(rows, result.min_evals_for_trust)
+        self.low_evidence.update(low)
+        frame.alerts = self._alerts(result.step, rows, alphas, traps, previous, low)
         if frame.alerts:  # names are data: escaped for markdown, the alert's own words are not
             frame.alerts_markdown = self._alerts(result.step, rows, alphas, traps, previous,
-                                                 quote=markdown)
+                                                 low, quote=markdown)
         changed = self._changed(alphas, traps, previous)
         for name in alphas:
             if name not in self.layers:
@@ -191,15 +229,16 @@ class Dashboard:
 
     @staticmethod
     def _alerts(step: int, rows: list[dict], alphas: dict[str, float], traps: dict[str, int],
-                previous: tuple[dict, dict] | None, quote: Callable[[str], str] = str
-                ) -> list[str]:
+                previous: tuple[dict, dict] | None, low: dict[str, int],
+                quote: Callable[[str], str] = str) -> list[str]:
         alerts = []
         nonfinite = [r["longname"] for r in rows if NONFINITE_WARNING in str(r.get("warning"))]
         if nonfinite:
             alerts.append(f"step {step}: NaN/Inf in the weights of {_names(nonfinite, quote)}")
         old_alphas, old_traps = previous if previous is not None else ({}, {})
-        new_traps = [f"{quote(n or 'root')} ({k})" for n, k in traps.items()
-                     if k > old_traps.get(n, 0)]
+        new_traps = [f"{quote(n or 'root')} ({k}"
+                     + (f", on {low[n]} eigenvalues" if n in low else "") + ")"
+                     for n, k in traps.items() if k > old_traps.get(n, 0)]
         if new_traps:
             alerts.append(f"step {step}: correlation trap{'s' if len(new_traps) > 1 else ''} "
                           f"appeared in {', '.join(new_traps)}")
@@ -208,15 +247,18 @@ class Dashboard:
                 old = old_alphas.get(name, math.nan)
                 before, now = band(old), band(alpha)
                 if before != now and NO_FIT not in (before, now):
+                    was, becomes = two_alphas(old, alpha)
+                    evidence = f", fit on {low[name]} eigenvalues" if name in low else ""
                     alerts.append(f"step {step}: {quote(name or 'root')} crossed into {now} "
-                                  f"(alpha {old:.2f} -> {alpha:.2f})")
+                                  f"(alpha {was} -> {becomes}{evidence})")
         return alerts
 
     # ------------------------------------------------------------------ pictures
 
     def heatmap(self, until_step: int | None = None
                 ) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
-        """Layers, steps, alphas and traps of every analysis seen (up to ``until_step``)."""
+        """Layers, steps, alphas and trap counts of every analysis seen (up to
+        ``until_step``)."""
         with self._lock:
             keep = [i for i, step in enumerate(self.steps)
                     if until_step is None or step <= until_step]
@@ -224,8 +266,8 @@ class Dashboard:
             columns = [(self._alphas[i], self._trap_counts[i]) for i in keep]
         alphas = np.array([[a.get(n, math.nan) for a, _ in columns] for n in layers],
                           dtype=np.float64).reshape(len(layers), len(steps))
-        traps = np.array([[t.get(n, 0) > 0 for _, t in columns] for n in layers],
-                         dtype=bool).reshape(len(layers), len(steps))
+        traps = np.array([[t.get(n, 0) for _, t in columns] for n in layers],
+                         dtype=np.int64).reshape(len(layers), len(steps))
         return layers, steps, alphas, traps
 
     def render(self, result: AnalysisResult, frame: Frame) -> dict[str, np.ndarray]:
@@ -235,12 +277,15 @@ class Dashboard:
         images: dict[str, Any] = {}
         if frame.summary and result.details is not None and not result.details.empty:
             first = self.first if self.first is not None and self.first is not result else None
-            images[ALPHA_HEATMAP] = figures.figure_to_rgb(
-                figures.alpha_heatmap_figure(*self.heatmap(int(result.step))))
+            with self._lock:
+                low = dict(self.low_evidence)
+            images[ALPHA_HEATMAP] = figures.figure_to_rgb(figures.alpha_heatmap_figure(
+                *self.heatmap(int(result.step)), low_evidence=low))
             images[CORRELATION_FLOW] = figures.figure_to_rgb(figures.correlation_flow_figure(
                 result.details, step=result.step,
                 first=None if first is None else first.details,
-                first_step=None if first is None else first.step))
+                first_step=None if first is None else first.step,
+                min_evals_for_trust=result.min_evals_for_trust))
             images[ALPHA_HISTOGRAM] = figures.figure_to_rgb(
                 figures.alpha_histogram_figure(result.details, step=result.step))
         if frame.esd_layers:
@@ -254,4 +299,4 @@ class Dashboard:
         return images
 
 
-__all__ = ["Dashboard", "Frame", "NONFINITE_WARNING"]
+__all__ = ["Dashboard", "Frame", "NONFINITE_WARNING", "low_evidence_layers", "two_alphas"]

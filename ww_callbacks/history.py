@@ -52,10 +52,11 @@ def _plain(value: Any) -> Any:
 
 
 def result_record(result: AnalysisResult) -> dict:
-    """The JSON-ready record of one analysis."""
+    """The JSON-ready record of one analysis (``min_evals_for_trust``: the threshold below
+    which a layer's ``num_evals`` made it low evidence, when the result says)."""
     layers = [{k: _plain(v) for k, v in row.items()}
               for row in result.details.to_dict(orient="records")]
-    return {
+    record = {
         "format": 1,  # bumped on incompatible changes; readers refuse newer (report.py)
         "step": int(result.step),
         "epoch": None if result.epoch is None else int(result.epoch),
@@ -63,8 +64,11 @@ def result_record(result: AnalysisResult) -> dict:
         "duration_s": float(result.duration_s),
         "randomized": bool(result.randomized),
         "summary": {k: _plain(v) for k, v in result.summary.items()},
-        "layers": layers,
     }
+    if result.min_evals_for_trust is not None:  # the views mark layers with fewer num_evals
+        record["min_evals_for_trust"] = int(result.min_evals_for_trust)
+    record["layers"] = layers
+    return record
 
 
 def new_writer_id() -> dict:

@@ -34,7 +34,7 @@ MAX_PROBLEMS = 20
 #: Steps are TensorBoard's int64 steps.
 MAX_STEP = 2**63 - 1
 
-_NUMBER_FIELDS = ("wall_time", "duration_s")
+_NUMBER_FIELDS = ("wall_time", "duration_s", "min_evals_for_trust")
 _LAYER_NUMBERS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "N", "M",
                   "num_evals", "num_traps", "rand_num_spikes", "layer_id", "xmin", "xmax", "D",
                   "sigma", "stable_rank", "mp_softrank", "spectral_norm", "num_spikes")

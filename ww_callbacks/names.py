@@ -9,8 +9,11 @@ mathtext (``$\\frac$`` kills the figure) or be 300 characters long.
   paragraph separators) written as ``\\xNN`` / ``\\uNNNN``; the rest unchanged.
 - :func:`markdown`: :func:`terminal`, then every markdown and HTML special character
   backslash-escaped (TensorBoard's Text tab renders markdown: no image, link or tag survives).
-- :func:`figure`: plain text for matplotlib (``$`` escaped, so no mathtext), shortened in the
-  middle to ``width`` characters.
+- :func:`figure`: plain text for matplotlib (``$`` escaped, so no mathtext), shortened to
+  ``width`` characters by :func:`shorten_name`.
+- :func:`shorten_name`: a dotted layer name shortened so that its end (the layer's role) and its
+  block number stay: ``bert.encoder.layer.11.attention.output.dense`` in 24 characters is
+  ``…layer.11…output.dense``, not ``bert.encode…utput.dense`` (which two blocks share).
 - :func:`file_stem`: a file name part made of ``[A-Za-z0-9._-]``, at most 80 characters, and
   unique among the names already used (a short hash of the full name when needed).
 """
@@ -18,6 +21,7 @@ mathtext (``$\\frac$`` kills the figure) or be 300 characters long.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 
 #: Characters escaped for a terminal besides the categories Cc and Cf.
@@ -58,12 +62,64 @@ def shorten_middle(text: str, width: int) -> str:
     return text[:head] + "…" + text[len(text) - (keep - head):]
 
 
+_PART_SEPARATOR = re.compile(r"([./])")
+
+
+def _joined(parts: list[str], seps: list[str], kept: set[int]) -> str:
+    """The kept parts in order: neighbours joined by their separator, a run of dropped parts
+    replaced by ``…``."""
+    out = ""
+    for i, part in enumerate(parts):
+        if i not in kept:
+            continue
+        if i == 0:
+            out = part
+        elif i - 1 in kept:
+            out += seps[i - 1] + part
+        else:
+            out += "…" + part
+    return out
+
+
+def shorten_name(text: str, width: int) -> str:
+    """A layer name cut to at most ``width`` characters by dropping whole parts (between ``.``
+    or ``/``), each dropped run shown as ``…``. Kept first: the last part (the layer's role);
+    then the last all-digit part (the block number) with the part before it (``layer.11``,
+    ``h.3``; else the last part ending in a digit, ``block_1``); then the parts after the
+    block from the end backwards; then those before it from the start. Names without parts,
+    or whose last part alone is too long, are cut in the middle (:func:`shorten_middle`)."""
+    if width < 3 or len(text) <= width:
+        return shorten_middle(text, width)
+    tokens = _PART_SEPARATOR.split(text)
+    parts, seps = tokens[0::2], tokens[1::2]
+    last = len(parts) - 1
+    if last == 0:
+        return shorten_middle(text, width)
+    numbered = [i for i in range(last) if parts[i].isdigit()]  # torch: layer.11, h.3
+    labelled = [i for i in range(last) if parts[i][-1:].isdigit()]  # Keras: block_1, h_3
+    order = [last]
+    if numbered or labelled:
+        block = numbered[-1] if numbered else labelled[-1]
+        order += [block, block - 1] if numbered and block > 0 else [block]
+        order += [i for i in range(last - 1, block, -1)] + list(range(block))
+    else:
+        order += [0] + list(range(last - 1, 0, -1))
+    kept: set[int] = set()
+    for i in dict.fromkeys(order):  # (in order, once each)
+        if len(_joined(parts, seps, kept | {i})) <= width:
+            kept.add(i)
+        elif i == last:
+            return shorten_middle(text, width)
+    return _joined(parts, seps, kept)
+
+
 def figure(text: object, width: int | None = None) -> str:
-    """``text`` as a plain matplotlib label: control characters escaped, shortened in the
-    middle to ``width``, ``$`` escaped so mathtext never parses it."""
+    """``text`` as a plain matplotlib label: control characters escaped, shortened to ``width``
+    (:func:`shorten_name`: the end and the block number stay), ``$`` escaped so mathtext never
+    parses it."""
     plain = terminal(text)
     if width is not None:
-        plain = shorten_middle(plain, width)
+        plain = shorten_name(plain, width)
     return plain.replace("$", "\\$")
 
 
@@ -86,4 +142,5 @@ def file_stem(name: object, used: set[str] | None = None) -> str:
     return safe
 
 
-__all__ = ["FILE_STEM_MAX", "figure", "file_stem", "markdown", "shorten_middle", "terminal"]
+__all__ = ["FILE_STEM_MAX", "figure", "file_stem", "markdown", "shorten_middle", "shorten_name",
+           "terminal"]

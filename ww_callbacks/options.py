@@ -32,6 +32,11 @@ from .layers.tied import TIED_VALUES
 MIN_EVALS = 8
 MAX_EVALS = 15000
 MAX_N = 50000
+#: A layer whose spectrum has fewer eigenvalues than this (``num_evals``) is "low evidence": its
+#: fit and trap count rest on too few values to move the model-level ``ww/`` means (see
+#: :func:`ww_callbacks.scalars.model_summary`). 50 is where WeightWatcher's own advice starts to
+#: trust a fit (:data:`ww_callbacks.bands.FEW_EIGENVALUES`, there for the tail).
+MIN_EVALS_FOR_TRUST = 50
 
 #: When training waits for an analysis: ``"never"`` (a snapshot that finds the previous one still
 #: pending replaces it, counted in ``ww/snapshots_dropped``), ``"epoch"`` (an epoch's snapshot
@@ -218,6 +223,11 @@ OPTIONS: tuple[Option, ...] = (
            "largest larger dimension of an analysed layer (None: no limit); a larger layer "
            "(a big vocabulary's embedding) is not analysed: one warning names it, and "
            "`skipped` lists it as 'N X > max_N 50000'"),
+    Option("min_evals_for_trust", MIN_EVALS_FOR_TRUST, "int >= 0", int_at_least(0),
+           "a layer with fewer eigenvalues (`num_evals`) is low evidence: left out of the `ww/` "
+           "means (unless every layer is) and counted in `ww/layers_low_evidence`; the means "
+           "over every layer, as WeightWatcher 0.7.7's summary, are `ww/all/...` (0: every "
+           "layer in the `ww/` means, as before)"),
     Option("mp_fit", False, "bool", boolean, "also fit the Marchenko-Pastur bulk"),
     Option("fix_fingers", None, "None | 'clip_xmax'", one_of(*FIX_FINGERS),
            "refit without the largest eigenvalues ('fingers') as WeightWatcher does"),
@@ -286,6 +296,7 @@ class WatchOptions:
     min_evals: int | None = MIN_EVALS
     max_evals: int | None = MAX_EVALS
     max_N: int | None = MAX_N
+    min_evals_for_trust: int = MIN_EVALS_FOR_TRUST
     mp_fit: bool = False
     fix_fingers: str | None = None
     analysis_device: Any = "auto"

@@ -78,9 +78,10 @@ def analyse(request: Any) -> tuple:
     finally:
         attached.close()
     spectra = details.attrs.pop("spectra", {})
-    result = AnalysisResult(request.step, request.epoch, details, model_summary(details),
+    trust = request.min_evals_for_trust
+    result = AnalysisResult(request.step, request.epoch, details, model_summary(details, trust),
                             request.wall_time, time.perf_counter() - start, request.randomize,
-                            spectra)
+                            spectra, min_evals_for_trust=trust)
     return ("ok", result, time.process_time() - cpu)
 
 

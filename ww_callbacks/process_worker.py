@@ -49,6 +49,7 @@ from typing import Any
 from .analysis import AnalysisCancelled
 from .faults import WatcherWarning
 from .layers import LayerWeights
+from .options import MIN_EVALS_FOR_TRUST
 from .results import AnalysisResult, Snapshot
 from .shared_arrays import SharedLayout
 from .worker import BackgroundWorker
@@ -84,6 +85,8 @@ class AnalysisRequest:
     skipped: list = field(default_factory=list)
     options: dict = field(default_factory=dict)
     blas_threads: int | None = 1
+    #: The summary's threshold (:func:`~ww_callbacks.scalars.model_summary`).
+    min_evals_for_trust: int = MIN_EVALS_FOR_TRUST
 
 
 def _package_parent() -> str:
@@ -394,7 +397,8 @@ class ProcessWorker(BackgroundWorker):
                                   snapshot.wall_time,
                                   [replace(layer, weight=None) for layer in snapshot.layers],
                                   shared, options.pop("skipped", []), options,
-                                  self._blas_threads)
+                                  self._blas_threads,
+                                  options.pop("min_evals_for_trust", MIN_EVALS_FOR_TRUST))
         child = self._ensure_child()
         if child is None:
             if not self.in_thread:

@@ -65,6 +65,10 @@ class AnalysisResult:
     #: set by the session when its ESD schedule (``esd_every``) stores them (the history's
     #: sidecar holds the same); empty for the analyses it skips. What the sinks show as ESDs.
     esd: dict[str, dict] = field(default_factory=dict, repr=False)
+    #: The ``min_evals_for_trust`` the summary was made with (layers with fewer eigenvalues are
+    #: low evidence: out of the means, marked in alerts and views); None: not known (a result
+    #: made by hand), nothing is marked.
+    min_evals_for_trust: int | None = None
 
     def __post_init__(self) -> None:
         # analyze_layers(keep_spectra=True) leaves them in the table's attrs; they move here so

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import columns_for
+from ..options import MIN_EVALS_FOR_TRUST
 from ..results import AnalysisResult, Snapshot
 from ..scalars import model_summary
 from .analyze import analyze_owned, merge_rows
@@ -62,12 +63,14 @@ class DistributedSnapshots:
     :func:`ww_callbacks.analyze` (replicated weights only); ``base``: an
     :class:`~ww_callbacks.session.host_copies.InitialBase` (``WatchSession(base="initial")``:
     each rank keeps its owned layers' first weights); ``timeout``: seconds a rank waits for the
-    others at a snapshot or exchange before raising."""
+    others at a snapshot or exchange before raising; ``min_evals_for_trust``: the merged
+    summary's threshold (:func:`~ww_callbacks.scalars.model_summary`)."""
 
     uses_cuda = False  # copies are synchronous (collectives on the training thread)
 
     def __init__(self, model: Any, select: dict, analysis: dict, *, device: Any = "cpu",
-                 timeout: float | None = None, adapters: str = "effective", base: Any = None):
+                 timeout: float | None = None, adapters: str = "effective", base: Any = None,
+                 min_evals_for_trust: int = MIN_EVALS_FOR_TRUST):
         self.rank, self.world_size = rank_and_size()
         self.sharded = watched_layers(model, select.get("layers"), adapters=adapters,
                                       min_evals=select.get("min_evals", 8),
@@ -76,6 +79,7 @@ class DistributedSnapshots:
         self.base = base
         self.layers = self.sharded.layers
         self.analysis = dict(analysis)
+        self.min_evals_for_trust = min_evals_for_trust
         self.device = device
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -184,9 +188,10 @@ class DistributedSnapshots:
         spectra: dict[str, np.ndarray] = {}
         for part in parts:
             spectra.update(part.spectra)
-        return AnalysisResult(first.step, first.epoch, details, model_summary(details),
+        trust = self.min_evals_for_trust
+        return AnalysisResult(first.step, first.epoch, details, model_summary(details, trust),
                               first.wall_time, max(p.duration_s for p in parts),
-                              first.randomized, spectra)
+                              first.randomized, spectra, min_evals_for_trust=trust)
 
     def close(self) -> None:
         """Forget what is left."""

@@ -19,6 +19,7 @@ from ..faults import WatcherWarning
 from ..layers import LayerWeights, extract_layers, select_layers
 from ..layers.tied import check_tied
 from ..matrices import to_numpy
+from ..options import MIN_EVALS_FOR_TRUST
 from ..results import Snapshot
 from ..shared_arrays import SegmentPool, shareable
 from ..snapshot import Snapshotter
@@ -55,13 +56,16 @@ class HostCopies:
     ``device`` is resolved here from ``analysis_device`` and the model; ``base``: an
     :class:`InitialBase` or None; ``distributed``: as the session's;
     ``adapters`` and ``tied``: as for :func:`~ww_callbacks.layers.extract_layers`;
-    ``analysis_in``: ``"thread"``, ``"process"`` or ``"auto"`` (see :meth:`in_process`)."""
+    ``analysis_in``: ``"thread"``, ``"process"`` or ``"auto"`` (see :meth:`in_process`);
+    ``min_evals_for_trust``: what each analysis' summary leaves out of its means
+    (:func:`~ww_callbacks.scalars.model_summary`), wherever the analysis runs."""
 
     def __init__(self, select: dict[str, Any], analysis: dict[str, Any], *, adapters: str,
                  tied: str, base: Any, distributed: bool | None, analysis_device: Any,
-                 analysis_in: str):
+                 analysis_in: str, min_evals_for_trust: int = MIN_EVALS_FOR_TRUST):
         self.select = select
         self.analysis = analysis
+        self.min_evals_for_trust = min_evals_for_trust
         self.adapters = adapters
         self.tied = check_tied(tied)
         self.base = base
@@ -90,8 +94,9 @@ class HostCopies:
             if collective_snapshots(model, self.distributed):
                 from ..distributed.snapshots import DistributedSnapshots
 
-                self.collective = DistributedSnapshots(model, self.select, self.analysis,
-                                                       adapters=self.adapters, base=self.base)
+                self.collective = DistributedSnapshots(
+                    model, self.select, self.analysis, adapters=self.adapters, base=self.base,
+                    min_evals_for_trust=self.min_evals_for_trust)
                 self.snapshotter = self.collective
                 self._model_ref = weakref.ref(model)
                 return self.collective
@@ -142,12 +147,14 @@ class HostCopies:
             and self.analysis["device"] is None
 
     def process_options(self, snapshot: Snapshot) -> dict | None:
-        """``analyze_layers``' options for the analysis process; None: analyse here (a base to
-        subtract, an analysis on a torch device)."""
+        """``analyze_layers``' options for the analysis process, with ``skipped`` and
+        ``min_evals_for_trust`` (the process worker takes those two out); None: analyse here (a
+        base to subtract, an analysis on a torch device)."""
         if self.base is not None or self.analysis["device"] is not None:
             return None
         options = {k: v for k, v in self.analysis.items() if k != "device"}
-        return {**options, "skipped": list(self.skipped), "cancelled": None}
+        return {**options, "skipped": list(self.skipped), "cancelled": None,
+                "min_evals_for_trust": self.min_evals_for_trust}
 
     def _shared_for(self, snapshotter: Snapshotter) -> Snapshotter:
         """Let ``snapshotter`` write into shared memory when the analysis runs in a process."""

@@ -37,7 +37,15 @@ from ..cadence import Cadence
 from ..esd import ESD_EVERY, EsdSchedule
 from ..faults import LOG, FaultReporter, WatcherWarning
 from ..history import HistoryWriter
-from ..options import MAX_EVALS, MAX_N, MIN_EVALS, Wait, check_wait
+from ..options import (
+    MAX_EVALS,
+    MAX_N,
+    MIN_EVALS,
+    MIN_EVALS_FOR_TRUST,
+    Wait,
+    check_option,
+    check_wait,
+)
 from ..policies.base import Policy, Target
 from ..policies.policy_set import PolicySet
 from ..results import AnalysisResult, Snapshot
@@ -89,6 +97,9 @@ class WatchSession(Resumable):
     :func:`ww_callbacks.analyze`;
     ``analysis_device="auto"`` (default): the GPU the model trains on, else the CPU
     (:mod:`ww_callbacks.devices`); ``"cpu"`` keeps the analysis off the GPU.
+    ``min_evals_for_trust`` (default 50): layers with fewer eigenvalues are low evidence, left
+    out of the ``ww/`` means (see :mod:`ww_callbacks.scalars`; 0: every layer, as
+    WeightWatcher's summary).
     ``base="initial"``: analyse ``W - W_initial``, the update since the first snapshot (see
     :class:`~.host_copies.InitialBase`); None: the weights themselves.
     ``keep_spectra`` (default True): keep the eigenvalues for pictures and the stored ESDs;
@@ -120,7 +131,8 @@ class WatchSession(Resumable):
                  seed: int = 0, max_duty: float | str | None = DEFAULT_MAX_DUTY,
                  target: Target | None = None, adapters: str = "effective",
                  base: str | None = None, distributed: bool | None = None, tied: str = "once",
-                 analysis_in: str = DEFAULT_ANALYSIS_IN):
+                 analysis_in: str = DEFAULT_ANALYSIS_IN,
+                 min_evals_for_trust: int = MIN_EVALS_FOR_TRUST):
         self.cadence = cadence if cadence is not None else Cadence()
         self.wait = check_wait(wait)
         if base not in (None, "initial"):
@@ -146,7 +158,8 @@ class WatchSession(Resumable):
             dict(mp_fit=mp_fit, fix_fingers=fix_fingers, device=None, seed=seed,
                  keep_spectra=keep_spectra),
             adapters=adapters, tied=tied, base=InitialBase() if base == "initial" else None,
-            distributed=distributed, analysis_device=analysis_device, analysis_in=analysis_in)
+            distributed=distributed, analysis_device=analysis_device, analysis_in=analysis_in,
+            min_evals_for_trust=check_option("min_evals_for_trust", min_evals_for_trust))
         self.delivery = Delivery(all_sinks, self.policies, strict=strict,
                                  dropped=lambda: self.dropped, esd=EsdSchedule(esd_every))
         self.delivery.set_log_dir(log_dir)
@@ -560,9 +573,11 @@ class WatchSession(Resumable):
                                  progress=False, skipped=self.copier.skipped, base=base,
                                  cancelled=self._cancel.is_set, **self.copier.analysis)
         spectra = details.attrs.pop("spectra", {})
-        result = AnalysisResult(snapshot.step, snapshot.epoch, details, model_summary(details),
-                                snapshot.wall_time, time.perf_counter() - start,
-                                snapshot.randomize, spectra)
+        trust = self.copier.min_evals_for_trust
+        result = AnalysisResult(snapshot.step, snapshot.epoch, details,
+                                model_summary(details, trust), snapshot.wall_time,
+                                time.perf_counter() - start, snapshot.randomize, spectra,
+                                min_evals_for_trust=trust)
         return self.delivery.record(result)
 
     # ------------------------------------------------------------------ shutdown
