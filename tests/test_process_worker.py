@@ -21,7 +21,7 @@ nn = torch.nn
 
 from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import read_records  # noqa: E402
-from ww_callbacks.process_worker import ProcessWorker  # noqa: E402
+from ww_callbacks.process_worker import CHILD_NICE, ProcessWorker  # noqa: E402
 from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -88,7 +88,8 @@ def _close_enough(a, b) -> bool:
 
 def test_same_history_as_the_thread_and_a_child_without_torch(tmp_path):
     """A fixed-seed run gives the same history (to 1e-12) in a child process as in the thread;
-    the child has not imported torch and runs at nice 19; its segments are unlinked at close."""
+    the child has not imported torch and runs at its nice value; its segments are unlinked at
+    close."""
     histories = {}
     for mode in ("thread", "process"):
         model = _mlp(0)
@@ -104,7 +105,7 @@ def test_same_history_as_the_thread_and_a_child_without_torch(tmp_path):
             assert isinstance(worker, ProcessWorker)
             status = worker._child.status()
             assert status["torch"] is False
-            assert status["nice"] == 19
+            assert status["nice"] == CHILD_NICE
             names = watcher._segments.names
             assert names and _segments_left(names) == set(names)
         else:
@@ -269,7 +270,7 @@ def test_copies_bounded_by_analyses_when_the_analysis_is_slower(tmp_path, mode):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="autogroups are Linux's")
 def test_the_child_shares_the_training_process_scheduling_group():
-    """The child's nice 19 only works inside the training process's scheduling group: a child in
+    """The child's nice value only works inside the training process's scheduling group: a child in
     a session of its own gets a kernel autogroup of its own, which takes an equal CPU share
     whatever its nice value (a 26-ms training step took 350-415 ms next to it on the 2-core
     VM). So: the same session (and autogroup) as the parent, a process group of its own (Ctrl-C
@@ -284,6 +285,6 @@ def test_the_child_shares_the_training_process_scheduling_group():
         if os.path.exists(mine):
             with open(mine) as own, open(f"/proc/{child.pid}/autogroup") as its:
                 assert its.read().split()[0] == own.read().split()[0]
-        assert child.status()["nice"] == 19
+        assert child.status()["nice"] == CHILD_NICE
     finally:
         child.stop()

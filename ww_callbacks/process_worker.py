@@ -4,7 +4,7 @@ Why (``bench/interference.py``, bench/RESULTS.md section 11): an analysis in a t
 training process holds the GIL through the fits' Python code and numpy's small calls, and a
 training thread coming back from every torch op (torch releases the GIL in each) waits for it;
 niced, the holder is descheduled while it holds it. A child process shares only the cores, and
-at nice 19 it takes what training leaves idle.
+at nice 10 it takes little of what training uses.
 
 :class:`ProcessWorker` keeps :class:`~ww_callbacks.worker.BackgroundWorker`'s interface and
 behaviour (one pending slot, the kept queue, ``accepts``, ``max_duty`` rests measured in the
@@ -52,10 +52,13 @@ from .layers import LayerWeights
 from .options import MIN_EVALS_FOR_TRUST
 from .results import AnalysisResult, Snapshot
 from .shared_arrays import SharedLayout
-from .worker import BackgroundWorker
+from .worker import THREAD_NICE, BackgroundWorker
 
-#: The child's nice value: the lowest priority, it takes only what training leaves idle.
-CHILD_NICE = 19
+#: The child's nice value, the analysis thread's (``worker.THREAD_NICE``): low, not the lowest.
+#: At nice 19 (weight 15 against training's 1024) a child next to torch's two threads on 2 cores
+#: got ~1.5% of a core: 5 of 8 requested snapshots of a CNN with 7.4-s epochs analysed (ratio
+#: 1.006); at nice 10, 8 of 8 at 1.004 (bench/RESULTS.md section 13, 2026-12-07).
+CHILD_NICE = THREAD_NICE
 #: How long an idle child waits, after its session closed, for another session to use it.
 PARKED_S = 30.0
 #: How often the courier checks for cancellation and a dead child while an analysis runs.

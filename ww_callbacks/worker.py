@@ -101,6 +101,9 @@ class WorkerError:
     traceback: str
 
 
+#: The analysis thread's nice value (per thread, Linux); the child process uses the same.
+THREAD_NICE = 10
+
 class BackgroundWorker:
     """Runs ``analyse(snapshot)`` in one daemon thread, newest snapshot first.
 
@@ -112,7 +115,7 @@ class BackgroundWorker:
 
     def __init__(self, analyse: Callable[[Snapshot], AnalysisResult], *,
                  blas_threads: int | None = 1, name: str = "ww-worker", linger: float = 1.0,
-                 nice: int | None = 10, max_duty: float | None = None):
+                 nice: int | None = THREAD_NICE, max_duty: float | None = None):
         if max_duty is not None and not 0 < max_duty <= 1:
             raise ValueError(f"max_duty must be in (0, 1] or None, not {max_duty!r}")
         self._analyse = analyse
