@@ -189,8 +189,9 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
     pending when the next one comes is dropped (counted in ``ww/snapshots_dropped``; the final
     one is always analysed).
     ``wait="epoch"`` (None, the default: ``"epoch"`` when a callback of the trainer monitors a
-    ``ww/`` key, or when ``policies`` are given, so that they decide on every epoch; else
-    ``"never"``) analyses every epoch's snapshot: taking it waits for the previous analysis,
+    ``ww/`` key, else ``"never"`` as on every other host, policies or not; give
+    ``wait="epoch"`` for policies that must decide on every epoch) analyses every epoch's
+    snapshot: taking it waits for the previous analysis,
     and the epoch end waits for its own, so the monitored value describes the weights of that
     epoch and not an earlier one (``"always"``: every snapshot waits; ``wait_for_epoch`` is the
     old, deprecated name of ``wait="epoch"``). With a validation loop, give ``ModelCheckpoint`` a
@@ -352,7 +353,7 @@ class WeightWatcherCallback(*_CALLBACK_BASES):
         outputs = outputs_for_rank(trainer.is_global_zero, log_dir=log_dir,
                                    sinks=[*sinks, *self.sinks])
         wait = self.wait if self.wait is not None else \
-            "epoch" if monitored or self.policies else "never"
+            "epoch" if monitored else "never"
         self._watcher = WatchSession(cadence=self.cadence, wait=wait,
                                      log_dir=outputs["log_dir"], sinks=outputs["sinks"],
                                      policies=self.policies, distributed=distributed,

@@ -269,7 +269,7 @@ class Watcher:
 
     snapshot = _session_method("snapshot")
     collect = _session_method("collect")
-    wait_for_result = _session_method("wait_for_result")
+    wait_for_result = _session_method("wait_for_result")  # deprecated: wait_idle
     is_new_step = _session_method("is_new_step")
     model_scalars = _session_method("model_scalars")
     set_log_dir = _session_method("set_log_dir")

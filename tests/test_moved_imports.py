@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 _CHECK = textwrap.dedent("""
     import warnings
@@ -52,3 +53,24 @@ def test_old_paths_are_the_same_objects_and_warn_once_per_name():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_one_wait_api_the_old_wait_for_result_warns_once():
+    """``wait_idle`` is the session's one way to wait; ``wait_for_result`` (the first result
+    only) still works and warns once, as moved names do."""
+    from ww_callbacks import _moved
+    from ww_callbacks.session import WatchSession
+
+    _moved._warned_methods.discard("wait_for_result")  # as in a fresh process
+    session = WatchSession(analysis_in="thread")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert session.wait_for_result(timeout=0.1) is False  # nothing asked for
+            session.wait_for_result(timeout=0.1)
+        deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+        assert len(deprecations) == 1  # once per process
+        assert "wait_idle" in str(deprecations[0].message)
+        assert session.wait_idle(1.0)
+    finally:
+        session.close(final=False)

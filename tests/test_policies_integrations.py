@@ -43,7 +43,7 @@ class EpochWeights(L.Callback):
 def test_lightning_early_stopping_logs_reason_and_restores(tmp_path, capsys):
     policy = HTSREarlyStopping("plateau", patience=2, min_delta=100.0, start_step=1,
                                restore_best_weights=True)
-    cb = WeightWatcherCallback(policies=[policy])  # policies: every epoch analysed
+    cb = WeightWatcherCallback(policies=[policy], wait="epoch")  # every epoch analysed
     weights = EpochWeights()
     tb = TensorBoardLogger(tmp_path, name="tb")
     trainer = L.Trainer(**quiet(max_epochs=10, logger=tb, callbacks=[cb, weights]))
@@ -164,7 +164,7 @@ def test_lightning_ddp_restores_the_same_weights_on_every_rank(tmp_path):
 
     policy = HTSREarlyStopping("plateau", patience=2, min_delta=100.0, start_step=1,
                                restore_best_weights=True, verbose=False)
-    cb = WeightWatcherCallback(policies=[policy])
+    cb = WeightWatcherCallback(policies=[policy], wait="epoch")  # every epoch analysed
     sums = WeightSums(str(tmp_path))
     strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo",
                            timeout=timedelta(seconds=60))

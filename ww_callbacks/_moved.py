@@ -29,3 +29,15 @@ def moved_names(old_module: str, homes: Mapping[str, str]) -> Callable[[str], An
         return value
 
     return __getattr__
+
+
+_warned_methods: set[str] = set()
+
+
+def deprecated_method(old: str, new: str) -> None:
+    """Warn once per process (:class:`DeprecationWarning`) that method ``old`` is now ``new``;
+    the caller then does what the old method did."""
+    if old not in _warned_methods:
+        _warned_methods.add(old)
+        warnings.warn(f"ww_callbacks: {old}() is deprecated, use {new}", DeprecationWarning,
+                      stacklevel=3)

@@ -251,7 +251,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("blas_threads", 1, "int >= 1 | None", int_at_least(1, none=True),
            "BLAS threads of the analysis (None: no limit)"),
     Option("analysis_in", "auto", "'auto' | 'process' | 'thread'", one_of(*ANALYSIS_IN),
-           "where the analysis runs: 'process' (a child process at nice 19, snapshots in shared "
+           "where the analysis runs: 'process' (a child process at nice 10, snapshots in shared "
            "memory), 'thread' (a thread of the training process); 'auto': a process when "
            "training and analysis run on the CPU, a thread on a GPU (the environment variable "
            "`WW_CALLBACKS_ANALYSIS_IN` sets what 'auto' means)"),

@@ -92,7 +92,8 @@ def run_case(case: str, out_dir: str, rank: int) -> dict:
                                  restore_best_weights=True)
         policies = [LayerLRBalancer(), stop]
     callback = WeightWatcherCallback(log_dir=os.path.join(out_dir, case), traps_every=0,
-                                     max_duty=None, policies=policies)
+                                     max_duty=None, policies=policies,
+                                     wait="epoch" if policies else None)
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) \
         if case == "model_parallel" else "ddp"
     trainer = L.Trainer(accelerator="cpu", devices=2, max_epochs=4 if policies else 2,

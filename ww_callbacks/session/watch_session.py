@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._moved import deprecated_method
 from ..analysis import analyze_layers
 from ..cadence import Cadence
 from ..esd import ESD_EVERY, EsdSchedule
@@ -387,7 +388,7 @@ class WatchSession(Resumable):
             self.wait_idle()
             self.poll(step)
         elif settle and self.last_result is None:
-            self.wait_for_result(step)
+            self._wait_first_result(step)
         result = self.last_result
         return {"should_stop": stop, "stop_reason": self.stop_reason,
                 "metrics": self.model_scalars(),
@@ -514,10 +515,11 @@ class WatchSession(Resumable):
             time.sleep(0.01)
         return True
 
-    def wait_for_result(self, step: int | None = None, timeout: float = 60.0) -> bool:
-        """Block until at least one analysis has been delivered (e.g. the initial weights' one,
-        before the first epoch's logs); unlike :meth:`wait_idle` it does not wait for the
-        snapshots queued after it. ``step``: as for :meth:`poll`."""
+    def _wait_first_result(self, step: int | None = None, timeout: float = 60.0) -> bool:
+        """Block until at least one analysis has been delivered (the initial weights', before
+        the first epoch's logs: :meth:`decision` with ``settle``); unlike :meth:`wait_idle`, the
+        one public way to wait, it does not wait for the snapshots queued after it. ``step``: as
+        for :meth:`poll`."""
         if self._worker is not None:
             self._worker.skip_rest()
         deadline = time.monotonic() + timeout
@@ -530,6 +532,12 @@ class WatchSession(Resumable):
             time.sleep(0.002)
         self.poll(step)
         return self.last_result is not None
+
+    def wait_for_result(self, step: int | None = None, timeout: float = 60.0) -> bool:
+        """Deprecated: :meth:`decision` with ``settle=True`` waits for the first result, and
+        :meth:`wait_idle` is the way to wait for the analyses asked for so far."""
+        deprecated_method("wait_for_result", "wait_idle() or decision(settle=True)")
+        return self._wait_first_result(step, timeout)
 
     def collect(self) -> list[AnalysisResult]:
         """A distributed session: every rank's finished parts to rank 0 now (a collective: call
