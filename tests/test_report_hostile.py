@@ -180,3 +180,23 @@ def test_folder_walk_follows_no_symlink_and_reads_known_layouts_only(tmp_path):
     assert "val_secret" not in names and "val_acc" in names
     assert data["sources"] == ["ww_history.jsonl", "ww_spectra.jsonl", "metrics.csv",
                                "lightning_logs/version_0/metrics.csv"]
+
+
+def test_page_script_inlines_the_views_a_page_imports():
+    """The report's and compare's one inline script: the view modules the page's glue imports
+    (and theirs) first, in dependency order, then the glue, with no import or export left (a
+    classic script under the CSP of hashes); other import forms are refused."""
+    from ww_callbacks.views import page_script
+
+    script = page_script('import {AlphaTable} from "./table.js";\n'
+                         'import {FlowView} from "./flow.js";\n'
+                         "new FlowView(a, new AlphaTable());\n")
+    heads = re.findall(r"^// ---- (\S+)", script, re.M)
+    assert heads.index("table.js") < heads.index("heatmap.js") < heads.index("flow.js")
+    assert "svg.js" in heads and "run_views.js" not in heads  # only what is imported
+    assert not re.search(r"^\s*(import|export)\b", script, re.M)
+    assert script.endswith("new FlowView(a, new AlphaTable());\n}\n})();\n")
+    for bad in ('import * as v from "./table.js";\n', "export const x = 1;\n",
+                'import {x} from "https://cdn.example/x.js";\n'):
+        with pytest.raises(ValueError):
+            page_script(bad)
