@@ -17,10 +17,13 @@ workspace" (``table_decorators.py``). So the rows are added at every analysis an
 first analysis, then every ``table_every`` analyses, the interval doubling every
 :data:`DOUBLE_EVERY` increments (a run of 3 100 analyses at ``table_every=5`` fits in 100
 increments), earlier whenever the next analysis' rows could overflow an increment, and at the
-end. W&B keeps every increment's rows in the table object (``Table.data``) although only the new
-ones are written again; :meth:`LayerTable.logged` forgets the rows once W&B marked them logged
-(its ``_last_logged_idx``, checked before anything is dropped), so the sink's memory is one
-interval's rows, not the whole run's.
+end. W&B keeps every increment's rows in the table object (``Table.data``, 289 B per row
+measured: 289 MB for 500 layers x 2 000 analyses) although only the new ones are written again;
+:meth:`LayerTable.logged` forgets the rows once W&B marked them logged (its ``_last_logged_idx``,
+checked before anything is dropped), so the sink's memory is one interval's rows, not the whole
+run's. The cost is W&B's own per-row type check in ``Table.add_data``: 0.27-0.45 ms per row
+measured (2 shared cores at load 7; ``bench/wandb_outputs.py``), on the training thread, so
+about 5 ms per analysis of a 16-layer model.
 """
 
 from __future__ import annotations
