@@ -95,7 +95,7 @@ export async function render() {
     if (!run) return;
     if (shown !== run) {  // another run: its own views
       view.textContent = "";
-      run.views = new RunViews(view, run.table);
+      run.views = new RunViews(view, run.table, {defer: true});  // the heatmap painted first
       shown = run;
     } else if (partial) {
       run.views.heatmap.update();
