@@ -178,6 +178,12 @@ def test_report_of_361_analyses_offline_in_chromium(report, tmp_path):
         policies = browser.evaluate("document.querySelector('#views .ww-section-alerts')"
                                     ".innerText")
         assert "learning-rate scale of head" in policies and "alpha below 2" in policies
+        # new traps are alerted once each (against the last analysis that counted traps, not
+        # at every other analysis where traps were not counted)
+        trap_alerts = browser.evaluate(
+            "[...document.querySelectorAll('#views .ww-section-alerts li')]"
+            ".map(e => e.textContent).filter(t => t.includes('correlation trap'))")
+        assert len(trap_alerts) == 3, trap_alerts
         browser.screenshot(_artifacts(tmp_path) / "ww_report_361.png")
         assert not problems(browser.events), problems(browser.events)  # no request, no error
     finally:

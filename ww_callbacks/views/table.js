@@ -60,6 +60,7 @@ export class AlphaTable {
     this.spectra = new Map();  // step -> {layer name: compact ESD}
     this.spectraSteps = [];    // steps of `spectra`, ascending
     this.alerts = [];          // {column, step, row, kind: "band"|"trap", before, after}
+    this.lastTraps = [];       // per row: the traps of the last analysis that counted them
     this.alphaLo = Infinity;   // finite alphas seen: smallest and largest
     this.alphaHi = -Infinity;
     this.statedMinEvals = null;
@@ -115,17 +116,22 @@ export class AlphaTable {
     return added;
   }
 
-  /** Band changes and new traps of column `c` against the column before (new traps also at
-   * the first analysis), appended to `alerts`. */
+  /** Band changes of column `c` against the column before, and new traps against the last
+   * analysis that counted them (traps are counted every `traps_every` analyses: t is null on
+   * the others; new traps also at the first count), appended to `alerts`. */
   _alertsOf(c) {
     const col = this.columns[c];
     const prev = c > 0 ? this.columns[c - 1] : null;
     const rows = this.layers.length;
     for (let r = 0; r < rows; r++) {
       const traps = col.t[r];
-      const before = prev ? (prev.t[r] ?? 0) : 0;
-      if (isCount(traps) && traps > before) {
-        this.alerts.push({column: c, step: col.step, row: r, kind: "trap", before, after: traps});
+      if (isCount(traps)) {
+        const before = this.lastTraps[r] ?? 0;
+        if (traps > before) {
+          this.alerts.push({column: c, step: col.step, row: r, kind: "trap", before,
+                            after: traps});
+        }
+        this.lastTraps[r] = traps;
       }
       if (!prev) continue;
       const a0 = prev.a[r];
