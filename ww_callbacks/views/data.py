@@ -2,7 +2,7 @@
 (its ``records`` and ``spectra`` routes) and the HTML report (one inline blob). Framework-free:
 the report imports it without TensorBoard.
 
-The slim form of history lines (``slim_records``, fed to ``AlphaTable`` in ``heatmap.js``):
+The slim form of history lines (``slim_records``, fed to ``AlphaTable`` in ``table.js``):
 ``layers`` (names in order of first appearance) and per analysis ``step``, ``epoch`` and, aligned
 with ``layers``, ``a`` (alpha; None for no fit or absent), ``t`` (traps; None where traps were not
 counted) and ``n`` (eigenvalues); the policies' ``actions`` lines as they are (without their
