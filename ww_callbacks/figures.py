@@ -183,7 +183,7 @@ def esd_figure(evals: Any, alpha: float, xmin: float, xmax: float, title: str = 
     height = figsize[1]
     # fixed margins (a layout engine would triple the rendering time), in inches: the title
     # above, the x label and a legend of up to 4 rows below
-    bottom, top = 1.75 / height, 1 - 0.42 / height
+    bottom, top = 1.5 / height, 1 - 0.42 / height
     ax = fig.add_axes((0.12, bottom, 0.84, top - bottom))
     _title(fig, title)
     ax.set_xlabel("log10 eigenvalue λ", fontsize=FONT, labelpad=2)
