@@ -41,7 +41,7 @@ from werkzeug import wrappers
 from ww_callbacks.esd import SPECTRA_FILE
 from ww_callbacks.history import HISTORY_FILE
 from ww_callbacks.views import ASSET_FILES, asset
-from ww_callbacks.views.data import slim_records, spectra_record
+from ww_callbacks.views.data import finite, slim_records, spectra_record
 
 PLUGIN_NAME = "htsr"
 #: deepest folder level below the logdir searched for histories
@@ -132,23 +132,12 @@ def read_after(path: Path, offset: int, *, max_bytes: int = CHUNK_BYTES) -> dict
         os.close(fd)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (plain JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _encode(body: dict) -> str:
     """The JSON of an answer (NaN and infinities of a hand-made file as null)."""
     try:
         return json.dumps(body, allow_nan=False, separators=(",", ":"))
     except ValueError:  # JSON.parse would refuse NaN
-        return json.dumps(_finite(body), separators=(",", ":"))
+        return json.dumps(finite(body), separators=(",", ":"))
 
 
 class HtsrPlugin(base_plugin.TBPlugin):

@@ -436,6 +436,19 @@ def test_spectra_and_policy_actions_from_the_history_files(tmp_path):
     assert data["spectra"]["note"].startswith("No ESD stored")
 
 
+def test_nan_in_actions_and_stored_spectra_is_null_on_the_page(tmp_path):
+    """The history's writer keeps NaN and infinities (JSON's NaN/Infinity); the page's data is
+    plain JSON (null), not a crash of the report."""
+    writer = _history(tmp_path, [4.0, 3.0])
+    writer.append_actions(10, {"lr_scale": {"l0": float("nan")}, "stop_reason": None})
+    writer.append_spectra(10, {"l0": {"counts": [1, 2], "alpha": float("inf"),
+                                      "log10_lo": 0.0, "log10_hi": 1.0}})
+    writer.close()
+    data = page_data(ww_callbacks.write_report(tmp_path, tmp_path / "r.html"))
+    assert data["table"]["actions"][0]["lr_scale"] == {"l0": None}
+    assert data["spectra"]["records"][0]["layers"]["l0"]["alpha"] is None
+
+
 @pytest.mark.slow
 def test_report_of_a_real_lightning_run_with_csv_metrics(tmp_path):
     """A real Lightning fit with its CSVLogger and the WeightWatcher callback: the report finds

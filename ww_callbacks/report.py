@@ -61,7 +61,7 @@ from .powerlaw import OVER_TRAINED_ALPHA, UNDER_TRAINED_ALPHA
 from .run_folder import MAX_ENTRIES, MAX_METRICS_CSV, RunFiles, run_files
 from .views import asset as views_asset
 from .views import page_script
-from .views.data import slim_form, spectra_record
+from .views.data import finite, slim_form, spectra_record
 
 DEFAULT_REPORT = "ww_report.html"
 #: Most stored layer ESDs put on the page (about 600 B each: the page stays small); beyond
@@ -457,6 +457,7 @@ EVENTS_GLOB = "events.out.tfevents.*"
 
 def report_page(data: dict) -> str:
     """The HTML page drawing ``data`` (:func:`report_data`)."""
+    data = finite(data)  # NaN in a hand-made actions or sidecar line: null, not a crash
     return build_page("report.html", title=data["title"],
                       css=views_asset("views.css").decode("utf-8") + asset("report.css"),
                       data=data, js=page_script(asset(PAGE_SCRIPT)))

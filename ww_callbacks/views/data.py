@@ -95,6 +95,18 @@ def slim_records(lines: Iterable[str]) -> dict:
     return {**slim_form(records, actions), "skipped": skipped}
 
 
+def finite(value: Any) -> Any:
+    """``value`` (JSON-ready: dicts, lists, scalars) with NaN and infinities as None: what a
+    browser's JSON.parse reads (a hand-made or damaged history may hold them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
 def spectra_record(value: Any) -> dict | None:
     """One sidecar line (parsed) as the views take it, ``{"step", "layers"}``, or None when it
     is not a stored-ESD line."""
@@ -103,4 +115,4 @@ def spectra_record(value: Any) -> dict | None:
     return None
 
 
-__all__ = ["slim_form", "slim_records", "spectra_record"]
+__all__ = ["finite", "slim_form", "slim_records", "spectra_record"]
