@@ -112,8 +112,8 @@ def chromium_paint(logdir: Path, run: str, expect: int, append) -> dict:
         out = {"first": None, "full": None, "views": None, "refresh": None}
         probe = ("(() => { const c = document.querySelector('canvas.ww-heatmap-canvas');"
                  " const f = document.querySelector('svg.ww-flow-svg');"
-                 " return JSON.stringify(c ? [Number(c.dataset.columns), f.dataset.step]"
-                 " : [0, '']); })()")
+                 " return JSON.stringify([c ? Number(c.dataset.columns) : 0,"
+                 " f ? f.dataset.step : '']); })()")
 
         def state() -> tuple[int, str]:
             columns, step = json.loads(browser.call(
