@@ -152,3 +152,20 @@ def test_alerts_show_digits_that_differ_and_say_when_evidence_is_low():
     quiet.update(_result(0, [{**tiny, "alpha": 3.0}], trust=None))
     frame = quiet.update(_result(1, [{**tiny, "alpha": 1.5}], trust=None))
     assert frame.alerts == ["step 1: head crossed into over-trained (alpha 3.00 -> 1.50)"]
+
+
+def test_a_trap_is_announced_once_when_only_every_other_analysis_counts_traps():
+    """``traps_every=2``: the analyses in between have no trap column; their zeros must not make
+    the next counting analysis announce the same trap again (nor redraw its ESD)."""
+    board = Dashboard(images_every=100)
+    big = {"longname": "big", "num_evals": 256, "alpha": 3.0}
+    alerts, redrawn = [], []
+    for step in range(6):
+        row = {**big, "rand_num_spikes": 1} if step % 2 == 0 else big
+        frame = board.update(_result(step, [row]))
+        alerts += frame.alerts
+        redrawn += [step] if frame.summary else []  # drawn off schedule: "gained a trap"
+    assert alerts == ["step 0: correlation trap appeared in big (1)"]
+    assert redrawn == []
+    frame = board.update(_result(6, [{**big, "rand_num_spikes": 2}]))
+    assert frame.alerts == ["step 6: correlation trap appeared in big (2)"]

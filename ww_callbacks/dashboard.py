@@ -137,6 +137,7 @@ class Dashboard:
         self.steps: list[int] = []
         self._alphas: list[dict[str, float]] = []
         self._trap_counts: list[dict[str, int]] = []
+        self._counted_traps: dict[str, int] = {}  # of the last analysis that counted traps
         #: Low-evidence layers seen (longname -> eigenvalues), for the heatmap's labels.
         self.low_evidence: dict[str, int] = {}
         self.first: AnalysisResult | None = None
@@ -156,7 +157,14 @@ class Dashboard:
         rows = _rows(result)
         alphas = {r["longname"]: _alpha(r) for r in rows}
         traps = {r["longname"]: _traps(r) for r in rows}
-        previous = (self._alphas[-1], self._trap_counts[-1]) if self._alphas else None
+        # an analysis without randomisation (traps_every > 1) counted no trap: its zeros say
+        # nothing, so new traps are those beyond the last analysis that counted them (else every
+        # counting analysis announced the same traps again)
+        counted = result.details is not None and "rand_num_spikes" in result.details.columns
+        old_traps = (self._counted_traps if counted else traps) if self._alphas else {}
+        previous = (self._alphas[-1], old_traps) if self._alphas else None
+        if counted:
+            self._counted_traps = traps
         frame = Frame(int(result.step))
         low = low_evidence_layers(rows, result.min_evals_for_trust)
         self.low_evidence.update(low)
