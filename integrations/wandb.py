@@ -49,9 +49,10 @@ from typing import Any
 from ww_callbacks.dashboard import Dashboard, Frame
 from ww_callbacks.faults import WatcherWarning
 from ww_callbacks.figures import matplotlib_missing
+from ww_callbacks.names import file_stem
 from ww_callbacks.picture_queue import PICTURE_DUTY, PictureQueue
 from ww_callbacks.results import AnalysisResult
-from ww_callbacks.tags import ALERTS, ESD_HISTOGRAM, wandb_globs
+from ww_callbacks.tags import ALERTS, ESD_HISTOGRAM, ESD_PLOT, wandb_globs
 
 from .wandb_panels import (
     CHART_KEY,
@@ -145,6 +146,8 @@ class WandbSink:
         self._image_dir: tempfile.TemporaryDirectory | None = None
         self._drawn = 0
         self._matplotlib_missing = False
+        self._stems: dict[str, str] = {}  # layer name -> its part of the pictures' keys
+        self._stems_used: set[str] = set()
 
     # ------------------------------------------------------------------ setup
 
@@ -312,7 +315,23 @@ class WandbSink:
                 continue
             if paths:
                 run.log({self.step_metric: int(result.step),
-                         **{tag: self._wandb.Image(path) for tag, path in paths.items()}})
+                         **{self._media_key(tag): self._wandb.Image(path)
+                            for tag, path in paths.items()}})
+
+    def _media_key(self, tag: str) -> str:
+        """The W&B key of a picture: W&B writes it to ``media/images/<key>_<step>_<id>.png``, so
+        a layer's name in ``ww_esd_plot/<layer>`` becomes a file-name part
+        (:func:`~ww_callbacks.names.file_stem`: ``[A-Za-z0-9._-]``, at most 80 characters, a
+        hash where it had to change; a 300-character name failed the write with ``File name
+        too long``), the same one for a layer all run long. Plain names stay as they are."""
+        prefix = ESD_PLOT + "/"
+        if not tag.startswith(prefix):
+            return tag
+        name = tag[len(prefix):]
+        stem = self._stems.get(name)
+        if stem is None:
+            stem = self._stems[name] = file_stem(name, self._stems_used)
+        return prefix + stem
 
 
 def _draw(dashboard: Dashboard, result: AnalysisResult, frame: Frame,

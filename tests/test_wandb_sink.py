@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import subprocess
 import sys
@@ -567,3 +568,44 @@ def test_the_table_stays_within_the_limits_of_w_and_b(wandb_offline, monkeypatch
     steps_per_increment = [len({row[-1] for row in table["data"]}) for _, table in increments]
     assert steps_per_increment[:3 * DOUBLE_EVERY] == [1] * 20 + [2] * 20 + [4] * 20
     assert len(increments) < 100
+
+
+def test_hostile_layer_names_reach_every_w_and_b_output(wandb_offline):
+    """Layer names are data (tests/test_names.py's hostile set: escape sequences, ``$\\frac$``,
+    300 characters, names that sanitise alike, markdown, bidi, line breaks): the one table, the
+    chart's legend and the ESD histograms (``ww_esd/<name>``, as the per-layer scalars) carry
+    every layer, and no write fails."""
+    from test_names import HOSTILE, MARKDOWN
+
+    HOSTILE = [MARKDOWN if "." in name else name for name in HOSTILE]  # (no "." in a module)
+    run = wandb.init(project="ww-test", dir=wandb_offline)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    for name in HOSTILE:
+        model.add_module(name, torch.nn.Linear(40, 40))
+    sink = WandbSink(run, table_every=1, images_every=1, picture_duty=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WatcherWarning)  # a failed write would warn
+        watcher = Watcher(sinks=[sink], traps_every=1, esd_every=1)
+        for step in (0, 1):
+            assert watcher.snapshot(model, step)
+            assert watcher.wait_idle(60)
+            watcher.poll()
+        watcher.close()
+    run.finish()
+
+    rows = history_rows(wandb_records(run_file(wandb_offline)))
+    data = [row for _, table in media_tables(wandb_offline, TABLE_KEY) for row in table["data"]]
+    assert [row[0] for row in data] == HOSTILE * 2
+    _, chart = media_tables(wandb_offline, "ww_plots/alpha_by_layer_table")[-1]
+    assert {key for _, key, _ in chart["data"]} == set(HOSTILE)
+    for name in HOSTILE:
+        assert [r["ww/step"] for r in rows if f"ww_esd/{name}._type" in r] == [0, 1]
+        assert [r["ww/step"] for r in rows if f"ww_alpha/{name}" in r] == [0, 1]
+    # the ESD pictures: W&B writes them to files named after their key, so a layer's part of the
+    # key is a bounded file-name part (a 300-character name failed the write before)
+    esd_keys = {k.split("._type")[0] for r in rows for k in r
+                if k.startswith("ww_esd_plot/") and k.endswith("._type")}
+    assert len(esd_keys) == len(HOSTILE)
+    assert all(re.fullmatch(r"ww_esd_plot/[A-Za-z0-9._-]{1,80}", k) for k in esd_keys)
+    assert "ww_esd_plot/same_name" in esd_keys  # a plain name stays as it is
