@@ -116,6 +116,7 @@ STATE = """(() => {
     names: all("text.ww-flow-name").map((t) => t.querySelector("title").textContent),
     legend: all(".ww-lines-item").map((d) => [d.dataset.layer, d.hidden]),
     drawn: q("canvas.ww-lines-canvas").dataset.drawn,
+    onTop: q("canvas.ww-lines-canvas").dataset.selected,
     ylo: Number(q("canvas.ww-lines-canvas").dataset.ylo),
     yhi: Number(q("canvas.ww-lines-canvas").dataset.yhi),
     bands: q("canvas.ww-lines-canvas").dataset.bands,
@@ -265,6 +266,11 @@ def test_views_on_a_static_page(page, tmp_path):
     assert state["esd"]["step"] == "0" and state["esd"]["asked"] == "120"
     assert state["flowStep"] == "120"
     assert state["rand"] == 1 and state["mp"] == 1 and state["spikes"] == 2
+    assert state["onTop"] == ""  # fc is selected but filtered out of the lines: none on top
+    browser.evaluate("""(() => { const f = document.querySelector(".ww-lines-filter");
+        f.value = ""; f.dispatchEvent(new Event("input")); })()""")
+    state = _state(browser)
+    assert state["onTop"] == "fc" and state["drawn"] == "5"
     # the 10-eigenvalue layer's ESD says its fit rests on few eigenvalues
     browser.evaluate("""(() => { const s = document.querySelector(".ww-esd-layer");
         s.value = "small"; s.dispatchEvent(new Event("change")); })()""")

@@ -10,7 +10,8 @@
 //
 // Lines are drawn on a canvas (thousands of analyses x hundreds of layers); the legend is DOM
 // (.ww-lines-item, the name as textContent, hidden when filtered out; a click selects the
-// layer). The canvas' data-drawn says how many layers are drawn, data-ylo/data-yhi its range.
+// layer). The canvas' data-drawn says how many layers are drawn, data-ylo/data-yhi its range,
+// data-selected the layer on top (none while the selected one is filtered out).
 // Reads of the table: layers, columns[].{step, a}, columnOfStep().
 
 import {elideMiddle} from "./heatmap.js";
@@ -211,9 +212,10 @@ export class LinesView {
     data.bands = bands.join(" ");
     // the lines: every analysis, or about one per pixel when there are more (and the last)
     const stride = Math.max(1, Math.ceil(cols.length / (canvas.width - m.left - m.right)));
-    const selected = this.layer === null ? -1 : (t.index.get(this.layer) ?? -1);
+    let selected = this.layer === null ? -1 : (t.index.get(this.layer) ?? -1);
+    if (!this.shown.includes(selected)) selected = -1;  // filtered out: nothing faded
     const order = this.shown.filter((r) => r !== selected);
-    if (this.shown.includes(selected)) order.push(selected);
+    if (selected >= 0) order.push(selected);
     const picks = [];
     for (let c = 0; c < cols.length; c += stride) picks.push(c);
     if (picks[picks.length - 1] !== cols.length - 1) picks.push(cols.length - 1);
@@ -242,6 +244,7 @@ export class LinesView {
     }
     ctx.globalAlpha = 1;
     data.drawn = String(this.shown.length);
+    data.selected = selected >= 0 ? t.layers[selected] : "";
     data.layers = this.shown.length <= 50 ? this.shown.map((r) => t.layers[r]).join("\n") : "";
     this._cursor();
   }

@@ -60,6 +60,13 @@ export class RunViews {
       if (this.pending.layer !== null) this.selectLayer(this.pending.layer);
     };
     this.pending = {step: null, layer: null};
+    // a narrower or wider window: every view drawn again at its new width (once it settles)
+    let resizing = null;
+    doc.defaultView.addEventListener("resize", () => {
+      if (!this.root.isConnected) return;  // another run's views replaced these
+      clearTimeout(resizing);
+      resizing = setTimeout(() => this.update(), 200);
+    });
     // `defer`: the heatmap is painted first, the other views in the next task (the TensorBoard
     // tab's first paint: 500 layers, building the four others took ~0.3-0.5 s at load 7)
     this.ready = opts.defer ? new Promise((resolve) => {
