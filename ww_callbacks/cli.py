@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,8 @@ def analyze_weights(weights: Any, label: str, args: argparse.Namespace) -> pd.Da
                               randomize=getattr(args, "randomize", False),
                               mp_fit=getattr(args, "mp_fit", False),
                               device=getattr(args, "device", None), progress=None,
-                              keep_spectra=bool(getattr(args, "plots", None)))
+                              keep_spectra=bool(getattr(args, "plots", None)
+                                                or getattr(args, "history", None)))
         except CheckpointError:
             raise
         except (TypeError, ValueError) as err:
@@ -158,6 +160,55 @@ def no_layer_reason(weights: Any, details: pd.DataFrame) -> str:
             f"{len(weights)} tensors" + (f", passed over: {common}" if common else ""))
     contents = getattr(weights, "contents", "")
     return f"{text}; {contents}" if contents else text
+
+
+class _CliHistory:
+    """``analyze --history DIR``: one history record per checkpoint, in the order given (step 0,
+    1, ...), with every layer's compact ESD in the spectra sidecar, so that the HTSR tab of
+    TensorBoard, ``report`` and ``compare`` read several checkpoints as one run."""
+
+    def __init__(self, folder: str, args: argparse.Namespace):
+        from .history import HistoryWriter
+        from .history_reader import HISTORY_FILE
+
+        path = Path(folder)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--history {folder}: not a folder")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"--history {folder}: {err.strerror or err}") from None
+        self.writer = HistoryWriter(path / HISTORY_FILE)
+        self.randomize = bool(args.randomize)
+        self.step = 0
+
+    def add(self, details: pd.DataFrame, duration_s: float) -> None:
+        """Write the analysis of the next checkpoint (its eigenvalues, kept for this, are
+        dropped from ``details`` here)."""
+        from .esd import compact_spectra
+        from .options import MIN_EVALS_FOR_TRUST
+        from .results import AnalysisResult
+        from .scalars import model_summary
+
+        spectra = details.attrs.pop("spectra", {})
+        result = AnalysisResult(self.step, None, details.copy(), {}, time.time(), duration_s,
+                                self.randomize, spectra,
+                                min_evals_for_trust=MIN_EVALS_FOR_TRUST)
+        result.summary = model_summary(result.details, MIN_EVALS_FOR_TRUST)
+        try:
+            self.writer.append(result)
+            stored = compact_spectra(result)
+            if stored:
+                self.writer.append_spectra(result.step, stored)
+        except OSError as err:
+            raise InputError(f"--history: cannot write {self.writer.path}: "
+                             f"{err.strerror or err}") from None
+        self.step += 1
+
+    def close(self) -> Path:
+        """Release the folder; the history's path."""
+        self.writer.close()
+        return self.writer.path
 
 
 def analyze_checkpoint(path: str, args: argparse.Namespace) -> pd.DataFrame:
@@ -248,8 +299,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .names import terminal
 
     results = []
+    history = _CliHistory(args.history, args) if args.history else None
     for path in args.paths:
-        details = with_band(analyze_checkpoint(path, args))
+        start = time.perf_counter()
+        analysed = analyze_checkpoint(path, args)
+        if history is not None:
+            history.add(analysed, time.perf_counter() - start)
+        details = with_band(analysed)
         results.append((path, details))
         bad = unreadable(details)
         for name, reason in zip(bad["longname"], bad["warning"], strict=True):
@@ -272,6 +328,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                          + format_table(shown, columns))
         text = "\n\n".join(parts)
     _write_output(text, args.out)  # the table first: nothing the pictures meet can lose it
+    if history is not None:
+        say(f"ww-callbacks: wrote {history.close()} ({len(results)} analyses, steps 0 to "
+            f"{len(results) - 1} in the order given)")
     if args.plots:
         from .names import file_stem
 
@@ -385,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output format (default: table)")
     an.add_argument("--out", metavar="FILE", help="write the output to FILE instead of stdout")
     an.add_argument("--plots", metavar="DIR", help="write the figures (PNG) into DIR")
+    an.add_argument("--history", metavar="DIR",
+                    help="also write DIR/ww_history.jsonl: one record per checkpoint in the "
+                         "order given (steps 0, 1, ...) with every layer's compact ESD beside "
+                         "it, read as one run by TensorBoard's HTSR tab (tensorboard --logdir "
+                         "DIR), 'ww-callbacks report DIR' and 'compare'")
     an.add_argument("--fail-on", nargs="+", choices=FAIL_ON, metavar="PROBLEM",
                     help=f"exit with status 1 when a layer is {', '.join(FAIL_ON)} "
                          "(traps turns --randomize on), or when no layer was analysed; with any "
