@@ -15,7 +15,15 @@ Routes, under ``data/plugin/htsr/``:
   most :data:`CHUNK_BYTES` per call, so a poll never re-reads a large history; a torn last line
   (a record being written) is not passed: ``next`` stays before it. A history that became
   shorter than ``O`` (a resumed run truncated it) answers ``reset``.
-- ``spectra?run=R&offset=O``: the stored compact ESDs (``ww_spectra.jsonl``), likewise.
+- ``spectra?run=R&offset=O``: the stored compact ESDs (``ww_spectra.jsonl``), likewise, every
+  layer's. ``spectra?run=R&layer=L&offset=O``: only layer ``L``'s (its exact longname, at most
+  :data:`~ww_callbacks.views.spectra_index.MAX_NAME_CHARS` characters, compared as data), in the
+  sidecar's lines from byte ``O`` on (``O=0``: all stored so far), with ``stored``, how many
+  analyses have stored ESDs; what the tab asks for (the layer its ESD view shows, then that
+  layer's new ones at each poll). Served through an index of each layer's byte spans built once
+  as the sidecar grows (:class:`~ww_callbacks.views.spectra_index.SpectraIndex`: a poll parses
+  only the new lines; bounded memory; kept for :data:`MAX_INDEXES` runs); an ``O`` that is no
+  line start of the file (a resumed run rewrote it) or past its end answers ``reset``.
 - ``index.js`` (the page), and each module and style sheet of :mod:`ww_callbacks.views` by its
   own name (``heatmap.js``, ``flow.js``, ...): package files (no network, nothing fetched
   elsewhere).
@@ -31,6 +39,7 @@ import os
 import stat
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,7 @@ from ww_callbacks.esd import SPECTRA_FILE
 from ww_callbacks.history import HISTORY_FILE
 from ww_callbacks.views import ASSET_FILES, asset
 from ww_callbacks.views.data import finite, slim_records, spectra_record
+from ww_callbacks.views.spectra_index import MAX_NAME_CHARS, SpectraIndex, complete_lines
 
 PLUGIN_NAME = "htsr"
 #: deepest folder level below the logdir searched for histories
@@ -55,8 +65,9 @@ CHUNK_BYTES = 8 << 20
 #: history bytes whose slim answers are kept in memory (about 1/27 of that in memory: the slim
 #: form of 675 MB of history is 25 MB, bench/tensorboard_tab.py)
 CACHE_BYTES = 4 << 30
-#: longest single line taken (a longer one is passed over as unreadable)
-MAX_LINE_BYTES = 256 << 20
+#: runs whose ESD sidecar index (:class:`~ww_callbacks.views.spectra_index.SpectraIndex`) is
+#: kept (the least recently asked is dropped first)
+MAX_INDEXES = 4
 #: route -> (package file of ww_callbacks.views, content type): the page (``index.js``) and every
 #: module it imports (by its own name: the modules import each other as ``./x.js``)
 ASSETS = {"index.js": ("tensorboard_tab.js", "text/javascript"),
@@ -110,24 +121,9 @@ def read_after(path: Path, offset: int, *, max_bytes: int = CHUNK_BYTES) -> dict
         size = info.st_size
         if offset > size:  # truncated (a resumed run): start again
             return {"lines": [], "next": 0, "more": size > 0, "reset": True}
-        want = min(size - offset, max_bytes)
-        data = os.pread(fd, want, offset) if want else b""
-        end = data.rfind(b"\n")
-        while end < 0 and offset + len(data) < size and len(data) < MAX_LINE_BYTES:
-            more = os.pread(fd, min(max_bytes, size - offset - len(data)), offset + len(data))
-            if not more:
-                break
-            data += more  # one line longer than a chunk: read on to its end
-            end = data.rfind(b"\n")
-        if end < 0:
-            if len(data) >= MAX_LINE_BYTES:  # an absurd line: passed over
-                return {"lines": [], "next": offset + len(data), "more": True, "reset": False}
-            return {"lines": [], "next": offset, "more": False, "reset": False}
-        body = data[: end + 1]
+        body, nxt, more = complete_lines(fd, offset, size, max_bytes)
         lines = body.decode("utf-8", errors="replace").splitlines()
-        nxt = offset + end + 1
-        return {"lines": lines, "next": nxt, "more": nxt < size and want == max_bytes,
-                "reset": False}
+        return {"lines": lines, "next": nxt, "more": more, "reset": False}
     finally:
         os.close(fd)
 
@@ -154,6 +150,8 @@ class HtsrPlugin(base_plugin.TBPlugin):
         self._cache: dict[tuple, dict] = {}
         self._encoded: dict[int, str] = {}  # id of a cached answer -> its JSON
         self._cached_bytes = 0
+        self._indexes: OrderedDict[str, SpectraIndex] = OrderedDict()  # run -> its sidecar's
+        self._index_lock = threading.Lock()
 
     # ------------------------------------------------------------------ TensorBoard's API
 
@@ -231,11 +229,14 @@ class HtsrPlugin(base_plugin.TBPlugin):
                 self._encoded[id(answer)] = _encode(answer)
                 self._cached_bytes += size
 
-    def spectra(self, run: str, offset: int) -> dict | None:
-        """The ``spectra`` answer (None: no such run); records as stored in the sidecar."""
+    def spectra(self, run: str, offset: int, layer: str | None = None) -> dict | None:
+        """The ``spectra`` answer (None: no such run): the sidecar's records as stored, or with
+        ``layer`` only that layer's stored ESDs (:meth:`layer_spectra`)."""
         path = self._run_path(run)
         if path is None:
             return None
+        if layer is not None:
+            return self.layer_spectra(run, path.with_name(SPECTRA_FILE), layer, offset)
         chunk = read_after(path.with_name(SPECTRA_FILE), offset)
         records = []
         for line in chunk["lines"]:
@@ -247,6 +248,41 @@ class HtsrPlugin(base_plugin.TBPlugin):
                 records.append(record)
         return {"run": run, "offset": offset, "next": chunk["next"], "more": chunk["more"],
                 "reset": chunk["reset"], "records": records}
+
+    def layer_spectra(self, run: str, sidecar: Path, layer: str, offset: int) -> dict:
+        """The stored ESDs of one layer in the sidecar's lines from byte ``offset`` on, through
+        the run's :class:`SpectraIndex` (built once and extended as the file grows, so a poll
+        reads only the new lines and that layer's spans): ``records`` (``{"step", "layers":
+        {layer: esd}}``), ``next``, ``more``, ``reset`` (the file is shorter than ``offset`` or
+        ``offset`` is no line start of it: rewritten by a resumed run) and ``stored`` (how many
+        analyses have stored ESDs, any layer)."""
+        answer = {"run": run, "layer": layer, "offset": offset, "next": 0, "more": False,
+                  "reset": False, "records": [], "stored": 0}
+        try:
+            fd = os.open(sidecar, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # none stored yet
+            return {**answer, "reset": offset > 0}
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return answer
+            size = info.st_size
+            identity = (info.st_dev, info.st_ino)
+            with self._index_lock:
+                index = self._indexes.get(run)
+                if index is None or index.identity != identity or size < index.scanned:
+                    index = self._indexes[run] = SpectraIndex(identity)  # new or rewritten
+                self._indexes.move_to_end(run)
+                while len(self._indexes) > MAX_INDEXES:
+                    self._indexes.popitem(last=False)
+                index.update(fd, size, CHUNK_BYTES)
+                if offset > size or not index.knows(offset):
+                    return {**answer, "reset": True, "more": size > 0, "stored": index.stored}
+                records, nxt, more = index.layer(fd, size, layer, offset, CHUNK_BYTES)
+                return {**answer, "next": nxt, "more": more, "records": records,
+                        "stored": index.stored}
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ routes
 
@@ -260,7 +296,13 @@ class HtsrPlugin(base_plugin.TBPlugin):
         if offset is None:
             return http_util.Respond(request, {"error": "offset must be a byte offset"},
                                      "application/json", code=400)
-        body = getattr(self, what)(request.args.get("run"), offset)
+        extra = {}
+        if what == "spectra" and "layer" in request.args:
+            extra["layer"] = request.args["layer"]
+            if len(extra["layer"]) > MAX_NAME_CHARS:
+                return http_util.Respond(request, {"error": "layer name too long"},
+                                         "application/json", code=400)
+        body = getattr(self, what)(request.args.get("run"), offset, **extra)
         if body is None:
             return http_util.Respond(request, {"error": "no such run"}, "application/json",
                                      code=404)

@@ -178,6 +178,136 @@ def test_full_chunks_are_parsed_once(tmp_path, monkeypatch):
     writer.close()
 
 
+#: layer names a sidecar may hold (a path, object-prototype names, markup, quotes, non-ASCII)
+HOSTILE = ["../../etc/passwd", "constructor", "__proto__", 'a"b<script>x</script>',
+           "\u5c42.\u00e9\u00e8/\\x", "fc"]
+
+
+def _esd(step: int, i: int) -> dict:
+    return {"counts": [i, step, 1], "log10_lo": -1.0, "log10_hi": 1.0, "alpha": 2.0 + i / 10,
+            "xmin": 0.5, "xmax": 9.0, "n": 64, "spikes": [step + 0.5]}
+
+
+def _layer_client(tmp_path: Path):
+    plugin = HtsrPlugin(base_plugin.TBContext(logdir=str(tmp_path)))
+    app = plugin.get_plugin_apps()["/spectra"]
+
+    def get(layer: str | None, offset: int | str = 0, run: str = "run") -> tuple[int, dict, int]:
+        query = {"run": run, "offset": str(offset)}
+        if layer is not None:
+            query["layer"] = layer
+        response = Client(app).get("/spectra", query_string=query)
+        body = response.get_data()
+        return response.status_code, json.loads(body), len(body)
+
+    return plugin, get
+
+
+def test_spectra_route_sends_one_layer_on_demand(tmp_path):
+    """``spectra?layer=L``: only that layer's stored ESDs (hostile names compared as data), all
+    of them from offset 0, then only the new ones; ``stored`` counts the stored analyses."""
+    writer = HistoryWriter(tmp_path / "run" / HISTORY_FILE)
+    writer.append(_record(0, {name: 3.0 for name in HOSTILE}))
+    _, get = _layer_client(tmp_path)
+    code, empty, _ = get("fc")
+    assert code == 200 and empty["records"] == [] and empty["stored"] == 0  # none stored yet
+    for step in (0, 5, 10):
+        writer.append_spectra(step, {name: _esd(step, i) for i, name in enumerate(HOSTILE)})
+    _, whole, whole_bytes = get(None)  # every layer's, as before
+    assert [r["step"] for r in whole["records"]] == [0, 5, 10]
+    for i, name in enumerate(HOSTILE):
+        code, answer, nbytes = get(name)
+        assert code == 200 and answer["stored"] == 3 and not answer["more"], name
+        assert answer["records"] == [{"step": s, "layers": {name: _esd(s, i)}}
+                                     for s in (0, 5, 10)], name
+        assert nbytes < whole_bytes / 3, (nbytes, whole_bytes)
+        again = get(name, answer["next"])[1]
+        assert again["records"] == [] and again["next"] == answer["next"]  # nothing new
+    for absent in ("../etc", "toString", "hasOwnProperty", "FC", "fc ", ""):
+        code, answer, _ = get(absent)
+        assert code == 200 and answer["records"] == [] and answer["stored"] == 3, absent
+    assert get("x" * 5000)[0] == 400  # bounded length
+    assert get("fc", run="../run")[0] == 404 and get("fc", offset="-3")[0] == 400
+    nxt = get("fc")[1]["next"]
+    writer.append_spectra(15, {"fc": _esd(15, 9)})  # a step that stored one layer only
+    new = get("fc", nxt)[1]
+    assert new["records"] == [{"step": 15, "layers": {"fc": _esd(15, 9)}}] and new["stored"] == 4
+    assert get("constructor", nxt)[1]["records"] == []
+    raw = {"step": 20, "layers": {HOSTILE[4]: _esd(20, 4), "fc": _esd(20, 5)}}
+    with open(tmp_path / "run" / "ww_spectra.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(raw, ensure_ascii=False) + "\n")  # a hand-made, non-ASCII line
+    assert get(HOSTILE[4], new["next"])[1]["records"] == [{"step": 20, "layers": {
+        HOSTILE[4]: _esd(20, 4)}}]
+    assert get("fc", new["next"])[1]["records"] == [{"step": 20, "layers": {"fc": _esd(20, 5)}}]
+    writer.close()
+
+
+def test_spectra_index_parses_each_line_once_and_resets(tmp_path, monkeypatch):
+    """A layer's answer comes from the index: no line is parsed twice (another layer, a poll),
+    a torn line waits for its end, and a rewritten sidecar (a resumed run) answers reset."""
+    import ww_callbacks.views.spectra_index as si
+
+    parsed: list[bytes] = []
+    real = si.layer_spans
+    monkeypatch.setattr(si, "layer_spans", lambda line: parsed.append(line) or real(line))
+    run = tmp_path / "run"
+    writer = HistoryWriter(run / HISTORY_FILE)
+    writer.append(_record(0, {"a": 3.0, "b": 3.0}))
+    for step in range(4):
+        writer.append_spectra(step, {"a": _esd(step, 0), "b": _esd(step, 1)})
+    plugin, get = _layer_client(tmp_path)
+    first = get("a")[1]
+    assert [r["step"] for r in first["records"]] == [0, 1, 2, 3] and len(parsed) == 4
+    assert [r["step"] for r in get("b")[1]["records"]] == [0, 1, 2, 3]
+    assert get("a", first["next"])[1]["records"] == [] and len(parsed) == 4  # nothing re-read
+    sidecar = run / "ww_spectra.jsonl"
+    line = json.dumps({"step": 4, "layers": {"a": _esd(4, 0), "b": _esd(4, 1)}}) + "\n"
+    with open(sidecar, "a") as fh:  # being written: a torn last line
+        fh.write(line[:40])
+    torn = get("a", first["next"])[1]
+    assert torn["records"] == [] and torn["next"] == first["next"] and not torn["more"]
+    with open(sidecar, "a") as fh:
+        fh.write(line[40:])
+    done = get("b", first["next"])[1]
+    assert done["records"] == [{"step": 4, "layers": {"b": _esd(4, 1)}}] and len(parsed) == 5
+    assert get("a", first["next"] + 7)[1]["reset"]  # no line starts there
+    assert get("a", 10 ** 9)[1]["reset"]  # past the end
+    writer.truncate_after(1)  # a resumed run rewrites the sidecar: another, shorter file
+    writer.append_spectra(2, {"a": _esd(20, 0)})
+    stale = get("a", done["next"])[1]
+    assert stale["reset"] and stale["more"]
+    fresh = get("a", 0)[1]
+    assert [r["layers"]["a"] for r in fresh["records"]] == [_esd(0, 0), _esd(1, 0), _esd(20, 0)]
+    assert fresh["stored"] == 3
+    writer.close()
+
+
+def test_spectra_index_memory_is_bounded(tmp_path, monkeypatch):
+    """Past :data:`INDEX_ENTRIES` the rest of the sidecar is read on demand, a chunk per call:
+    the same answers, nothing more kept."""
+    import ww_callbacks.views.spectra_index as si
+
+    writer = HistoryWriter(tmp_path / "run" / HISTORY_FILE)
+    writer.append(_record(0, {"a": 3.0}))
+    for step in range(10):
+        writer.append_spectra(step, {"a": _esd(step, 0), "b": _esd(step, 1)})
+    monkeypatch.setattr(si, "INDEX_ENTRIES", 9)  # three lines: 6 spans + 3 line starts
+    plugin, get = _layer_client(tmp_path)
+    got, offset = [], 0
+    for _ in range(20):
+        answer = get("b", offset)[1]
+        got += answer["records"]
+        offset = answer["next"]
+        if not answer["more"]:
+            break
+    assert got == [{"step": s, "layers": {"b": _esd(s, 1)}} for s in range(10)]
+    (index,) = plugin._indexes.values()
+    assert index.full and index.entries + len(index.line_starts) <= 9
+    writer.append_spectra(10, {"b": _esd(10, 1)})
+    assert get("b", offset)[1]["records"] == [{"step": 10, "layers": {"b": _esd(10, 1)}}]
+    writer.close()
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -506,6 +636,23 @@ def _check_views(browser: Browser, live: Path, names: list[str], state: dict, wi
     slope = (float(fit["ly2"]) - float(fit["ly1"])) / (float(fit["lx2"]) - float(fit["lx1"]))
     assert slope == pytest.approx(-esd["alpha"])
     fit_pixels_follow_axes(views["esd"], fit)  # drawn where the axes put those values
+    # a click on layer 1's cell: its stored ESDs are fetched then (per layer, on demand)
+    y1 = state["canvas"][1] + row_height * 1.5
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y1,
+                                                  "button": "left", "clickCount": 1},
+                     page=True)
+    until = time.monotonic() + 10
+    while time.monotonic() < until:
+        views = _views(browser)
+        if views["esd"]["layer"] == names[1] and views["esd"]["step"] == str(first):
+            break
+        time.sleep(0.2)
+    assert views["esd"]["layer"] == names[1] and views["esd"]["step"] == str(first), views
+    esd1 = stored[first][names[1]]
+    if views["fit"] is not None or esd1.get("alpha") is not None:
+        assert float(views["fit"]["alpha"]) == pytest.approx(esd1["alpha"])
+        assert float(views["fit"]["lx1"]) == pytest.approx(math.log10(esd1["xmin"]))
     browser.evaluate(f"{FRAME}.contentDocument.querySelector('.ww-section-esd')"
                      ".scrollIntoView()")
     browser.screenshot(out / "htsr_tab_esd.png")

@@ -26,6 +26,8 @@ new data, and ``setStep(step)`` / ``selectLayer(name)`` where they apply.
   module).
 - ``views.css``: their style.
 - :mod:`ww_callbacks.views.data`: the data they draw, in the one form every page gets.
+- :mod:`ww_callbacks.views.spectra_index`: where each layer's stored ESDs lie in the sidecar (the
+  tab sends one layer's).
 """
 
 from __future__ import annotations

@@ -7,13 +7,15 @@
 //   const esd = new EsdView(container, table);
 //   esd.update();              // after the table gained analyses or stored ESDs
 //   esd.selectLayer(name);     // the layer shown (also chosen with the view's own select)
+//   new EsdView(container, table, {onLayer(name)})  // told each time the layer shown changes
+//                              // (the tab then fetches that layer's stored ESDs)
 //   esd.setStep(step);         // the stored ESD nearest to `step` is shown
 //
 // The fit line is `line.ww-esd-fit`; its data-lx1/ly1/lx2/ly2 are its ends in log10 units
 // (lx1 = log10 xmin, lx2 = log10 xmax, slope -alpha) and the SVG's data-xlo/xhi/ylo/yhi and
 // data-left/right/top/bottom map them to pixels. A fit on fewer than table.minEvals eigenvalues
 // says so ("fit on N eigenvalues (few)"). Reads of the table: layers, spectraSteps, esd(),
-// minEvals, columns (the step asked for before one is chosen).
+// spectraCount, minEvals, columns (the step asked for before one is chosen).
 
 import {fmtAlpha, isFit} from "./table.js";
 import {padded, scale, svgEl, titled, widthOf} from "./svg.js";
@@ -37,9 +39,11 @@ function densities(counts, lo, hi) {
 }
 
 export class EsdView {
-  constructor(container, table, {height = 320} = {}) {
+  constructor(container, table, {height = 320, onLayer = null} = {}) {
     const doc = container.ownerDocument;
     this.doc = doc;
+    this.onLayer = onLayer;
+    this.told = null;
     this.table = table;
     this.height = height;
     this.layer = null;
@@ -80,6 +84,7 @@ export class EsdView {
     }
     if (this.layer === null && t.layers.length) this.layer = t.layers[0];
     if (this.layer !== null) this.select.value = this.layer;
+    this._tell();
     this.draw();
   }
 
@@ -87,7 +92,15 @@ export class EsdView {
   selectLayer(name) {
     this.layer = name;
     if (this.select.value !== name) this.select.value = name;
+    this._tell();
     this.draw();
+  }
+
+  _tell() {  // the layer shown changed: onLayer
+    if (this.onLayer && this.layer !== null && this.layer !== this.told) {
+      this.told = this.layer;
+      this.onLayer(this.layer);
+    }
   }
 
   /** Show the stored ESD nearest to `step`. */
@@ -254,7 +267,7 @@ export class EsdView {
       kx -= name.length * 6.5 + 12;
     }
     this.info.textContent = `step ${step}` + (step !== asked ? ` (the stored ESD nearest to ` +
-      `step ${asked})` : "") + `; ${t.spectraSteps.length} analyses with stored ESDs`;
+      `step ${asked})` : "") + `; ${t.spectraCount} analyses with stored ESDs`;
   }
 }
 

@@ -7,7 +7,9 @@
 //                               with `layers`; `actions` (the policies' "actions" lines);
 //                               `min_evals_for_trust` when the history states it
 //   table.addSpectra(answer)    the `spectra` route's answer: `records`, each
-//                               {step, layers: {name: compact ESD}} (ww_callbacks/esd.py)
+//                               {step, layers: {name: compact ESD}} (ww_callbacks/esd.py);
+//                               the tab asks for one layer's at a time, whose answer also
+//                               says how many analyses have stored ESDs (`stored`)
 // The report builds the same answers in Python (slim_records) and passes them in the same way.
 // Views read the table and never fetch anything themselves. `version` grows with every change.
 
@@ -59,6 +61,7 @@ export class AlphaTable {
     this.actions = new Map();  // step -> the policies' actions line
     this.spectra = new Map();  // step -> {layer name: compact ESD}
     this.spectraSteps = [];    // steps of `spectra`, ascending
+    this.spectraStored = null; // analyses with stored ESDs as the server counted them (any layer)
     this.alerts = [];          // {column, step, row, kind: "band"|"trap", before, after}
     this.lastTraps = [];       // per row: the traps of the last analysis that counted them
     this.alphaLo = Infinity;   // finite alphas seen: smallest and largest
@@ -143,9 +146,27 @@ export class AlphaTable {
     }
   }
 
+  /** How many analyses have stored ESDs: the server's count where it told one (the tab loads
+   * one layer's ESDs at a time), else the steps loaded here. */
+  get spectraCount() {
+    return Math.max(this.spectraStored ?? 0, this.spectraSteps.length);
+  }
+
+  /** Forget the stored ESDs only (the sidecar was rewritten: the plugin answered `reset`). */
+  resetSpectra() {
+    this.spectra = new Map();
+    this.spectraSteps = [];
+    this.spectraStored = null;
+    this.version++;
+  }
+
   /** Add one answer of the `spectra` route. Returns the number of stored analyses added. */
   addSpectra(answer) {
     let added = 0;
+    if (isCount(answer.stored) && answer.stored !== this.spectraStored) {
+      this.spectraStored = answer.stored;
+      this.version++;
+    }
     for (const rec of answer.records || []) {
       if (!rec || !Number.isFinite(rec.step) || !rec.layers || typeof rec.layers !== "object") {
         continue;

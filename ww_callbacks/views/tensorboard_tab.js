@@ -1,9 +1,13 @@
 // The HTSR tab of TensorBoard (loaded by TensorBoard as the plugin's ES module, inside its
 // iframe, whose base is data/plugin/htsr/): lists the runs holding a ww_callbacks history, polls
-// the selected run's new records and stored ESDs every few seconds (only the bytes after the
-// last offsets are asked for) into the run's AlphaTable, and draws every view of it (RunViews:
-// heatmap, flow, lines, ESD, alerts), redrawn on each poll that brought something, without a
-// reload. The only module here that fetches; no network beyond the TensorBoard server.
+// the selected run's new records every few seconds (only the bytes after the last offset are
+// asked for) into the run's AlphaTable, and draws every view of it (RunViews: heatmap, flow,
+// lines, ESD, alerts), redrawn on each poll that brought something, without a reload.
+// Stored ESDs are loaded per layer, on demand: those of the layer the ESD view shows, asked for
+// when it is chosen (a heatmap click, the select; the first layer at first) and then that
+// layer's new ones at each poll (a layer seen before goes on from where it was read up to); the
+// whole sidecar is never sent (500 layers x 80 stored analyses: 24.5 MB, bench RESULTS 12).
+// The only module here that fetches; no network beyond the TensorBoard server.
 
 import {RunViews} from "./run_views.js";
 import {AlphaTable} from "./table.js";
@@ -17,46 +21,67 @@ async function getJSON(url) {
   return response.json();
 }
 
-/** One run's table and where its history and its ESD sidecar were read up to. */
+/** One run's table, where its history was read up to, the layer whose stored ESDs are
+ * wanted and where each layer's were read up to (byte offsets of the sidecar). */
 class RunState {
   constructor(name) {
     this.name = name;
     this.table = new AlphaTable();
     this.offset = 0;
-    this.spectraOffset = 0;
+    this.layer = null;
+    this.layerOffsets = new Map();  // layer name -> sidecar offset (names are data: a Map)
     this.views = null;
   }
 
-  /** Read what a route gained since the last call into the table: `route` "records" or
-   * "spectra". Returns the number of answers that brought something. */
-  async _read(route, offsetKey, add) {
+  /** Read what the history gained since the last call into the table. */
+  async _readRecords() {
     let changed = 0;
     for (let i = 0; i < 1000; i++) {  // while the server has more now (a large first load)
-      const q = `./${route}?run=${encodeURIComponent(this.name)}&offset=${this[offsetKey]}`;
-      const answer = await getJSON(q);
+      const answer = await getJSON(
+        `./records?run=${encodeURIComponent(this.name)}&offset=${this.offset}`);
       if (answer.reset) {  // the history was rewritten (a resumed run): read it again
         this.table.reset();
         this.offset = 0;
-        this.spectraOffset = 0;
+        this.layerOffsets.clear();
         changed++;
         if (!answer.more) break;
         continue;
       }
-      if (add(answer)) changed++;
-      this[offsetKey] = answer.next;
+      if (this.table.add(answer) || (answer.actions || []).length) changed++;
+      this.offset = answer.next;
       if (!answer.more) break;
       if (changed && this.onChunk) this.onChunk();  // paint the first chunk at once
     }
     return changed;
   }
 
-  /** Read what the history and the sidecar gained; returns whether anything did. */
+  /** Read the stored ESDs of the wanted layer that the sidecar gained since they were last
+   * read (all of them the first time). */
+  async _readSpectra() {
+    const layer = this.layer;
+    if (layer === null) return;
+    for (let i = 0; i < 1000; i++) {
+      const offset = this.layerOffsets.get(layer) ?? 0;
+      const answer = await getJSON(`./spectra?run=${encodeURIComponent(this.name)}` +
+        `&layer=${encodeURIComponent(layer)}&offset=${offset}`);
+      if (answer.reset) {  // the sidecar was rewritten (a resumed run): read it again
+        this.table.resetSpectra();
+        this.layerOffsets.clear();
+        if (!answer.more) break;
+        continue;
+      }
+      this.table.addSpectra(answer);
+      this.layerOffsets.set(layer, answer.next);
+      if (!answer.more) break;
+    }
+  }
+
+  /** Read what the history and the wanted layer's stored ESDs gained; returns whether anything
+   * did. */
   async update() {
     const version = this.table.version;
-    await this._read("records", "offset", (a) => this.table.add(a) ||
-      (a.actions || []).length);
-    await this._read("spectra", "spectraOffset", (a) => this.table.addSpectra(a) ||
-      (a.records || []).length);
+    await this._readRecords();
+    await this._readSpectra();
     return this.table.version !== version;
   }
 }
@@ -95,7 +120,11 @@ export async function render() {
     if (!run) return;
     if (shown !== run) {  // another run: its own views
       view.textContent = "";
-      run.views = new RunViews(view, run.table, {defer: true});  // the heatmap painted first
+      // the heatmap painted first; the ESD view says which layer's stored ESDs to fetch
+      run.views = new RunViews(view, run.table, {defer: true, esd: {onLayer: (name) => {
+        run.layer = name;
+        tick();
+      }}});
       shown = run;
     } else if (partial) {
       run.views.heatmap.update();
@@ -105,7 +134,7 @@ export async function render() {
     const t = run.table;
     const last = t.columns.length ? t.columns[t.columns.length - 1].step : "-";
     status.textContent = `${t.columns.length} analyses, ${t.layers.length} layers, ` +
-      `last step ${last}, ${t.spectraSteps.length} with stored ESDs`;
+      `last step ${last}, ${t.spectraCount} with stored ESDs`;
     status.dataset.updated = String(Date.now());
   };
 
@@ -125,8 +154,12 @@ export async function render() {
     if (!names.length) status.textContent = "no run under --logdir holds a ww_history.jsonl yet";
   }
 
+  let again = false;  // asked while busy (a layer chosen during a poll): poll once more after
   async function tick() {
-    if (busy) return;
+    if (busy) {
+      again = true;
+      return;
+    }
     busy = true;
     try {
       await refreshRuns();
@@ -140,6 +173,10 @@ export async function render() {
       status.textContent = `cannot read the runs: ${err.message}`;
     } finally {
       busy = false;
+      if (again) {
+        again = false;
+        tick();
+      }
     }
   }
 
