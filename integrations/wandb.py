@@ -25,6 +25,12 @@ bound to it with ``define_metric``::
 
 W&B's ``run.log`` is not thread-safe: the :class:`~ww_callbacks.session.WatchSession` calls sinks
 on the training thread, and the sink warns if it is called from another thread than the main one.
+What is slow is built elsewhere, and the training thread only logs objects that are ready
+(measured on the training thread before, RESULTS.md 14: 0.27-0.45 ms per table row, 5 ms per
+analysis of 16 layers, 150 ms of 500; 236-606 ms per alpha chart): the table's rows in the
+analysis thread (:meth:`WandbSink.prepare`, which the session calls there before it hands the
+result to the training thread), the alpha chart in a thread of the sink (logged by a later
+``write`` or at ``close``, in a row of its own with its analysed step, like the pictures).
 The pictures (the same as TensorBoard's, from :mod:`ww_callbacks.figures`, under the same keys:
 ``ww_plots/alpha_heatmap``, ``ww_plots/correlation_flow``, ``ww_plots/alpha_histogram``,
 ``ww_esd_plot/<layer>``) are drawn in a background thread of the sink and logged, as
@@ -43,7 +49,10 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ww_callbacks.dashboard import Dashboard, Frame
@@ -65,8 +74,8 @@ from .wandb_panels import (
     table_rows,
 )
 
-__all__ = ["CHART_GROWTH", "CHART_KEY", "HOST_STEP_METRICS", "STEP_COLUMN", "TABLE_COLUMNS",
-           "TABLE_KEY", "WandbSink"]
+__all__ = ["CHART_GROWTH", "CHART_KEY", "CLOSE_WAIT_S", "HOST_STEP_METRICS", "STEP_COLUMN",
+           "TABLE_COLUMNS", "TABLE_KEY", "WandbSink"]
 
 #: Step metrics that a host logger defines itself (Lightning's ``WandbLogger``, Hugging Face's
 #: ``WandbCallback``): the sink binds the ``ww`` metrics to them but does not redefine them.
@@ -75,6 +84,10 @@ HOST_STEP_METRICS = frozenset({"trainer/global_step", "train/global_step"})
 #: The alpha chart is logged again at the picture cadence once the analyses seen grew by this
 #: factor since its last log (see :meth:`WandbSink._add_chart`).
 CHART_GROWTH = 1.25
+
+#: How long :meth:`WandbSink.close` waits for the charts being built and for the table (whose
+#: rows the analysis thread may be adding), as the picture queue waits at exit.
+CLOSE_WAIT_S = 60.0
 
 
 def _import_wandb() -> Any:
@@ -135,8 +148,12 @@ class WandbSink:
         #: The one per-layer table of the run (made at the first write when ``table_every``).
         self.layers: LayerTable | None = None
         self._esd_logged: int | None = None  # the step whose ESD histograms were logged last
-        self._chart_step: int | None = None  # the step of the latest alpha chart logged
+        self._chart_step: int | None = None  # the step of the latest alpha chart asked for
         self._chart_seen = 0  # the analyses the dashboard had seen then
+        #: Builds the alpha charts (:func:`~.wandb_panels.alpha_chart`) in a thread of this
+        #: sink, in order; made at the first chart.
+        self._chart_builder: ThreadPoolExecutor | None = None
+        self._charts: deque[tuple[int, Future]] = deque()  # (step, chart), in order
         self.images_every = images_every
         self.alerts = alerts
         self.console_alerts = console_alerts
@@ -187,34 +204,64 @@ class WandbSink:
             self._wandb = _import_wandb()
         return self._wandb.Table(columns=[*TABLE_COLUMNS, STEP_COLUMN], data=table_rows(result))
 
+    def _layer_table(self) -> LayerTable:
+        if self.layers is None:
+            if self._wandb is None:
+                self._wandb = _import_wandb()
+            self.layers = LayerTable(self._wandb, self.table_every)
+        return self.layers
+
+    def prepare(self, result: AnalysisResult) -> None:
+        """Add the rows of ``result`` to the table, in the analysis thread (the session calls
+        this there, in analysis order, before the result reaches :meth:`write`): W&B's per-row
+        type check costs 0.27-0.45 ms per row (RESULTS.md 14), which the training thread no
+        longer pays. A failure leaves the rows to :meth:`write`, where it is reported."""
+        if not self.table_every:
+            return
+        try:
+            layers = self._layer_table()
+            with layers.lock:
+                layers.add(result)
+        except Exception:  # noqa: BLE001 - write() adds the rows again and reports the failure
+            pass
+
     def write(self, result: AnalysisResult, scalars: dict[str, float]) -> None:
         """Log one result: ``{step_metric: result.step, **scalars}`` (never ``step=``), plus the
         per-layer table's new rows when they are due, the stored ESDs' histograms and, at the
-        picture cadence, the alpha chart."""
+        picture cadence, the alpha chart (built in the sink's thread, logged when ready)."""
         self._check_thread()
         run = self._resolve_run()
         if not self._defined:
             self._define_metrics(run)
         self._log_images(run, wait=False)  # pictures of earlier results that are ready
+        self._log_charts(run, wait=False)  # charts built since
         row: dict[str, Any] = {self.step_metric: int(result.step)}
         if self.scalars:
             row.update(scalars)
+        locked: Any = None
         if self.table_every:
-            if self.layers is None:
-                self.layers = LayerTable(self._wandb, self.table_every)
-            self.layers.add(result)
-            if self.layers.due():
-                row[TABLE_KEY] = self.layers.table
-        if result.esd and self._esd_logged != int(result.step):
-            row.update(esd_histograms(self._wandb, result.esd))
-        if self.dashboard.last is not result:  # not a retry of a failed write
-            frame = self.dashboard.update(result)
-            if frame.alerts:
-                row[ALERTS] = self._alert(run, frame)
-            if frame.plots:
-                self._render(result, frame)
-                self._add_chart(row, int(result.step))
-        self._log(run, row)
+            layers = self._layer_table()
+            # rows added by prepare(): never wait while the analysis thread adds a later
+            # result's rows (the table is then logged at a later write); else add them here
+            if layers.lock.acquire(blocking=not layers.has(result)):
+                locked = layers.lock
+                layers.add(result)
+                if layers.due():
+                    row[TABLE_KEY] = layers.table
+        try:
+            if result.esd and self._esd_logged != int(result.step):
+                row.update(esd_histograms(self._wandb, result.esd))
+            if self.dashboard.last is not result:  # not a retry of a failed write
+                frame = self.dashboard.update(result)
+                if frame.alerts:
+                    row[ALERTS] = self._alert(run, frame)
+                if frame.plots:
+                    self._render(result, frame)
+                    self._add_chart(int(result.step))
+            self._log(run, row)
+        finally:
+            if locked is not None:
+                locked.release()
         self.writes += 1  # after a successful log: a failed write is retried with the next one
 
     def close(self) -> None:
@@ -233,24 +280,42 @@ class WandbSink:
             self._log_images(run, wait=True)
             if last is None:
                 return
-            row: dict[str, Any] = {}
-            if self.layers is not None and self.layers.pending:
-                row[TABLE_KEY] = self.layers.table
-            if last.esd and self._esd_logged != int(last.step):
-                row.update(esd_histograms(self._wandb, last.esd))
             if self.images_every:
-                self._add_chart(row, int(last.step), final=True)
-            if row:
-                self._check_thread()
-                self._log(run, {self.step_metric: int(last.step), **row})
+                self._add_chart(int(last.step), final=True)
+            self._log_charts(run, wait=True)
+            row: dict[str, Any] = {}
+            locked: Any = None
+            layers = self.layers
+            if layers is not None:
+                if layers.lock.acquire(timeout=CLOSE_WAIT_S):
+                    locked = layers.lock
+                    if layers.pending:
+                        row[TABLE_KEY] = layers.table
+                else:
+                    warnings.warn(f"ww_callbacks: the W&B table's last {layers.pending} rows were "
+                                  f"not logged: rows still being added after {CLOSE_WAIT_S:g} s",
+                                  WatcherWarning, stacklevel=2)
+            try:
+                if last.esd and self._esd_logged != int(last.step):
+                    row.update(esd_histograms(self._wandb, last.esd))
+                if row:
+                    self._check_thread()
+                    self._log(run, {self.step_metric: int(last.step), **row})
+            finally:
+                if locked is not None:
+                    locked.release()
         finally:
+            if self._chart_builder is not None:
+                self._chart_builder.shutdown(wait=False, cancel_futures=True)
+                self._chart_builder = None
             self.pictures.close()
             if self._image_dir is not None:
                 self._image_dir.cleanup()
                 self._image_dir = None
 
-    def _add_chart(self, row: dict[str, Any], step: int, *, final: bool = False) -> None:
-        """Put the alpha chart up to ``step`` in ``row`` unless it was logged at that step.
+    def _add_chart(self, step: int, *, final: bool = False) -> None:
+        """Have the alpha chart up to ``step`` built (in the sink's thread; logged by
+        :meth:`_log_charts`) unless it was asked for at that step.
         Each log rewrites the chart's whole table (up to 10 000 points, 55 B each measured
         with 25-character layer names): at the picture cadence it is logged only once the
         analyses seen grew by :data:`CHART_GROWTH` since its last log, so a run logs it
@@ -259,9 +324,41 @@ class WandbSink:
         seen = self.dashboard.seen
         if self._chart_step != step and (final or seen >= CHART_GROWTH * self._chart_seen):
             self._chart_seen = seen
-            chart = alpha_chart(self._wandb, self.dashboard)
+            self._chart_step = step
+            if self._chart_builder is None:
+                self._chart_builder = ThreadPoolExecutor(1, thread_name_prefix="ww-wandb-chart")
+            self._charts.append((step, self._chart_builder.submit(
+                alpha_chart, self._wandb, self.dashboard, None, step)))
+
+    def _log_charts(self, run: Any, *, wait: bool) -> None:
+        """Log the alpha charts that are built, in order, each in a row of its own with its
+        analysed step (``wait``: all of them, waiting at most :data:`CLOSE_WAIT_S`)."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while self._charts:
+            step, future = self._charts[0]
+            if not future.done():
+                left = deadline - time.monotonic()
+                if not wait or left <= 0:
+                    return
+                try:
+                    future.result(timeout=left)
+                except Exception:  # noqa: BLE001 - timeout or failure: said below
+                    pass
+                if not future.done():
+                    warnings.warn(f"ww_callbacks: the W&B alpha chart of step {step} was not "
+                                  f"built after {CLOSE_WAIT_S:g} s; not logged", WatcherWarning,
+                                  stacklevel=3)
+                    self._charts.clear()
+                    return
+            self._charts.popleft()
+            error = future.exception()
+            if error is not None:  # a chart never stops training nor the scalars
+                warnings.warn(f"ww_callbacks: building the W&B alpha chart of step {step} "
+                              f"failed: {error!r}", WatcherWarning, stacklevel=3)
+                continue
+            chart = future.result()
             if chart is not None:
-                row[CHART_KEY] = chart
+                run.log({self.step_metric: step, CHART_KEY: chart})
 
     def _log(self, run: Any, row: dict[str, Any]) -> None:
         """``run.log(row)`` (when it holds more than the step), then note what it logged."""
@@ -273,8 +370,6 @@ class WandbSink:
             self.layers.logged()
         if any(key.startswith(ESD_HISTOGRAM + "/") for key in row):
             self._esd_logged = step
-        if CHART_KEY in row:
-            self._chart_step = step
 
     # ------------------------------------------------------------------ alerts and pictures
 

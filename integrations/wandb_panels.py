@@ -22,18 +22,32 @@ measured: 289 MB for 500 layers x 2 000 analyses) although only the new ones are
 :meth:`LayerTable.logged` forgets the rows once W&B marked them logged (its ``_last_logged_idx``,
 checked before anything is dropped), so the sink's memory is one interval's rows, not the whole
 run's. The cost is W&B's own per-row type check in ``Table.add_data``: 0.27-0.45 ms per row
-measured (2 shared cores at load 7; ``bench/wandb_outputs.py``), on the training thread, so
-about 5 ms per analysis of a 16-layer model.
+measured (2 shared cores at load 7; ``bench/wandb_outputs.py``), about 5 ms per analysis of a
+16-layer model and 150 ms for 500 layers. So the rows are added in the analysis thread
+(:meth:`~.wandb.WandbSink.prepare`, before the result reaches the training thread) under
+:attr:`LayerTable.lock`, which the training thread holds while it logs the table: W&B reads
+``Table.data`` and moves ``_last_logged_idx`` inside ``run.log``, so no row may be added
+meanwhile.
+
+Building W&B objects off the training thread is safe (read in the installed W&B 0.31 source):
+``wandb.Table`` (``sdk/data_types/table.py``: ``__init__`` / ``add_data`` only type-check and
+append to ``data``; the run is touched only by ``bind_to_run`` / ``to_json``, inside
+``run.log``) and ``wandb.plot.line_series`` (``plot/line_series.py`` -> ``plot_table`` in
+``plot/custom_chart.py``: a ``Table`` and a ``CustomChart`` dataclass, no run) are plain data
+until the training thread logs them; the thread that built one never touches it again.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from ww_callbacks.dashboard import Dashboard
+from ww_callbacks.dashboard import Dashboard, thinned
 from ww_callbacks.results import AnalysisResult
 from ww_callbacks.scalars import layer_tag
 from ww_callbacks.tags import ESD_HISTOGRAM, ESD_RAND_HISTOGRAM, PLOTS
@@ -90,9 +104,15 @@ def table_rows(result: AnalysisResult) -> list[list]:
     return rows
 
 
+#: Results whose rows :class:`LayerTable` remembers having added (a result is written a few
+#: analyses after its rows were added at most: the analysis thread is one snapshot ahead).
+REMEMBERED = 64
+
+
 class LayerTable:
     """The one ``ww/layers`` table of a run: rows added at every analysis (:meth:`add`), logged
-    as an increment when :meth:`due` (the schedule of the module docstring)."""
+    as an increment when :meth:`due` (the schedule of the module docstring). :meth:`add` and
+    the log of :attr:`table` (with :meth:`logged`) are made while holding :attr:`lock`."""
 
     def __init__(self, wandb: Any, every: int):
         self._wandb = wandb
@@ -113,13 +133,20 @@ class LayerTable:
         self.last_rows = 0  # rows of the latest analysis
         self.rows_added = 0
         self.rows_left_out = 0  # beyond max_rows in one analysis (W&B would truncate them)
-        self._last: AnalysisResult | None = None
+        #: Held while rows are added and while the table is logged (see the module docstring).
+        self.lock = threading.Lock()
+        self._added: deque[weakref.ref] = deque(maxlen=REMEMBERED)
+
+    def has(self, result: AnalysisResult) -> bool:
+        """True when the rows of ``result`` were added already."""
+        return any(ref() is result for ref in self._added)
 
     def add(self, result: AnalysisResult) -> None:
-        """Add the rows of ``result`` (once: a retried write adds nothing)."""
-        if result is self._last:
+        """Add the rows of ``result`` (once: a retried write, or the write of a result whose
+        rows the analysis thread added, adds nothing). Hold :attr:`lock`."""
+        if self.has(result):
             return
-        self._last = result
+        self._added.append(weakref.ref(result))
         rows = table_rows(result)
         if len(rows) > self.max_rows:
             self.rows_left_out += len(rows) - self.max_rows
@@ -157,22 +184,24 @@ class LayerTable:
             table._last_logged_idx = -1  # the next increment starts at row 0 of what is kept
 
 
-def alpha_chart(wandb: Any, dashboard: Dashboard, max_points: int | None = None) -> Any:
+def alpha_chart(wandb: Any, dashboard: Dashboard, max_points: int | None = None,
+                until_step: int | None = None) -> Any:
     """Every layer's alpha over the analysed steps as one W&B line chart
     (``wandb.plot.line_series``: a colour per layer, a legend), from what ``dashboard`` saw.
     The chart's data is one W&B table of (step, layer, alpha) rows, which W&B truncates at
     ``wandb.Table.MAX_ROWS``: beyond ``max_points`` (default: that limit) points, the steps are
     thinned evenly (the first and the latest kept); the per-layer scalars ``ww_alpha/*`` keep
-    every step. Failed fits are left out (gaps). None when there is nothing to draw."""
-    layers, steps, alphas, _ = dashboard.heatmap()
+    every step. Failed fits are left out (gaps). ``until_step``: the analyses up to that step
+    only. None when there is nothing to draw. Thread-safe (the sink builds it in a thread of
+    its own: 236 ms for 16 layers x 2 000 analyses on the training thread before, RESULTS.md
+    14)."""
+    limit = int(max_points if max_points is not None else wandb.Table.MAX_ROWS)
+    keep = max(2, limit // max(1, len(dashboard.layers)))
+    layers, steps, alphas, _ = dashboard.heatmap(until_step, max_columns=keep)
     if not layers or not steps:
         return None
-    limit = int(max_points if max_points is not None else wandb.Table.MAX_ROWS)
-    keep = max(2, limit // len(layers))
-    if len(steps) > keep:
-        columns = np.unique(np.linspace(0, len(steps) - 1, keep).round().astype(int))
-    else:
-        columns = np.arange(len(steps))
+    keep = max(2, limit // len(layers))  # (layers seen after the count above)
+    columns = thinned(len(steps), keep)
     xs, ys, keys = [], [], []
     for name, row in zip(layers, alphas, strict=True):
         points = [(steps[i], float(row[i])) for i in columns if math.isfinite(row[i])]
@@ -206,5 +235,5 @@ def esd_histograms(wandb: Any, esd: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["CHART_KEY", "DOUBLE_EVERY", "STEP_COLUMN", "TABLE_COLUMNS", "TABLE_KEY",
+__all__ = ["CHART_KEY", "DOUBLE_EVERY", "REMEMBERED", "STEP_COLUMN", "TABLE_COLUMNS", "TABLE_KEY",
            "LayerTable", "alpha_chart", "esd_histograms", "table_rows"]

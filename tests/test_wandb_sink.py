@@ -609,3 +609,42 @@ def test_hostile_layer_names_reach_every_w_and_b_output(wandb_offline):
     assert len(esd_keys) == len(HOSTILE)
     assert all(re.fullmatch(r"ww_esd_plot/[A-Za-z0-9._-]{1,80}", k) for k in esd_keys)
     assert "ww_esd_plot/same_name" in esd_keys  # a plain name stays as it is
+
+
+def test_the_training_thread_only_logs_ready_objects(wandb_offline, monkeypatch):
+    """The slow W&B work is off the training thread (issue 20; RESULTS.md 14): the table's rows
+    are type-checked in the analysis thread (``prepare``), the alpha chart is built in the
+    sink's thread; the training thread logs them, and the run still holds every row and the
+    chart of the last step."""
+    import ww_callbacks.integrations.wandb as sink_module
+    import ww_callbacks.integrations.wandb_panels as panels
+
+    threads: dict[str, set[str]] = {"rows": set(), "chart": set()}
+    table_rows, chart = panels.table_rows, sink_module.alpha_chart
+
+    def rows_spy(result):
+        threads["rows"].add(threading.current_thread().name)
+        return table_rows(result)
+
+    def chart_spy(*args):
+        threads["chart"].add(threading.current_thread().name)
+        return chart(*args)
+
+    monkeypatch.setattr(panels, "table_rows", rows_spy)
+    monkeypatch.setattr(sink_module, "alpha_chart", chart_spy)
+    run = wandb.init(project="ww-test", dir=wandb_offline)
+    recorder = Recorder()
+    sink = WandbSink(run, table_every=2, images_every=2, picture_duty=None)
+    watcher = Watcher(sinks=[recorder, sink], traps_every=0)
+    train_and_watch(watcher, mlp(), [0, 1, 2, 3, 4])
+    watcher.close()
+    run.finish()
+
+    main = threading.main_thread().name
+    assert threads["rows"] and main not in threads["rows"]
+    assert threads["chart"] and main not in threads["chart"]
+    data = [row for _, table in media_tables(wandb_offline, TABLE_KEY) for row in table["data"]]
+    results = [result for result, _ in recorder.delivered]
+    assert [row[-1] for row in data] == [r.step for r in results for _ in range(len(r.details))]
+    rows = history_rows(wandb_records(run_file(wandb_offline)))
+    assert [r["ww/step"] for r in rows if "ww_plots/alpha_by_layer_table._type" in r] == [1, 3, 4]

@@ -121,6 +121,14 @@ def low_evidence_layers(rows: list[dict], min_evals_for_trust: int | None) -> di
     return out
 
 
+def thinned(count: int, keep: int) -> list[int]:
+    """``keep`` indices (or fewer) spread evenly over ``range(count)``, the first and the last
+    included; every index when ``count <= keep``."""
+    if count <= keep:
+        return list(range(count))
+    return [int(i) for i in np.unique(np.linspace(0, count - 1, keep).round().astype(int))]
+
+
 class Dashboard:
     """Follows the analyses of one run for a sink: alerts, plotting cadence, heatmap data.
 
@@ -263,13 +271,17 @@ class Dashboard:
 
     # ------------------------------------------------------------------ pictures
 
-    def heatmap(self, until_step: int | None = None
+    def heatmap(self, until_step: int | None = None, max_columns: int | None = None
                 ) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
         """Layers, steps, alphas and trap counts of every analysis seen (up to
-        ``until_step``)."""
+        ``until_step``); ``max_columns``: at most that many analyses, thinned evenly (the first
+        and the latest kept) before the grid is built (the W&B alpha chart keeps 10 000 points:
+        building only those columns halves its cost, RESULTS.md 14)."""
         with self._lock:
             keep = [i for i, step in enumerate(self.steps)
                     if until_step is None or step <= until_step]
+            if max_columns is not None and len(keep) > max(2, max_columns):
+                keep = [keep[i] for i in thinned(len(keep), max(2, max_columns))]
             layers, steps = list(self.layers), [self.steps[i] for i in keep]
             columns = [(self._alphas[i], self._trap_counts[i]) for i in keep]
         alphas = np.array([[a.get(n, math.nan) for a, _ in columns] for n in layers],
@@ -307,4 +319,5 @@ class Dashboard:
         return images
 
 
-__all__ = ["Dashboard", "Frame", "NONFINITE_WARNING", "low_evidence_layers", "two_alphas"]
+__all__ = ["Dashboard", "Frame", "NONFINITE_WARNING", "low_evidence_layers", "thinned",
+           "two_alphas"]

@@ -6,6 +6,10 @@ The protocol (:class:`Sink`): ``write(result, scalars)`` and ``close()``; option
 - ``in_worker = True``: ``write`` is called in the analysis thread right after the history file
   (thread-safe writers such as TensorBoard's), not on the training thread;
 - ``reopen()``: called before the next write after a failed one (:mod:`ww_callbacks.faults`);
+- ``prepare(result)``: for a sink written on the training thread, called in the analysis thread
+  right after the history file (before ``write``, in analysis order), for its slow thread-safe
+  work on the result (W&B: its table rows); it must not raise, and ``write`` must still work for
+  a result it did not see (a sink written by hand);
 - ``main_process_only``: True (the default when absent) for a sink that writes only on the main
   process of a multi-process run (rank 0); False for one that every rank keeps.
 
@@ -56,6 +60,13 @@ class Sink(Protocol):
 def in_worker(sink: Any) -> bool:
     """True when ``sink`` asks to be written in the analysis thread (``in_worker = True``)."""
     return bool(getattr(sink, "in_worker", False))
+
+
+def preparer(sink: Any) -> Callable[[Any], Any] | None:
+    """The sink's ``prepare`` method (see the module docstring), or None when it has none or
+    is written in the analysis thread anyway."""
+    prepare = getattr(sink, "prepare", None)
+    return prepare if callable(prepare) and not in_worker(sink) else None
 
 
 def main_process_only(sink: Any) -> bool:

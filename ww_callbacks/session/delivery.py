@@ -5,7 +5,8 @@ funnel onto the training thread (:meth:`Delivery.report`).
 
 Recording (:meth:`Delivery.record`) runs in the worker thread (on rank 0's training thread for a
 distributed session): the history line, the policies' decisions, the rest of the record (their
-actions line, the compact ESDs on their schedule) and the sinks that declare ``in_worker``.
+actions line, the compact ESDs on their schedule), the sinks that declare ``in_worker`` and the
+other sinks' ``prepare`` (their slow work, e.g. W&B's table rows, off the training thread).
 Delivering (:meth:`Delivery.deliver`) runs on the training thread: the other sinks.
 """
 
@@ -26,7 +27,7 @@ from ..names import terminal
 from ..policies.policy_set import PolicySet
 from ..results import AnalysisResult
 from ..scalars import DROPPED, MODEL_PREFIX, layer_scalars
-from ..sinks import in_worker, reopen_of
+from ..sinks import in_worker, preparer, reopen_of
 
 
 class Delivery:
@@ -101,6 +102,11 @@ class Delivery:
         for sink in self.sinks:
             if in_worker(sink):
                 self._write(sink, result, result.scalars)
+            elif (prepare := preparer(sink)) is not None:
+                try:
+                    prepare(result)
+                except Exception:  # noqa: BLE001 - the protocol: write() does the work then
+                    pass
         return result
 
     def keep_esd(self, result: AnalysisResult, *, final: bool = False) -> bool:
