@@ -76,12 +76,33 @@ class RunState {
     }
   }
 
+  /** Read the wanted layer's new stored ESDs, one reader at a time (a layer chosen while a
+   * read runs is read after it); returns whether the table changed. Runs beside a long first
+   * load of the history: a layer's ESDs do not wait for it. */
+  async readSpectra() {
+    if (this.spectraBusy) {
+      this.spectraAgain = true;
+      return false;
+    }
+    this.spectraBusy = true;
+    const version = this.table.version;
+    try {
+      do {
+        this.spectraAgain = false;
+        await this._readSpectra();
+      } while (this.spectraAgain);
+    } finally {
+      this.spectraBusy = false;
+    }
+    return this.table.version !== version;
+  }
+
   /** Read what the history and the wanted layer's stored ESDs gained; returns whether anything
    * did. */
   async update() {
     const version = this.table.version;
     await this._readRecords();
-    await this._readSpectra();
+    await this.readSpectra();
     return this.table.version !== version;
   }
 }
@@ -123,7 +144,8 @@ export async function render() {
       // the heatmap painted first; the ESD view says which layer's stored ESDs to fetch
       run.views = new RunViews(view, run.table, {defer: true, esd: {onLayer: (name) => {
         run.layer = name;
-        tick();
+        run.readSpectra().then((changed) => { if (changed) showEsd(run); })
+          .catch((err) => { status.textContent = `cannot read the ESDs: ${err.message}`; });
       }}});
       shown = run;
     } else if (partial) {
@@ -131,6 +153,17 @@ export async function render() {
     } else {
       run.views.update();
     }
+    tell(run);
+  };
+
+  // a layer's stored ESDs arrived: the ESD view and the status (not the other views)
+  const showEsd = (run) => {
+    if (runs.get(select.value) !== run || shown !== run || !run.views.esd) return;
+    run.views.esd.update();
+    tell(run);
+  };
+
+  const tell = (run) => {
     const t = run.table;
     const last = t.columns.length ? t.columns[t.columns.length - 1].step : "-";
     status.textContent = `${t.columns.length} analyses, ${t.layers.length} layers, ` +
@@ -154,12 +187,8 @@ export async function render() {
     if (!names.length) status.textContent = "no run under --logdir holds a ww_history.jsonl yet";
   }
 
-  let again = false;  // asked while busy (a layer chosen during a poll): poll once more after
   async function tick() {
-    if (busy) {
-      again = true;
-      return;
-    }
+    if (busy) return;
     busy = true;
     try {
       await refreshRuns();
@@ -173,10 +202,6 @@ export async function render() {
       status.textContent = `cannot read the runs: ${err.message}`;
     } finally {
       busy = false;
-      if (again) {
-        again = false;
-        tick();
-      }
     }
   }
 
