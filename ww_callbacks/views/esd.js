@@ -7,8 +7,10 @@
 //   const esd = new EsdView(container, table);
 //   esd.update();              // after the table gained analyses or stored ESDs
 //   esd.selectLayer(name);     // the layer shown (also chosen with the view's own select)
-//   new EsdView(container, table, {onLayer(name)})  // told each time the layer shown changes
-//                              // (the tab then fetches that layer's stored ESDs)
+//   new EsdView(container, table, {onLayer(name), pending(name)})
+//                              // onLayer: told each time the layer shown changes (the tab then
+//                              // fetches that layer's stored ESDs); pending: whether they are
+//                              // still on their way (then "loading" is said, not "none stored")
 //   esd.setStep(step);         // the stored ESD nearest to `step` is shown
 //
 // The fit line is `line.ww-esd-fit`; its data-lx1/ly1/lx2/ly2 are its ends in log10 units
@@ -39,10 +41,11 @@ function densities(counts, lo, hi) {
 }
 
 export class EsdView {
-  constructor(container, table, {height = 320, onLayer = null} = {}) {
+  constructor(container, table, {height = 320, onLayer = null, pending = null} = {}) {
     const doc = container.ownerDocument;
     this.doc = doc;
     this.onLayer = onLayer;
+    this.pending = pending;
     this.told = null;
     this.table = table;
     this.height = height;
@@ -130,8 +133,10 @@ export class EsdView {
         num(found.esd.log10_lo) === null || num(found.esd.log10_hi) === null) {
       data.step = "";
       this.info.textContent = found ? `step ${found.step}: no eigenvalue to draw`
-        : `no ESD stored for this layer yet (stored at the first analysis, every few ` +
-          `analyses, on a new trap or band change, and at the end)`;
+        : this.layer !== null && this.pending && this.pending(this.layer)
+          ? "loading the stored ESDs of this layer\u2026"
+          : `no ESD stored for this layer yet (stored at the first analysis, every few ` +
+            `analyses, on a new trap or band change, and at the end)`;
       return;
     }
     const {step, esd} = found;

@@ -59,7 +59,8 @@ class RunState {
    * read (all of them the first time). */
   async _readSpectra() {
     const layer = this.layer;
-    if (layer === null) return;
+    if (layer === null) return false;
+    const first = !this.layerOffsets.has(layer);  // the view says "loading" until then
     for (let i = 0; i < 1000; i++) {
       const offset = this.layerOffsets.get(layer) ?? 0;
       const answer = await getJSON(`./spectra?run=${encodeURIComponent(this.name)}` +
@@ -74,11 +75,13 @@ class RunState {
       this.layerOffsets.set(layer, answer.next);
       if (!answer.more) break;
     }
+    return first;
   }
 
   /** Read the wanted layer's new stored ESDs, one reader at a time (a layer chosen while a
    * read runs is read after it); returns whether the table changed. Runs beside a long first
-   * load of the history: a layer's ESDs do not wait for it. */
+   * load of the history: a layer's ESDs do not wait for it. A layer read for the first time
+   * counts as a change (its view stops saying "loading", even when none are stored). */
   async readSpectra() {
     if (this.spectraBusy) {
       this.spectraAgain = true;
@@ -86,15 +89,16 @@ class RunState {
     }
     this.spectraBusy = true;
     const version = this.table.version;
+    let first = false;
     try {
       do {
         this.spectraAgain = false;
-        await this._readSpectra();
+        if (await this._readSpectra()) first = true;
       } while (this.spectraAgain);
     } finally {
       this.spectraBusy = false;
     }
-    return this.table.version !== version;
+    return first || this.table.version !== version;
   }
 
   /** Read what the history and the wanted layer's stored ESDs gained; returns whether anything
@@ -102,8 +106,8 @@ class RunState {
   async update() {
     const version = this.table.version;
     await this._readRecords();
-    await this.readSpectra();
-    return this.table.version !== version;
+    const spectra = await this.readSpectra();
+    return spectra || this.table.version !== version;
   }
 }
 
@@ -142,11 +146,14 @@ export async function render() {
     if (shown !== run) {  // another run: its own views
       view.textContent = "";
       // the heatmap painted first; the ESD view says which layer's stored ESDs to fetch
-      run.views = new RunViews(view, run.table, {defer: true, esd: {onLayer: (name) => {
-        run.layer = name;
-        run.readSpectra().then((changed) => { if (changed) showEsd(run); })
-          .catch((err) => { status.textContent = `cannot read the ESDs: ${err.message}`; });
-      }}});
+      run.views = new RunViews(view, run.table, {defer: true, esd: {
+        onLayer: (name) => {
+          run.layer = name;
+          run.readSpectra().then((changed) => { if (changed) showEsd(run); })
+            .catch((err) => { status.textContent = `cannot read the ESDs: ${err.message}`; });
+        },
+        pending: (name) => !run.layerOffsets.has(name),
+      }});
       shown = run;
     } else if (partial) {
       run.views.heatmap.update();
