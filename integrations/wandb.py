@@ -147,6 +147,7 @@ class WandbSink:
         self._warned_thread = False
         #: The one per-layer table of the run (made at the first write when ``table_every``).
         self.layers: LayerTable | None = None
+        self._making_table = threading.Lock()
         self._esd_logged: int | None = None  # the step whose ESD histograms were logged last
         self._chart_step: int | None = None  # the step of the latest alpha chart asked for
         self._chart_seen = 0  # the analyses the dashboard had seen then
@@ -205,11 +206,13 @@ class WandbSink:
         return self._wandb.Table(columns=[*TABLE_COLUMNS, STEP_COLUMN], data=table_rows(result))
 
     def _layer_table(self) -> LayerTable:
-        if self.layers is None:
-            if self._wandb is None:
-                self._wandb = _import_wandb()
-            self.layers = LayerTable(self._wandb, self.table_every)
-        return self.layers
+        """The run's one table, made once (by the analysis or the training thread)."""
+        with self._making_table:
+            if self.layers is None:
+                if self._wandb is None:
+                    self._wandb = _import_wandb()
+                self.layers = LayerTable(self._wandb, self.table_every)
+            return self.layers
 
     def prepare(self, result: AnalysisResult) -> None:
         """Add the rows of ``result`` to the table, in the analysis thread (the session calls
@@ -325,10 +328,19 @@ class WandbSink:
         if self._chart_step != step and (final or seen >= CHART_GROWTH * self._chart_seen):
             self._chart_seen = seen
             self._chart_step = step
-            if self._chart_builder is None:
-                self._chart_builder = ThreadPoolExecutor(1, thread_name_prefix="ww-wandb-chart")
-            self._charts.append((step, self._chart_builder.submit(
-                alpha_chart, self._wandb, self.dashboard, None, step)))
+            args = (self._wandb, self.dashboard, None, step)
+            try:
+                if self._chart_builder is None:
+                    self._chart_builder = ThreadPoolExecutor(
+                        1, thread_name_prefix="ww-wandb-chart")
+                future = self._chart_builder.submit(alpha_chart, *args)
+            except RuntimeError:  # a sink closed at interpreter exit: no new thread, build here
+                future = Future()
+                try:
+                    future.set_result(alpha_chart(*args))
+                except Exception as err:  # noqa: BLE001 - reported by _log_charts
+                    future.set_exception(err)
+            self._charts.append((step, future))
 
     def _log_charts(self, run: Any, *, wait: bool) -> None:
         """Log the alpha charts that are built, in order, each in a row of its own with its
