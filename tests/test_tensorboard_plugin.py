@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -653,6 +654,10 @@ def _check_views(browser: Browser, live: Path, names: list[str], state: dict, wi
     if views["fit"] is not None or esd1.get("alpha") is not None:
         assert float(views["fit"]["alpha"]) == pytest.approx(esd1["alpha"])
         assert float(views["fit"]["lx1"]) == pytest.approx(math.log10(esd1["xmin"]))
+    # the count of analyses with stored ESDs is the server's (any layer), not the loaded ones'
+    status = json.loads(browser.evaluate(STATE))["status"]
+    shown = int(re.search(r"(\d+) with stored ESDs", status).group(1))
+    assert 1 <= shown <= len({s["step"] for s in read_spectra(live)}), status
     browser.evaluate(f"{FRAME}.contentDocument.querySelector('.ww-section-esd')"
                      ".scrollIntoView()")
     browser.screenshot(out / "htsr_tab_esd.png")
