@@ -5,9 +5,10 @@
 An MLP (hidden width 512) on scikit-learn's digits, the default callback (every epoch plus the
 initial and final weights, traps on, ``max_duty="auto"``).
 Runs alternate (without, with the analysis in a child process, with it in a thread, ...;
-``--variants``) after one warm-up fit of each; prints the median wall time of each and the ratio
-with/without (target <= 1.05), the main-thread time of the callback's hooks per epoch, and how
-many of the requested snapshots were analysed.
+``--variants``; after a colon ``max_duty``, ``process:0.25``, ``thread:none``; after a
+second colon ``notb``: no TensorBoard sink) after one warm-up fit of each; prints the median
+wall time of each and the ratio with/without (target <= 1.05), the main-thread time of the
+callback's hooks per epoch, and how many of the requested snapshots were analysed.
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ class HookTimer(WeightWatcherCallback):
 def fit_once(epochs: int, with_callback: bool, log_dir: str,
              where: str | None = None) -> float:
     """One fit; ``where``: ``analysis_in`` of the callback's session (through
-    ``WW_CALLBACKS_ANALYSIS_IN``)."""
+    ``WW_CALLBACKS_ANALYSIS_IN``), optionally ``:max_duty`` (auto, none or a number)."""
     from ww_callbacks.worker import ANALYSIS_IN_ENV
+
+    options = {}
+    if where is not None and ":" in where:
+        where, duty, *rest = where.split(":")
+        options["max_duty"] = None if duty == "none" else duty if duty == "auto" else float(duty)
+        if rest == ["notb"]:
+            options["tensorboard"] = False
 
     if where is None:
         os.environ.pop(ANALYSIS_IN_ENV, None)
@@ -72,7 +80,7 @@ def fit_once(epochs: int, with_callback: bool, log_dir: str,
                               keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10)])
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    callbacks = [HookTimer(log_dir=log_dir)] if with_callback else []
+    callbacks = [HookTimer(log_dir=log_dir, **options)] if with_callback else []
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
     return time.perf_counter() - start
@@ -111,7 +119,7 @@ def main() -> None:
     for where in variants:
         ours = statistics.median(with_cb[where])
         per_epoch = spent[where] / (args.repeats * args.epochs) * 1e3
-        print(f"with callback, analysis in a {where:7s}: median {ours:.2f} s ratio "
+        print(f"with callback, analysis in a {where:12s}: median {ours:.2f} s ratio "
               f"{ours / base:.3f} runs {[round(t, 2) for t in with_cb[where]]}; hooks "
               f"{per_epoch:.2f} ms per epoch; analysed {counts[where][1]} of {counts[where][0]} "
               "requested")
