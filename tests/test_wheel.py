@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent('''
     generator = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(256, 64, generator=generator),
                                           torch.randint(0, 10, (256,), generator=generator))
-    callback = WeightWatcherCallback(policies=[HTSREarlyStopping(patience=2)])
+    callback = WeightWatcherCallback(policies=[HTSREarlyStopping(patience=2)], wait="epoch")
     trainer = L.Trainer(max_epochs=2, callbacks=[callback], enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=".")
     trainer.fit(MLP(), torch.utils.data.DataLoader(data, batch_size=32))
