@@ -23,6 +23,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from ww_callbacks.integrations.keras import WeightWatcherCallback  # noqa: E402
@@ -57,7 +58,7 @@ class HookTimer(WeightWatcherCallback):
 
 
 def fit_once(epochs: int, with_callback: bool, log_dir: str,
-             where: str | None = None) -> float:
+             where: str | None = None, tiles: int = 1) -> float:
     """One fit; ``where``: ``analysis_in`` of the callback's session (through
     ``WW_CALLBACKS_ANALYSIS_IN``), optionally ``:max_duty`` (auto, none or a number)."""
     from ww_callbacks.worker import ANALYSIS_IN_ENV
@@ -75,6 +76,7 @@ def fit_once(epochs: int, with_callback: bool, log_dir: str,
         os.environ[ANALYSIS_IN_ENV] = where
     digits = load_digits()
     x, y = (digits.data / 16.0).astype("float32"), digits.target.astype("int32")
+    x, y = np.tile(x, (tiles, 1)), np.tile(y, tiles)  # --tiles: longer epochs
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512, activation="relu"),
                               keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10)])
@@ -91,10 +93,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="process,thread")
+    parser.add_argument("--tiles", type=int, default=1,
+                        help="the digits repeated this many times per epoch (epochs of ~0.2 s "
+                             "times this): the long-epoch case")
     args = parser.parse_args()
     variants = args.variants.split(",")
     load = open("/proc/loadavg").read().strip()
-    print(f"backend {keras.backend.backend()}, {args.epochs} epochs, {args.repeats} repeats; "
+    print(f"backend {keras.backend.backend()}, {args.epochs} epochs of {args.tiles} x digits, "
+          f"{args.repeats} repeats; "
           f"load {load}")
     spent = {v: 0.0 for v in variants}
     counts = {v: [0, 0] for v in variants}
@@ -105,12 +111,13 @@ def main() -> None:
         without: list[float] = []
         with_cb: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.repeats):
-            without.append(fit_once(args.epochs, False, tmp))
+            without.append(fit_once(args.epochs, False, tmp, tiles=args.tiles))
             for where in variants:
                 HookTimer.spent = 0.0
                 HookTimer.requested = HookTimer.analysed = 0
                 with_cb[where].append(fit_once(args.epochs, True,
-                                               os.path.join(tmp, f"{where}{r}"), where))
+                                               os.path.join(tmp, f"{where}{r}"), where,
+                                               args.tiles))
                 spent[where] += HookTimer.spent
                 counts[where][0] += HookTimer.requested
                 counts[where][1] += HookTimer.analysed
