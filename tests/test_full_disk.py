@@ -23,7 +23,8 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="RLIMIT_FSIZE/tmpfs semantics checked on Linux")
 
-#: Shared by the scripts: one analysed snapshot per call of ``run``, delivered at once.
+#: Shared by the scripts: one analysed snapshot per call of ``run``, delivered at once;
+#: ``fill_disk(path)`` writes ``path`` until its file system is full.
 _RUN = textwrap.dedent("""
     step = 0
     def run(n):
@@ -33,6 +34,14 @@ _RUN = textwrap.dedent("""
             w.wait_idle()
             w.poll()
             step += 1
+
+    def fill_disk(filler):
+        with open(filler, "wb", buffering=0) as fh:
+            try:
+                while fh.write(b"x" * 4096):
+                    pass
+            except OSError:
+                pass
 """)
 
 _SCRIPT = textwrap.dedent("""
@@ -85,12 +94,7 @@ _SCRIPT = textwrap.dedent("""
         if mode == "rlimit":
             resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(history), hard))
         else:
-            with open(filler, "wb", buffering=0) as fh:
-                try:
-                    while fh.write(b"x" * 4096):
-                        pass
-                except OSError:
-                    pass
+            fill_disk(filler)
 
     def fill_sink_disk_too():  # rlimit only: a limit below both files
         resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(sink.path), hard))

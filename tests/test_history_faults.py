@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from tests.faults import kill_when  # noqa: E402
 from ww_callbacks.faults import WatcherWarning  # noqa: E402
 from ww_callbacks.history import HISTORY_FILE, HistoryWriter, load_history, read_records  # noqa: E402
 from ww_callbacks.session import WatchSession as Watcher  # noqa: E402
@@ -135,18 +134,9 @@ _KILLED_LOOP = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_LOOP, str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (tmp_path / "state.json").exists() and len(_steps(tmp_path)) >= 12:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    killed = kill_when([sys.executable, "-c", _KILLED_LOOP, str(tmp_path)],
+                       lambda: (tmp_path / "state.json").exists()
+                       and len(_steps(tmp_path)) >= 12)
     with open(tmp_path / HISTORY_FILE, "a") as fh:  # as if it died inside a write
         fh.write(TORN)
     before = _steps(tmp_path)
@@ -163,7 +153,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     after = _steps(tmp_path)
     assert after == [s for s in before if s <= last] + [last + 1]
     pids = {r["writer"]["pid"] for r in read_records(tmp_path)}
-    assert pids == {proc.pid, os.getpid()}
+    assert pids == {killed, os.getpid()}
     assert len(load_history(tmp_path, level="model")) == len(after)
 
 

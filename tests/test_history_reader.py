@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.faults import kill_when
 from ww_callbacks import history_reader
 from ww_callbacks.history import HISTORY_FILE, HistoryWriter, load_history, read_records
 
@@ -64,19 +64,9 @@ def _train(log_dir: Path, steps: int) -> str:
 
 def _killed_run(log_dir: Path, at_least: int) -> None:
     """A run killed with SIGKILL once ``at_least`` analyses are in its history."""
-    proc = subprocess.Popen([sys.executable, "-c", _LOOP, str(log_dir), "100000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (log_dir / HISTORY_FILE).exists() and \
-                    len(read_records(log_dir)) >= at_least:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when([sys.executable, "-c", _LOOP, str(log_dir), "100000"],
+              lambda: (log_dir / HISTORY_FILE).exists()
+              and len(read_records(log_dir)) >= at_least)
 
 
 @pytest.fixture(scope="module")

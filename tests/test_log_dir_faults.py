@@ -90,12 +90,7 @@ _FILLS_UP = textwrap.dedent("""
         warnings.simplefilter("always")
         w = Watcher(log_dir=None, sinks=[sink], traps_every=0, max_duty=None)
         run(3)                                   # 0-2 healthy
-        with open(filler, "wb", buffering=0) as fh:
-            try:
-                while fh.write(b"x" * 4096):
-                    pass
-            except OSError:
-                pass
+        fill_disk(filler)
         run(60)                                  # 3-62: the disk is full
         files_while_full = sorted(os.listdir(tb_dir))
         os.remove(filler)
