@@ -82,7 +82,8 @@ def _close_enough(a, b) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_close_enough(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-12 * max(1.0, abs(a))
+        return (a == b or (math.isnan(a) and math.isnan(b))  # (equal infinities too)
+                or abs(a - b) <= 1e-12 * max(1.0, abs(a)))
     return a == b
 
 
@@ -115,6 +116,37 @@ def test_same_history_as_the_thread_and_a_child_without_torch(tmp_path):
             assert _segments_left(names) == set()
         histories[mode] = [_strip(r) for r in read_records(tmp_path / mode / "ww_history.jsonl")]
     assert len(histories["process"]) == 3
+    assert _close_enough(histories["thread"], histories["process"])
+
+
+def test_base_initial_is_analysed_in_the_child_with_the_same_history(tmp_path):
+    """``base="initial"`` (the update since the first snapshot) goes to the child too: its base
+    weights cross once (the child keeps them), and the history equals the thread's to 1e-12."""
+    histories = {}
+    for mode in ("thread", "process"):
+        model = _mlp(0)
+        watcher = Watcher(log_dir=tmp_path / mode, analysis_in=mode, max_duty=None,
+                          base="initial", min_evals=0)
+        for step in range(3):
+            with torch.no_grad():
+                for layer in (model[0], model[1]):
+                    layer.weight.add_(0.05 * torch.randn(layer.weight.shape,
+                                                         generator=torch.Generator()
+                                                         .manual_seed(step)))
+            assert watcher.snapshot(model, step)
+            assert watcher.wait_idle(120)
+            watcher.poll()
+        if mode == "process":
+            worker = watcher._worker
+            assert isinstance(worker, ProcessWorker) and worker.analysed_while_starting == 0
+            assert worker._child.base_token == watcher.copier.base.token
+        watcher.close()
+        histories[mode] = [_strip(r) for r in read_records(tmp_path / mode / "ww_history.jsonl")]
+    assert len(histories["process"]) == 3
+    # the first snapshot is its own base: a zero update, whose fits fail; later ones fit
+    alphas = [[layer["alpha"] for layer in r["layers"]] for r in histories["process"]]
+    assert all(a == -1 or math.isnan(a) for a in alphas[0]), alphas[0]
+    assert all(a > 0 for a in alphas[2]), alphas[2]
     assert _close_enough(histories["thread"], histories["process"])
 
 

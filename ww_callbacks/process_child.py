@@ -50,8 +50,26 @@ def _reply_error(err: BaseException) -> tuple:
     return ("error", err, text)
 
 
+#: ``base="initial"``: (token, weights) of the base weights last received (one per session).
+_BASE: tuple[str, dict] | None = None
+
+
+def _base_of(request: Any) -> dict | None:
+    """The base weights a request names (received with it, or with an earlier one)."""
+    global _BASE
+    if request.base is not None:
+        _BASE = (request.base_token, request.base)
+    if request.base_token is None:
+        return None
+    if _BASE is None or _BASE[0] != request.base_token:
+        raise RuntimeError("the analysis process has not received the base weights "
+                           f"{request.base_token}")
+    return _BASE[1]
+
+
 def analyse(request: Any) -> tuple:
-    """One request: map the segment, analyse the views, unmap."""
+    """One request: map the segment, analyse the views (less the base weights, if any),
+    unmap."""
     from dataclasses import replace
 
     from threadpoolctl import threadpool_limits
@@ -70,7 +88,8 @@ def analyse(request: Any) -> tuple:
                   if request.blas_threads is not None else None)
         try:
             details = analyze_layers(layers, randomize=request.randomize, progress=False,
-                                     skipped=request.skipped, **request.options)
+                                     skipped=request.skipped, base=_base_of(request),
+                                     **request.options)
         finally:
             if limits is not None:
                 limits.restore_original_limits()

@@ -26,8 +26,11 @@ Promises:
   within the grace period (the watcher's ``cancelled`` check);
 - no orphan: the child exits when its stdin (held by this process) closes, which the OS does
   whatever ends this process, SIGKILL included;
-- a snapshot that cannot go through shared memory (composite LoRA weights, GPU tensors, a
-  ``base``, an analysis on a torch device) is analysed in the courier thread as before.
+- ``base="initial"``: the base weights (the first snapshot's) are sent to the child once with
+  the first request that needs them and kept there (one more host copy of the watched weights,
+  in the child); a restarted child receives them again;
+- a snapshot that cannot go through shared memory (composite LoRA weights, GPU tensors, an
+  analysis on a torch device) is analysed in the courier thread as before.
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ class AnalysisRequest:
     blas_threads: int | None = 1
     #: The summary's threshold (:func:`~ww_callbacks.scalars.model_summary`).
     min_evals_for_trust: int = MIN_EVALS_FOR_TRUST
+    #: ``base="initial"``: the token of the base weights the child subtracts (None: no base),
+    #: and those weights themselves when this child has not received them yet (the child keeps
+    #: them: they cross once per child, not once per analysis).
+    base_token: str | None = None
+    base: dict | None = None
 
 
 def _package_parent() -> str:
@@ -141,6 +149,7 @@ class Child:
         finally:
             self.proc.stdout.close()
         self.pid = self.proc.pid
+        self.base_token: str | None = None  # the base weights it holds (AnalysisRequest.base)
         self._finalizer = weakref.finalize(self, _kill_proc, self.proc)
 
     def status(self, timeout: float = 30.0) -> dict:
@@ -396,6 +405,7 @@ class ProcessWorker(BackgroundWorker):
         if options is None:
             return super()._analyse_one(snapshot, limiter)
         snapshot.ready()
+        base = options.pop("base", None)
         request = AnalysisRequest(snapshot.step, snapshot.epoch, snapshot.randomize,
                                   snapshot.wall_time,
                                   [replace(layer, weight=None) for layer in snapshot.layers],
@@ -407,8 +417,14 @@ class ProcessWorker(BackgroundWorker):
             if not self.in_thread:
                 self.analysed_while_starting += 1
             return super()._analyse_one(snapshot, limiter)
+        if base is not None:  # the first snapshot's weights (taken here the first time)
+            weights = base.for_layers(snapshot.layers)
+            request = replace(request, base_token=base.token,
+                              base=weights if child.base_token != base.token else None)
         try:
             child.conn.send(("analyse", request))
+            if base is not None:
+                child.base_token = base.token
             self.analysing = snapshot.step
             while not child.conn.poll(POLL_S):
                 if self._cancelled():

@@ -8,6 +8,7 @@ and whether the analysis reads them in a child process (``analysis_in``,
 
 from __future__ import annotations
 
+import uuid
 import warnings
 import weakref
 from typing import Any
@@ -35,6 +36,9 @@ class InitialBase:
 
     def __init__(self) -> None:
         self.weights: dict[str, np.ndarray] | None = None
+        #: Names these weights for an analysis process, which receives them once and keeps them
+        #: (:class:`~ww_callbacks.process_worker.ProcessWorker`); unique across sessions.
+        self.token = uuid.uuid4().hex
 
     def for_layers(self, layers: list[LayerWeights]) -> dict[str, np.ndarray]:
         """The base mapping; taken from ``layers`` (copied) the first time it is asked for."""
@@ -148,13 +152,14 @@ class HostCopies:
 
     def process_options(self, snapshot: Snapshot) -> dict | None:
         """``analyze_layers``' options for the analysis process, with ``skipped`` and
-        ``min_evals_for_trust`` (the process worker takes those two out); None: analyse here (a
-        base to subtract, an analysis on a torch device)."""
-        if self.base is not None or self.analysis["device"] is not None:
+        ``min_evals_for_trust`` (the process worker takes those two out), and the
+        :class:`InitialBase` under ``"base"`` when there is one (the worker sends its weights to
+        the child once); None: analyse here (an analysis on a torch device)."""
+        if self.analysis["device"] is not None:
             return None
         options = {k: v for k, v in self.analysis.items() if k != "device"}
         return {**options, "skipped": list(self.skipped), "cancelled": None,
-                "min_evals_for_trust": self.min_evals_for_trust}
+                "min_evals_for_trust": self.min_evals_for_trust, "base": self.base}
 
     def _shared_for(self, snapshotter: Snapshotter) -> Snapshotter:
         """Let ``snapshotter`` write into shared memory when the analysis runs in a process."""
