@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _paired import paired_line  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from ww_callbacks.integrations.keras import WeightWatcherCallback  # noqa: E402
@@ -130,12 +131,7 @@ def main() -> None:
               f"{ours / base:.3f} runs {[round(t, 2) for t in with_cb[where]]}; hooks "
               f"{per_epoch:.2f} ms per epoch; analysed {counts[where][1]} of {counts[where][0]} "
               "requested")
-        # each with-run beside the run without it of the same repeat: the spread of the runs
-        # without (20% on the 2-core VM) is shared by both halves of a pair
-        paired = sorted(w / b for w, b in zip(with_cb[where], without, strict=True))
-        print(f"  paired ratios ({where}): median {statistics.median(paired):.3f}, "
-              f"quartiles {paired[len(paired) // 4]:.3f}-{paired[(3 * len(paired)) // 4]:.3f}, "
-              f"of {[round(r, 3) for r in paired]}")
+        print(paired_line(where, with_cb[where], without))
     print("load after", open("/proc/loadavg").read().strip())
 
 

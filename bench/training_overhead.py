@@ -57,6 +57,7 @@ import time
 from pathlib import Path
 
 import torch
+from _paired import paired_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
@@ -150,17 +151,9 @@ def cpu_lightning(epochs: int, repeats: int, variants: str = "process,thread") -
         print(f"with callback, {name:14s}: median {ours:.2f} s ratio {ours / base:.3f}  runs "
               f"{[round(t, 2) for t in walls]}; hooks {hooks[0] / max(snaps[0], 1) * 1e3:.2f} "
               f"ms per snapshot; analysed {analysed[0]} of {snaps[0]} requested")
-        _print_paired(name, walls, without)
+        print(paired_line(name, walls, without))
     print(f"load after {_load()}")
 
-
-def _print_paired(name: str, walls: list[float], without: list[float]) -> None:
-    """Each run beside the run without the callback of the same repeat (the runs without it
-    spread by 10-20% on the 2-core VM; a pair shares what slowed or sped up its repeat)."""
-    paired = sorted(w / b for w, b in zip(walls, without, strict=True))
-    print(f"  paired ratios ({name}): median {statistics.median(paired):.3f}, quartiles "
-          f"{paired[len(paired) // 4]:.3f}-{paired[(3 * len(paired)) // 4]:.3f}, of "
-          f"{[round(r, 3) for r in paired]}")
 
 
 def _load() -> str:
