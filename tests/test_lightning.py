@@ -491,6 +491,23 @@ def test_worker_crash_raises_when_strict(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- 6: DDP
 
 
+class GlooTeardown(L.Callback):
+    """Last in a ddp_spawn test's callbacks: every worker destroys its gloo process group in
+    ``teardown`` (after a barrier: no collective is left after it), as a gloo user should.
+    Lightning destroys the group at exit for NCCL only; a gloo group left to the interpreter's
+    teardown can abort the worker when gloo's threads reach Python objects during finalization
+    (pytorch/pytorch PR 179291): 'terminate called without an active exception', SIGABRT, rank 1
+    of ``test_lightning_ddp_restores_the_same_weights_on_every_rank`` in one CI run of
+    2026-12-07, after every assertion's data was written."""
+
+    def teardown(self, trainer, pl_module, stage):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 class StopAfter:
     """A policy that asks to stop once it has seen ``n`` results."""
 
@@ -545,7 +562,8 @@ def test_ddp_two_cpu_processes(tmp_path):
         strategy=strategy, devices=2, max_epochs=6, enable_checkpointing=True,
         logger=TensorBoardLogger(tmp_path, name="ddp"),
         callbacks=[cb, EarlyStopping(monitor="ww/alpha_mean", patience=100),
-                   ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="ww/alpha_mean")]))
+                   ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="ww/alpha_mean"),
+                   GlooTeardown()]))
     trainer.fit(DigitsMLP())
 
     histories = list(tmp_path.rglob("ww_history.jsonl"))

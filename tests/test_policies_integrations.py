@@ -15,7 +15,13 @@ L = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 import ww_callbacks  # noqa: E402
-from tests.test_lightning import BATCHES, DigitsMLP, quiet, scalar_events  # noqa: E402
+from tests.test_lightning import (  # noqa: E402
+    BATCHES,
+    DigitsMLP,
+    GlooTeardown,
+    quiet,
+    scalar_events,
+)
 from ww_callbacks.integrations.lightning import WeightWatcherCallback  # noqa: E402
 from ww_callbacks.policies import (  # noqa: E402
     HTSREarlyStopping,
@@ -169,7 +175,8 @@ def test_lightning_ddp_restores_the_same_weights_on_every_rank(tmp_path):
     strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo",
                            timeout=timedelta(seconds=60))
     L.Trainer(**quiet(strategy=strategy, devices=2, max_epochs=8, logger=False,
-                      default_root_dir=tmp_path, callbacks=[cb, sums])).fit(DigitsMLP())
+                      default_root_dir=tmp_path, callbacks=[cb, sums, GlooTeardown()])
+              ).fit(DigitsMLP())
     per_rank = 15  # ceil(ceil(1797 / 2) / 64)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(int(k) for k in ranks[0] if k != "end") == [per_rank, 2 * per_rank,
