@@ -75,8 +75,7 @@ def analyse(request: Any) -> tuple:
     from threadpoolctl import threadpool_limits
 
     from .analysis import analyze_layers
-    from .results import AnalysisResult
-    from .scalars import model_summary
+    from .scalars import summarized_result
     from .shared_arrays import attach
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -97,10 +96,11 @@ def analyse(request: Any) -> tuple:
     finally:
         attached.close()
     spectra = details.attrs.pop("spectra", {})
-    trust = request.min_evals_for_trust
-    result = AnalysisResult(request.step, request.epoch, details, model_summary(details, trust),
-                            request.wall_time, time.perf_counter() - start, request.randomize,
-                            spectra, min_evals_for_trust=trust)
+    result = summarized_result(request.step, request.epoch, details,
+                               wall_time=request.wall_time,
+                               duration_s=time.perf_counter() - start,
+                               randomized=request.randomize, spectra=spectra,
+                               min_evals_for_trust=request.min_evals_for_trust)
     return ("ok", result, time.process_time() - cpu)
 
 

@@ -417,10 +417,10 @@ class ProcessWorker(BackgroundWorker):
             if not self.in_thread:
                 self.analysed_while_starting += 1
             return super()._analyse_one(snapshot, limiter)
-        if base is not None:  # the first snapshot's weights (taken here the first time)
-            weights = base.for_layers(snapshot.layers)
+        if base is not None:  # its weights cross once per child (taken here the first time)
+            fresh = child.base_token != base.token
             request = replace(request, base_token=base.token,
-                              base=weights if child.base_token != base.token else None)
+                              base=base.for_layers(snapshot.layers) if fresh else None)
         try:
             child.conn.send(("analyse", request))
             if base is not None:

@@ -28,6 +28,7 @@ import pandas as pd
 from .analysis import summarize
 from .options import MIN_EVALS_FOR_TRUST
 from .powerlaw import OVER_TRAINED_ALPHA, SUCCESS, UNDER_TRAINED_ALPHA
+from .results import AnalysisResult
 from .tags import ALPHA, ALPHA_WEIGHTED, MODEL, TRAPS
 
 #: Column of the analysis -> prefix of its per-layer tags (families of :mod:`.tags`).
@@ -82,6 +83,17 @@ def model_summary(details: pd.DataFrame, min_evals_for_trust: int = MIN_EVALS_FO
         traps = details["rand_num_spikes"]
         out[NUM_TRAPS] = float(traps[traps > 0].sum())
     return out
+
+
+def summarized_result(step: int, epoch: int | None, details: pd.DataFrame, *, wall_time: float,
+                      duration_s: float, randomized: bool, spectra: dict,
+                      min_evals_for_trust: int) -> AnalysisResult:
+    """One analysis' :class:`~ww_callbacks.results.AnalysisResult`, its summary made with the
+    ``min_evals_for_trust`` it records (the thread, the analysis process and a distributed
+    merge all build it here, so the two never differ)."""
+    return AnalysisResult(step, epoch, details, model_summary(details, min_evals_for_trust),
+                          wall_time, duration_s, randomized, spectra,
+                          min_evals_for_trust=min_evals_for_trust)
 
 
 def layer_scalars(details: pd.DataFrame) -> dict[str, float]:

@@ -104,6 +104,7 @@ class WorkerError:
 #: The analysis thread's nice value (per thread, Linux); the child process uses the same.
 THREAD_NICE = 10
 
+
 class BackgroundWorker:
     """Runs ``analyse(snapshot)`` in one daemon thread, newest snapshot first.
 

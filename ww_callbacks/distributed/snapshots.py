@@ -31,7 +31,7 @@ import pandas as pd
 from ..analysis import columns_for
 from ..options import MIN_EVALS_FOR_TRUST
 from ..results import AnalysisResult, Snapshot
-from ..scalars import model_summary
+from ..scalars import summarized_result
 from .analyze import analyze_owned, merge_rows
 from .collective import handshake, rank_and_size
 from .gather import watched_layers
@@ -188,10 +188,10 @@ class DistributedSnapshots:
         spectra: dict[str, np.ndarray] = {}
         for part in parts:
             spectra.update(part.spectra)
-        trust = self.min_evals_for_trust
-        return AnalysisResult(first.step, first.epoch, details, model_summary(details, trust),
-                              first.wall_time, max(p.duration_s for p in parts),
-                              first.randomized, spectra, min_evals_for_trust=trust)
+        return summarized_result(first.step, first.epoch, details, wall_time=first.wall_time,
+                                 duration_s=max(p.duration_s for p in parts),
+                                 randomized=first.randomized, spectra=spectra,
+                                 min_evals_for_trust=self.min_evals_for_trust)
 
     def close(self) -> None:
         """Forget what is left."""

@@ -50,7 +50,7 @@ from ..options import (
 from ..policies.base import Policy, Target
 from ..policies.policy_set import PolicySet
 from ..results import AnalysisResult, Snapshot
-from ..scalars import model_summary
+from ..scalars import summarized_result
 from ..sinks import Sink, in_worker, open_sinks
 from ..worker import (
     DEFAULT_ANALYSIS_IN,
@@ -581,11 +581,11 @@ class WatchSession(Resumable):
                                  progress=False, skipped=self.copier.skipped, base=base,
                                  cancelled=self._cancel.is_set, **self.copier.analysis)
         spectra = details.attrs.pop("spectra", {})
-        trust = self.copier.min_evals_for_trust
-        result = AnalysisResult(snapshot.step, snapshot.epoch, details,
-                                model_summary(details, trust), snapshot.wall_time,
-                                time.perf_counter() - start, snapshot.randomize, spectra,
-                                min_evals_for_trust=trust)
+        result = summarized_result(snapshot.step, snapshot.epoch, details,
+                                   wall_time=snapshot.wall_time,
+                                   duration_s=time.perf_counter() - start,
+                                   randomized=snapshot.randomize, spectra=spectra,
+                                   min_evals_for_trust=self.copier.min_evals_for_trust)
         return self.delivery.record(result)
 
     # ------------------------------------------------------------------ shutdown
